@@ -1,0 +1,1 @@
+//! EntiDB catalog (filled by the SQL front issue).

@@ -1,0 +1,153 @@
+//! The effects of one committed transaction, as written to the WAL and as
+//! applied to memory. Commit and recovery share this code: a transaction is
+//! applied exactly the same way when it commits and when it is replayed.
+
+use crate::error::{Error, Result};
+use crate::schema::TableDef;
+use crate::wal::WalRecord;
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use std::io::Cursor;
+
+/// What one transaction changed in one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableChange {
+    /// Table id.
+    pub table_id: u64,
+    /// Rows written (stored schema), the newest version of their keys.
+    pub rows: Option<RecordBatch>,
+    /// Before-image hash per written row.
+    pub before: Vec<u64>,
+    /// Deleted keys with their before-image hashes.
+    pub deleted: Vec<(Box<[u8]>, u64)>,
+}
+
+/// Everything one transaction changed, in apply order.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// Tables created.
+    pub creates: Vec<TableDef>,
+    /// New catalog blob.
+    pub catalog: Option<Vec<u8>>,
+    /// Row changes per table.
+    pub tables: Vec<TableChange>,
+    /// Tables dropped.
+    pub drops: Vec<u64>,
+}
+
+impl Changes {
+    /// True when the transaction changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.creates.is_empty()
+            && self.catalog.is_none()
+            && self.tables.is_empty()
+            && self.drops.is_empty()
+    }
+
+    /// True when the catalog or the set of tables changes.
+    pub fn has_ddl(&self) -> bool {
+        !self.creates.is_empty() || self.catalog.is_some() || !self.drops.is_empty()
+    }
+
+    /// Encodes the transaction as framed WAL records, BEGIN to COMMIT.
+    pub fn encode(&self, txn_id: u64, commit_seq: u64, out: &mut Vec<u8>) -> Result<()> {
+        WalRecord::Begin { txn_id, commit_seq }.encode_into(out)?;
+        for def in &self.creates {
+            WalRecord::CreateTable(def.clone()).encode_into(out)?;
+        }
+        if let Some(blob) = &self.catalog {
+            WalRecord::Catalog(blob.clone()).encode_into(out)?;
+        }
+        for t in &self.tables {
+            if !t.deleted.is_empty() {
+                WalRecord::Delete {
+                    table_id: t.table_id,
+                    keys: t.deleted.iter().map(|(k, h)| (k.to_vec(), *h)).collect(),
+                }
+                .encode_into(out)?;
+            }
+            if let Some(rows) = &t.rows {
+                WalRecord::Put {
+                    table_id: t.table_id,
+                    before: t.before.clone(),
+                    batch: encode_batch(rows)?,
+                }
+                .encode_into(out)?;
+            }
+        }
+        for table_id in &self.drops {
+            WalRecord::DropTable {
+                table_id: *table_id,
+            }
+            .encode_into(out)?;
+        }
+        WalRecord::Commit { txn_id, commit_seq }.encode_into(out)
+    }
+
+    /// Adds one replayed record (between BEGIN and COMMIT) to the changes.
+    pub fn add_record(&mut self, rec: WalRecord, file: &str, offset: u64) -> Result<()> {
+        match rec {
+            WalRecord::CreateTable(def) => self.creates.push(def),
+            WalRecord::Catalog(blob) => self.catalog = Some(blob),
+            WalRecord::DropTable { table_id } => self.drops.push(table_id),
+            WalRecord::Put {
+                table_id,
+                before,
+                batch,
+            } => {
+                let rows = decode_batch(&batch)
+                    .map_err(|r| Error::corruption(file, offset, format!("PUT batch: {r}")))?;
+                if rows.num_rows() != before.len() {
+                    return Err(Error::corruption(file, offset, "PUT row count mismatch"));
+                }
+                self.tables.push(TableChange {
+                    table_id,
+                    rows: Some(rows),
+                    before,
+                    deleted: Vec::new(),
+                });
+            }
+            WalRecord::Delete { table_id, keys } => self.tables.push(TableChange {
+                table_id,
+                rows: None,
+                before: Vec::new(),
+                deleted: keys.into_iter().map(|(k, h)| (k.into(), h)).collect(),
+            }),
+            other => {
+                return Err(Error::corruption(
+                    file,
+                    offset,
+                    format!(
+                        "unexpected {:?} record inside a transaction",
+                        other.record_type()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Encodes a batch as an Arrow IPC stream.
+pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Decodes a batch written by [`encode_batch`].
+pub fn decode_batch(bytes: &[u8]) -> Result<RecordBatch, String> {
+    let mut reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    let batch = reader
+        .next()
+        .ok_or_else(|| "empty batch stream".to_string())?
+        .map_err(|e| e.to_string())?;
+    if reader.next().is_some() {
+        return Err("more than one batch".into());
+    }
+    Ok(batch)
+}

@@ -1,0 +1,318 @@
+//! The engine handle and the commit pipeline.
+//!
+//! COMMIT, step by step (see also [`crate::wal`] and [`crate::mvcc`]):
+//!
+//! 1. Under the commit lock: validate every written key's before-image hash
+//!    against the newest committed version (`Conflict` on mismatch), validate
+//!    DDL against the catalog sequence, assign `seq = last_seq + 1`.
+//! 2. Still under the lock: encode BEGIN … COMMIT, apply the changes to memory
+//!    (invisible: readers only see versions up to `visible_seq`), append the
+//!    bytes to the WAL. Release the lock: the next committer may start.
+//! 3. Wait until a (shared) fdatasync covers the bytes — group commit.
+//! 4. Publish: `visible_seq = max(visible_seq, durable_seq)`. Because appends
+//!    happen in sequence order, everything up to `durable_seq` is applied.
+//! 5. If the WAL has grown past the configured size, checkpoint.
+//!
+//! A failure in step 2 or 3 poisons the database (the WAL writer remembers
+//! it): the commit returns the error, nothing more is written, and the caller
+//! must re-open, letting recovery decide from what is on disk.
+
+use crate::changes::Changes;
+use crate::error::{Error, Result};
+use crate::keys::{ABSENT, display_key};
+use crate::mvcc::Snapshots;
+use crate::storage::{FileStorage, LockGuard, MemStorage, Storage};
+use crate::table::{TableState, read, write};
+use crate::txn::Transaction;
+use crate::wal::WalWriter;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Tunables of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Checkpoint automatically once the WAL is larger than this many bytes.
+    pub checkpoint_wal_bytes: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint_wal_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Versions of the catalog blob, oldest first (pruned at checkpoints).
+#[derive(Debug, Default)]
+pub(crate) struct CatalogHistory {
+    pub versions: Vec<(u64, Arc<Vec<u8>>)>,
+}
+
+impl CatalogHistory {
+    pub fn latest_seq(&self) -> u64 {
+        self.versions.last().map_or(0, |(s, _)| *s)
+    }
+}
+
+/// State shared by the engine handle and its transactions.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub storage: Arc<dyn Storage>,
+    pub options: EngineOptions,
+    pub wal: WalWriter,
+    /// Serialises validation, sequence assignment, apply and WAL append.
+    pub commit_lock: Mutex<CommitState>,
+    pub visible_seq: AtomicU64,
+    pub next_id: AtomicU64,
+    pub next_rowid: AtomicU64,
+    pub next_txn: AtomicU64,
+    pub tables: RwLock<BTreeMap<u64, Arc<TableState>>>,
+    pub catalog: RwLock<CatalogHistory>,
+    pub snapshots: Snapshots,
+    pub checkpoint_seq: AtomicU64,
+    pub encryption: Vec<u8>,
+    pub _lock: Box<dyn LockGuard>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CommitState {
+    pub last_seq: u64,
+}
+
+/// An open database engine. Cheap to clone; all clones share one database.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Opens (or creates) the database in directory `path`.
+    ///
+    /// # Errors
+    /// `Locked` if another process holds it, `Corruption` or
+    /// `IncompatibleVersion` for bad files (nothing is modified then), `Io`.
+    pub fn open_dir(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
+        let dir = path.as_ref();
+        let storage = FileStorage::new(dir).map_err(Error::io(&dir.display().to_string()))?;
+        Self::open(Arc::new(storage), options)
+    }
+
+    /// A fresh in-memory database.
+    pub fn open_memory() -> Result<Self> {
+        Self::open(Arc::new(MemStorage::new()), EngineOptions::default())
+    }
+
+    /// Opens the database held by `storage`, running crash recovery.
+    ///
+    /// # Errors
+    /// As [`Engine::open_dir`].
+    pub fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Self> {
+        crate::recovery::open(storage, options).map(|inner| Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Starts a read-write transaction.
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(self.inner.clone(), false)
+    }
+
+    /// Starts a read-only transaction.
+    pub fn begin_read_only(&self) -> Transaction {
+        Transaction::new(self.inner.clone(), true)
+    }
+
+    /// Writes all committed data to segments, saves the manifest and empties
+    /// the WAL.
+    ///
+    /// # Errors
+    /// I/O failures (which poison the database).
+    pub fn checkpoint(&self) -> Result<()> {
+        crate::checkpoint::run(&self.inner)
+    }
+
+    /// The newest visible commit sequence.
+    pub fn visible_seq(&self) -> u64 {
+        self.inner.visible_seq.load(Ordering::SeqCst)
+    }
+
+    /// Sequence of the last checkpoint.
+    pub fn checkpoint_seq(&self) -> u64 {
+        self.inner.checkpoint_seq.load(Ordering::SeqCst)
+    }
+
+    /// Current WAL size in bytes.
+    pub fn wal_len(&self) -> u64 {
+        self.inner.wal.len()
+    }
+
+    /// fdatasync calls made on the WAL since open.
+    pub fn wal_sync_count(&self) -> u64 {
+        self.inner.wal.sync_count()
+    }
+
+    /// Fails with `Poisoned` if an earlier I/O failure poisoned the database.
+    pub fn check_healthy(&self) -> Result<()> {
+        self.inner.wal.check()
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.inner.storage
+    }
+}
+
+impl Inner {
+    /// The catalog blob at `snapshot`.
+    pub fn catalog_at(&self, snapshot: u64) -> Result<Arc<Vec<u8>>> {
+        let history = read(&self.catalog)?;
+        Ok(history
+            .versions
+            .iter()
+            .rev()
+            .find(|(seq, _)| *seq <= snapshot)
+            .map(|(_, blob)| blob.clone())
+            .unwrap_or_default())
+    }
+
+    /// Runs the commit pipeline described in the module docs.
+    pub fn commit(&self, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
+        self.wal.check()?;
+        let (seq, end) = {
+            let mut state = self.commit_lock.lock().map_err(|_| Error::Poisoned {
+                cause: "commit lock poisoned".into(),
+            })?;
+            self.validate(snapshot, &changes)?;
+            let seq = state.last_seq + 1;
+            let mut bytes = Vec::new();
+            changes.encode(txn_id, seq, &mut bytes)?;
+            if let Err(e) = self.apply(seq, changes) {
+                self.wal
+                    .poison(format!("applying commit {seq} failed: {e}"));
+                return Err(e);
+            }
+            let end = self.wal.append(&bytes, seq)?;
+            state.last_seq = seq;
+            (seq, end)
+        };
+        let durable = self.wal.wait_durable(end)?;
+        self.visible_seq.fetch_max(durable, Ordering::SeqCst);
+        if self.wal.len() > self.options.checkpoint_wal_bytes {
+            crate::checkpoint::run(self)?;
+        }
+        Ok(seq)
+    }
+
+    /// First-committer-wins validation (see [`crate::mvcc`]).
+    fn validate(&self, snapshot: u64, changes: &Changes) -> Result<()> {
+        if changes.has_ddl() && read(&self.catalog)?.latest_seq() > snapshot {
+            return Err(Error::Conflict {
+                table: "<catalog>".into(),
+                key: "schema changed concurrently".into(),
+            });
+        }
+        let tables = read(&self.tables)?;
+        for change in &changes.tables {
+            let created_here = changes.creates.iter().any(|d| d.id == change.table_id);
+            let table = match tables.get(&change.table_id) {
+                Some(t) if read(&t.dropped_seq)?.is_none() => t,
+                _ if created_here => continue,
+                _ => {
+                    return Err(Error::Conflict {
+                        table: format!("#{}", change.table_id),
+                        key: "table was dropped concurrently".into(),
+                    });
+                }
+            };
+            let keys = read(&table.keys)?;
+            let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.hash);
+            let conflict = |key: &[u8]| Error::Conflict {
+                table: table.def.name.clone(),
+                key: display_key(key),
+            };
+            for (key, before) in &change.deleted {
+                if current(key) != *before {
+                    return Err(conflict(key));
+                }
+            }
+            if let Some(rows) = &change.rows {
+                let key_col = rows.num_columns().saturating_sub(2);
+                let key_arr = rows
+                    .column(key_col)
+                    .as_any()
+                    .downcast_ref::<arrow::array::BinaryArray>()
+                    .ok_or_else(|| Error::InvalidArgument("stored batch lacks _key".into()))?;
+                for (key, before) in key_arr.iter().flatten().zip(&change.before) {
+                    if current(key) != *before {
+                        return Err(conflict(key));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a transaction's changes to memory at `seq` (commit and replay).
+    pub fn apply(&self, seq: u64, changes: Changes) -> Result<()> {
+        if changes.has_ddl() {
+            let mut history = write(&self.catalog)?;
+            let blob = match &changes.catalog {
+                Some(blob) => Arc::new(blob.clone()),
+                None => history
+                    .versions
+                    .last()
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+            };
+            history.versions.push((seq, blob));
+        }
+        let mut tables = write(&self.tables)?;
+        for def in changes.creates {
+            self.next_id.fetch_max(def.id + 1, Ordering::SeqCst);
+            tables.insert(def.id, Arc::new(TableState::new(def, seq)));
+        }
+        for change in changes.tables {
+            let table = tables
+                .get(&change.table_id)
+                .ok_or_else(|| Error::TableNotFound {
+                    name: format!("#{}", change.table_id),
+                })?;
+            let deleted: Vec<Box<[u8]>> = change.deleted.into_iter().map(|(k, _)| k).collect();
+            let chunk_id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            if table.def.key_columns.is_empty() {
+                self.bump_rowid(change.rows.as_ref());
+            }
+            table.apply(seq, chunk_id, change.rows, &deleted)?;
+        }
+        for id in &changes.drops {
+            if let Some(t) = tables.get(id) {
+                *write(&t.dropped_seq)? = Some(seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the row-id counter above every replayed row id.
+    fn bump_rowid(&self, rows: Option<&arrow::array::RecordBatch>) {
+        let Some(rows) = rows else { return };
+        let Some(keys) = rows
+            .column(rows.num_columns().saturating_sub(2))
+            .as_any()
+            .downcast_ref::<arrow::array::BinaryArray>()
+        else {
+            return;
+        };
+        let max = keys
+            .iter()
+            .flatten()
+            .filter_map(|k| <[u8; 8]>::try_from(k).ok())
+            .map(u64::from_be_bytes)
+            .max();
+        if let Some(max) = max {
+            self.next_rowid.fetch_max(max + 1, Ordering::SeqCst);
+        }
+    }
+}

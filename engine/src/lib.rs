@@ -1,0 +1,37 @@
+//! EntiDB storage engine.
+//!
+//! A crash-safe, multi-version store of Arrow tables:
+//!
+//! - [`storage`]: the backend trait every byte goes through (real files,
+//!   memory, and a simulated disk that loses power on command);
+//! - [`wal`]: the write-ahead log, with CRC-checked records and group commit;
+//! - [`segment`]: immutable columnar files written by checkpoints;
+//! - [`manifest`]: the atomically replaced root of the durable state;
+//! - [`mvcc`]: snapshot isolation with before-image conflict detection;
+//! - [`Engine`] and [`Transaction`]: the API the SQL layer uses.
+//!
+//! The on-disk formats are documented in `docs/format.md`, the recovery
+//! policy in `docs/recovery.md`.
+
+mod changes;
+mod checkpoint;
+pub mod codec;
+mod engine;
+pub mod error;
+pub mod keys;
+pub mod manifest;
+pub mod mvcc;
+mod recovery;
+mod scan;
+pub mod schema;
+pub mod segment;
+pub mod storage;
+mod table;
+mod txn;
+pub mod wal;
+
+pub use engine::{Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use scan::{RowGroupFilter, ScanRequest, ScanStats, TableScan};
+pub use schema::TableDef;
+pub use txn::{Savepoint, Transaction};

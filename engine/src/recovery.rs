@@ -1,0 +1,228 @@
+//! Opening a database: lock, manifest, segments, WAL replay.
+//!
+//! The policy is written down in `docs/recovery.md`. In short, open runs in
+//! two phases so that a failed open never modifies anything on disk:
+//!
+//! 1. **Validate** (read-only): take the LOCK, decode the manifest, open and
+//!    check every live segment, scan the WAL and decode every committed
+//!    transaction. Any checksum or format failure returns `Corruption` here.
+//! 2. **Repair and start**: apply the decoded transactions with
+//!    `commit_seq > checkpoint_seq` (earlier ones are already in segments and
+//!    are skipped, so a crash between manifest save and WAL truncation never
+//!    duplicates data), cut a torn WAL tail, create the files of a new
+//!    database, and remove files no manifest references (a checkpoint's
+//!    orphaned segments, `MANIFEST.tmp`).
+//!
+//! Replay is idempotent: opening twice, or crashing during open, yields the
+//! same state.
+
+use crate::changes::Changes;
+use crate::engine::{CatalogHistory, CommitState, EngineOptions, Inner};
+use crate::error::{Error, Result};
+use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
+use crate::mvcc::Snapshots;
+use crate::segment::{SegmentReader, segment_file_name};
+use crate::storage::Storage;
+use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
+use crate::wal::{WAL_FILE, WalRecord, WalWriter, scan_wal};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Name of the lock file (see [`crate::storage::FileStorage`]).
+const LOCK_FILE: &str = "LOCK";
+
+/// A committed transaction found in the WAL.
+struct Replay {
+    seq: u64,
+    changes: Changes,
+}
+
+pub(crate) fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Inner> {
+    let lock = storage
+        .lock()
+        .map_err(Error::io(LOCK_FILE))?
+        .ok_or_else(|| Error::Locked {
+            path: storage.describe(),
+        })?;
+    // Phase 1: validate, read-only.
+    let loaded = Manifest::load(storage.as_ref())?;
+    let wal_bytes = read_wal(storage.as_ref())?;
+    let scan = scan_wal(&wal_bytes, WAL_FILE)?;
+    let fresh = loaded.is_none();
+    let manifest = match loaded {
+        Some(m) => m,
+        None if scan.records.is_empty() => Manifest {
+            next_id: 1,
+            next_rowid: 1,
+            ..Manifest::default()
+        },
+        None => {
+            return Err(Error::corruption(
+                MANIFEST_FILE,
+                0,
+                "the WAL holds records but the manifest is missing",
+            ));
+        }
+    };
+    let tables = load_tables(storage.as_ref(), &manifest)?;
+    let replay = committed_transactions(scan.records, manifest.checkpoint_seq)?;
+
+    // Phase 2: build memory, repair the WAL tail, clean up.
+    let wal_file = storage.open(WAL_FILE, true).map_err(Error::io(WAL_FILE))?;
+    if scan.torn {
+        wal_file
+            .truncate(scan.valid_len)
+            .and_then(|()| wal_file.sync())
+            .map_err(Error::io(WAL_FILE))?;
+    }
+    let last_seq = replay.last().map_or(manifest.checkpoint_seq, |r| r.seq);
+    let mut catalog = CatalogHistory::default();
+    catalog
+        .versions
+        .push((manifest.catalog_seq, Arc::new(manifest.catalog.clone())));
+    let inner = Inner {
+        storage: storage.clone(),
+        options,
+        wal: WalWriter::new(wal_file, scan.valid_len, last_seq),
+        commit_lock: Mutex::new(CommitState { last_seq }),
+        visible_seq: AtomicU64::new(last_seq),
+        next_id: AtomicU64::new(manifest.next_id.max(1)),
+        next_rowid: AtomicU64::new(manifest.next_rowid.max(1)),
+        next_txn: AtomicU64::new(1),
+        tables: RwLock::new(tables),
+        catalog: RwLock::new(catalog),
+        snapshots: Snapshots::default(),
+        checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
+        encryption: manifest.encryption.clone(),
+        _lock: lock,
+    };
+    for r in replay {
+        inner.apply(r.seq, r.changes)?;
+    }
+    if fresh {
+        manifest.save(storage.as_ref())?;
+    }
+    remove_orphans(storage.as_ref(), &manifest)?;
+    Ok(inner)
+}
+
+fn read_wal(storage: &dyn Storage) -> Result<Vec<u8>> {
+    if !storage.exists(WAL_FILE).map_err(Error::io(WAL_FILE))? {
+        return Ok(Vec::new());
+    }
+    storage
+        .open(WAL_FILE, false)
+        .and_then(|f| f.read_all())
+        .map_err(Error::io(WAL_FILE))
+}
+
+/// Opens every live segment and rebuilds the tables' chunk lists and key
+/// indexes.
+fn load_tables(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+) -> Result<BTreeMap<u64, Arc<TableState>>> {
+    let mut tables = BTreeMap::new();
+    for entry in &manifest.tables {
+        let state = TableState::new(entry.def.clone(), entry.created_seq);
+        let mut chunks = Vec::new();
+        for seg in &entry.segments {
+            let reader = SegmentReader::open(storage, seg.id)?;
+            let name = segment_file_name(seg.id);
+            let columns = entry.def.schema.fields().len() as u32 + 3;
+            if reader.footer.table_id != entry.def.id
+                || reader.footer.rows != seg.rows
+                || reader.footer.columns != columns
+            {
+                return Err(Error::corruption(
+                    name,
+                    0,
+                    "segment does not match its manifest entry",
+                ));
+            }
+            if seg
+                .deletes
+                .iter()
+                .any(|(row, _)| u64::from(*row) >= seg.rows)
+            {
+                return Err(Error::corruption(
+                    MANIFEST_FILE,
+                    0,
+                    format!("delete beyond the rows of segment {}", seg.id),
+                ));
+            }
+            let deletes = seg.deletes.iter().copied().collect();
+            let chunk = Chunk::new(seg.id, ChunkData::Segment(Arc::new(reader)), deletes);
+            state.index_segment(&chunk)?;
+            chunks.push(Arc::new(chunk));
+        }
+        *write(&state.chunks)? = ChunkList::new(chunks);
+        tables.insert(entry.def.id, Arc::new(state));
+    }
+    Ok(tables)
+}
+
+/// Groups WAL records into committed transactions newer than the checkpoint.
+fn committed_transactions(
+    records: Vec<(u64, WalRecord)>,
+    checkpoint_seq: u64,
+) -> Result<Vec<Replay>> {
+    let mut out: Vec<Replay> = Vec::new();
+    let mut open: Option<(u64, u64, Changes)> = None;
+    let mut last = 0u64;
+    for (offset, rec) in records {
+        let corrupt = |why: &str| Error::corruption(WAL_FILE, offset, why);
+        match rec {
+            WalRecord::Begin { txn_id, commit_seq } => {
+                // A BEGIN while another transaction is open means that
+                // transaction's append was cut short: it never committed.
+                open = Some((txn_id, commit_seq, Changes::default()));
+            }
+            WalRecord::Commit { txn_id, commit_seq } => {
+                let Some((id, seq, changes)) = open.take() else {
+                    return Err(corrupt("COMMIT without BEGIN"));
+                };
+                if id != txn_id || seq != commit_seq {
+                    return Err(corrupt("COMMIT does not match its BEGIN"));
+                }
+                if seq <= last {
+                    return Err(corrupt("commit sequence goes backwards"));
+                }
+                last = seq;
+                if seq > checkpoint_seq {
+                    out.push(Replay { seq, changes });
+                }
+            }
+            WalRecord::Abort { .. } => open = None,
+            WalRecord::Checkpoint { .. } => {}
+            other => match open.as_mut() {
+                Some((_, _, changes)) => changes.add_record(other, WAL_FILE, offset)?,
+                None => return Err(corrupt("record outside a transaction")),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// Removes segment files the manifest does not reference and a stale
+/// `MANIFEST.tmp` (leftovers of an interrupted checkpoint).
+fn remove_orphans(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
+    let live: BTreeSet<String> = manifest
+        .tables
+        .iter()
+        .flat_map(|t| t.segments.iter().map(|s| segment_file_name(s.id)))
+        .collect();
+    let mut removed = false;
+    for name in storage.list().map_err(Error::io("."))? {
+        let orphan = name == MANIFEST_TMP || (name.ends_with(".eseg") && !live.contains(&name));
+        if orphan {
+            storage.remove(&name).map_err(Error::io(&name))?;
+            removed = true;
+        }
+    }
+    if removed {
+        storage.sync_dir().map_err(Error::io("."))?;
+    }
+    Ok(())
+}

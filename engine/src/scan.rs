@@ -1,0 +1,266 @@
+//! Streaming a table's rows at a snapshot.
+//!
+//! A [`TableScan`] is an iterator of Arrow batches. It walks the table's
+//! chunks in order — one segment row group or one mem chunk at a time — and
+//! then the transaction's own inserted rows. For each piece it reads only the
+//! projected columns, skips row groups created entirely after the snapshot
+//! (`min_seq > snapshot`) or rejected by the caller's statistics filter, and
+//! hides rows that are not visible: created after the snapshot, deleted at or
+//! before it, or deleted by the transaction itself. Memory stays bounded by
+//! one row group, whatever the table size.
+
+use crate::error::{Error, Result};
+use crate::schema::{KEY_COLUMN, TableDef};
+use crate::segment::RowGroupMeta;
+use crate::table::{Chunk, ChunkData};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+/// Decides from a row group's statistics whether it may hold matching rows.
+pub type RowGroupFilter = Arc<dyn Fn(&RowGroupMeta) -> bool + Send + Sync>;
+
+/// What to read.
+#[derive(Clone, Default)]
+pub struct ScanRequest {
+    /// User columns to return, by index; `None` for all.
+    pub projection: Option<Vec<usize>>,
+    /// Also return the row key as a trailing `_key` Binary column.
+    pub include_key: bool,
+    /// Optional statistics filter; `false` skips the row group.
+    pub row_group_filter: Option<RowGroupFilter>,
+}
+
+impl fmt::Debug for ScanRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScanRequest")
+            .field("projection", &self.projection)
+            .field("include_key", &self.include_key)
+            .field("row_group_filter", &self.row_group_filter.is_some())
+            .finish()
+    }
+}
+
+enum Piece {
+    Group {
+        chunk: Arc<Chunk>,
+        group: usize,
+        first_row: u32,
+    },
+    Mem(Arc<Chunk>),
+    Local(RecordBatch),
+}
+
+/// Statistics of a scan, for EXPLAIN ANALYZE and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Row groups read from segments.
+    pub groups_read: u64,
+    /// Row groups skipped by sequence range or statistics.
+    pub groups_skipped: u64,
+}
+
+/// An iterator of visible rows (see the module docs).
+pub struct TableScan {
+    pieces: VecDeque<Piece>,
+    columns: Vec<usize>,
+    key_column: usize,
+    include_key: bool,
+    snapshot: u64,
+    hidden: HashMap<u64, BTreeSet<u32>>,
+    schema: SchemaRef,
+    /// Counters.
+    pub stats: ScanStats,
+}
+
+impl fmt::Debug for TableScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableScan")
+            .field("pieces", &self.pieces.len())
+            .field("snapshot", &self.snapshot)
+            .finish()
+    }
+}
+
+impl TableScan {
+    pub(crate) fn new(
+        def: &TableDef,
+        request: ScanRequest,
+        snapshot: u64,
+        committed: Vec<Arc<Chunk>>,
+        hidden: HashMap<u64, BTreeSet<u32>>,
+        local: Vec<RecordBatch>,
+    ) -> Result<Self> {
+        let nuser = def.schema.fields().len();
+        let columns = request.projection.unwrap_or_else(|| (0..nuser).collect());
+        if let Some(bad) = columns.iter().find(|c| **c >= nuser) {
+            return Err(Error::InvalidArgument(format!(
+                "no column {bad} in {}",
+                def.name
+            )));
+        }
+        let mut fields: Vec<Field> = columns
+            .iter()
+            .map(|c| def.schema.field(*c).clone())
+            .collect();
+        if request.include_key {
+            fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+        }
+        let mut stats = ScanStats::default();
+        let mut pieces = VecDeque::new();
+        for chunk in committed {
+            match &chunk.data {
+                ChunkData::Mem { seq, .. } => {
+                    if *seq <= snapshot {
+                        pieces.push_back(Piece::Mem(chunk.clone()));
+                    }
+                }
+                ChunkData::Segment(seg) => {
+                    let mut first_row = 0;
+                    for (group, meta) in seg.footer.row_groups.iter().enumerate() {
+                        let wanted = meta.min_seq <= snapshot
+                            && request.row_group_filter.as_ref().is_none_or(|f| f(meta));
+                        if wanted {
+                            pieces.push_back(Piece::Group {
+                                chunk: chunk.clone(),
+                                group,
+                                first_row,
+                            });
+                        } else {
+                            stats.groups_skipped += 1;
+                        }
+                        first_row += meta.rows;
+                    }
+                }
+            }
+        }
+        pieces.extend(local.into_iter().map(Piece::Local));
+        Ok(Self {
+            pieces,
+            columns,
+            key_column: nuser,
+            include_key: request.include_key,
+            snapshot,
+            hidden,
+            schema: Arc::new(Schema::new(fields)),
+            stats,
+        })
+    }
+
+    /// Schema of the returned batches.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn wanted_columns(&self) -> Vec<usize> {
+        let mut cols = self.columns.clone();
+        if self.include_key {
+            cols.push(self.key_column);
+        }
+        cols
+    }
+
+    fn read_piece(&mut self, piece: Piece) -> Result<Option<RecordBatch>> {
+        let cols = self.wanted_columns();
+        let (arrays, mask) = match piece {
+            Piece::Local(batch) => (pick(&batch, &cols), None),
+            Piece::Mem(chunk) => {
+                let ChunkData::Mem { batch, .. } = &chunk.data else {
+                    return Ok(None);
+                };
+                let mask = self.mask(&chunk, 0, chunk.rows, None)?;
+                (pick(batch, &cols), mask)
+            }
+            Piece::Group {
+                chunk,
+                group,
+                first_row,
+            } => {
+                let ChunkData::Segment(seg) = &chunk.data else {
+                    return Ok(None);
+                };
+                let Some(meta) = seg.footer.row_groups.get(group) else {
+                    return Ok(None);
+                };
+                self.stats.groups_read += 1;
+                let arrays = cols
+                    .iter()
+                    .map(|c| seg.read_column(group, *c))
+                    .collect::<Result<Vec<_>>>()?;
+                let seqs = if meta.max_seq > self.snapshot {
+                    let seq_col = seg.footer.columns as usize - 1;
+                    Some(seg.read_column(group, seq_col)?)
+                } else {
+                    None
+                };
+                let mask = self.mask(&chunk, first_row, meta.rows, seqs.as_ref())?;
+                (arrays, mask)
+            }
+        };
+        let options = arrow::array::RecordBatchOptions::new()
+            .with_row_count(Some(arrays.first().map_or(0, |a| a.len())));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
+        let batch = match mask {
+            Some(mask) => filter_record_batch(&batch, &mask)?,
+            None => batch,
+        };
+        Ok((batch.num_rows() > 0).then_some(batch))
+    }
+
+    /// Visibility mask for `rows` rows of `chunk` starting at `first`, or
+    /// `None` when all are visible.
+    fn mask(
+        &self,
+        chunk: &Chunk,
+        first: u32,
+        rows: u32,
+        seqs: Option<&ArrayRef>,
+    ) -> Result<Option<BooleanArray>> {
+        let end = first + rows;
+        let mut hide: Vec<u32> = chunk.deleted_in(first, end, self.snapshot)?;
+        if let Some(own) = self.hidden.get(&chunk.id) {
+            hide.extend(own.range(first..end));
+        }
+        let seqs = seqs.and_then(|s| s.as_primitive_opt::<UInt64Type>());
+        if hide.is_empty() && seqs.is_none() {
+            return Ok(None);
+        }
+        let mut visible = vec![true; rows as usize];
+        for row in hide {
+            if let Some(v) = visible.get_mut((row - first) as usize) {
+                *v = false;
+            }
+        }
+        if let Some(seqs) = seqs {
+            for (v, seq) in visible.iter_mut().zip(seqs.values().iter()) {
+                *v = *v && *seq <= self.snapshot;
+            }
+        }
+        Ok(Some(BooleanArray::from(visible)))
+    }
+}
+
+fn pick(batch: &RecordBatch, cols: &[usize]) -> Vec<ArrayRef> {
+    cols.iter().map(|c| batch.column(*c).clone()).collect()
+}
+
+impl Iterator for TableScan {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while let Some(piece) = self.pieces.pop_front() {
+            match self.read_piece(piece) {
+                Ok(Some(batch)) => return Some(Ok(batch)),
+                Ok(None) => continue,
+                Err(e) => {
+                    self.pieces.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}

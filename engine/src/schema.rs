@@ -1,0 +1,127 @@
+//! Physical table definitions as the engine sees them.
+//!
+//! The engine stores tables of rows with an Arrow schema. A table either has a
+//! primary key (its `key_columns`) or gets a hidden 64-bit row id. Every stored
+//! row version carries three hidden columns next to the user's columns:
+//!
+//! | column  | type   | meaning                                              |
+//! |---------|--------|------------------------------------------------------|
+//! | `_key`  | Binary | the row key: memcomparable primary key, or row id    |
+//! | `_hash` | UInt64 | hash of the row's canonical bytes (conflict checks)  |
+//! | `_seq`  | UInt64 | commit sequence of the version (segments only)       |
+//!
+//! Logical definitions (constraints, defaults, views, indexes) belong to the
+//! catalog crate, which stores them in the catalog blob.
+
+use crate::codec::{Decoder, Encoder};
+use crate::error::{Error, Result};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// Name of the hidden row-key column.
+pub const KEY_COLUMN: &str = "_key";
+/// Name of the hidden content-hash column.
+pub const HASH_COLUMN: &str = "_hash";
+/// Name of the hidden commit-sequence column.
+pub const SEQ_COLUMN: &str = "_seq";
+
+/// A table's physical definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableDef {
+    /// Engine-wide unique id; never reused.
+    pub id: u64,
+    /// Table name (for messages; the catalog owns naming rules).
+    pub name: String,
+    /// The user's columns.
+    pub schema: SchemaRef,
+    /// Indexes of the primary-key columns; empty for a hidden row id.
+    pub key_columns: Vec<usize>,
+}
+
+impl TableDef {
+    /// Validates and builds a definition.
+    pub fn new(id: u64, name: &str, schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
+        if schema.fields().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "table {name} has no columns"
+            )));
+        }
+        for f in schema.fields() {
+            if f.name().starts_with('_')
+                && [KEY_COLUMN, HASH_COLUMN, SEQ_COLUMN].contains(&f.name().as_str())
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "column name {} is reserved",
+                    f.name()
+                )));
+            }
+        }
+        if let Some(bad) = key_columns.iter().find(|i| **i >= schema.fields().len()) {
+            return Err(Error::InvalidArgument(format!(
+                "key column {bad} out of range"
+            )));
+        }
+        Ok(Self {
+            id,
+            name: name.to_string(),
+            schema,
+            key_columns,
+        })
+    }
+
+    /// The schema of stored batches: user columns, `_key`, `_hash`.
+    pub fn stored_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
+        fields.push(Field::new(HASH_COLUMN, DataType::UInt64, false));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Encodes the definition (see `table_def` in docs/format.md).
+    pub fn encode(&self, e: &mut Encoder) -> Result<()> {
+        e.u64(self.id).str(&self.name)?;
+        e.bytes(&encode_schema(&self.schema)?)?;
+        e.u32(self.key_columns.len() as u32);
+        for k in &self.key_columns {
+            e.u32(*k as u32);
+        }
+        Ok(())
+    }
+
+    /// Decodes a definition written by [`TableDef::encode`].
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Self> {
+        let id = d.u64()?;
+        let name = d.str()?.to_string();
+        let at = d.offset();
+        let schema = decode_schema(d.bytes()?).map_err(|r| d.error(format!("at {at}: {r}")))?;
+        let n = d.count(4)?;
+        let key_columns = (0..n)
+            .map(|_| d.u32().map(|v| v as usize))
+            .collect::<Result<Vec<_>>>()?;
+        TableDef::new(id, &name, schema, key_columns)
+            .map_err(|e| d.error(format!("invalid table definition: {e}")))
+    }
+}
+
+/// Serialises a schema as an Arrow IPC stream holding only the schema.
+pub fn encode_schema(schema: &Schema) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut w = StreamWriter::try_new(&mut out, schema)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+/// Reads a schema written by [`encode_schema`].
+pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, String> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
+    Ok(reader.schema())
+}

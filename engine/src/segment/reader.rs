@@ -1,0 +1,116 @@
+//! Reading a segment file.
+#![deny(clippy::indexing_slicing)]
+
+use super::format::{Footer, HEADER_LEN, TRAILER_LEN, decode_header, decode_trailer};
+use super::segment_file_name;
+use crate::error::{Error, Result};
+use crate::storage::{FileHandle, Storage};
+use arrow::array::ArrayRef;
+use arrow::ipc::reader::StreamReader;
+use std::io::Cursor;
+
+/// An open segment: its file and decoded footer.
+#[derive(Debug)]
+pub struct SegmentReader {
+    file: FileHandle,
+    name: String,
+    /// Segment id from the header.
+    pub id: u64,
+    /// The decoded footer.
+    pub footer: Footer,
+}
+
+impl SegmentReader {
+    /// Opens segment `id` and validates header, trailer and footer.
+    pub fn open(storage: &dyn Storage, id: u64) -> Result<Self> {
+        let name = segment_file_name(id);
+        let file = storage.open(&name, false).map_err(Error::io(&name))?;
+        let len = file.len().map_err(Error::io(&name))?;
+        if len < HEADER_LEN + TRAILER_LEN {
+            return Err(Error::corruption(&name, 0, "segment file too short"));
+        }
+        let mut header = [0u8; HEADER_LEN as usize];
+        file.read_at(0, &mut header).map_err(Error::io(&name))?;
+        let header_id = decode_header(&header, &name)?;
+        if header_id != id {
+            return Err(Error::corruption(
+                &name,
+                8,
+                format!("header names segment {header_id}"),
+            ));
+        }
+        let trailer_at = len - TRAILER_LEN;
+        let mut trailer = [0u8; TRAILER_LEN as usize];
+        file.read_at(trailer_at, &mut trailer)
+            .map_err(Error::io(&name))?;
+        let (footer_at, footer_len, footer_crc) = decode_trailer(&trailer, &name, trailer_at)?;
+        if footer_at < HEADER_LEN
+            || footer_at.checked_add(u64::from(footer_len)) != Some(trailer_at)
+        {
+            return Err(Error::corruption(
+                &name,
+                trailer_at,
+                "footer location out of range",
+            ));
+        }
+        let mut footer = vec![0u8; footer_len as usize];
+        file.read_at(footer_at, &mut footer)
+            .map_err(Error::io(&name))?;
+        if crc32fast::hash(&footer) != footer_crc {
+            return Err(Error::corruption(
+                &name,
+                footer_at,
+                "footer checksum mismatch",
+            ));
+        }
+        let footer = Footer::decode(&footer, &name, footer_at, footer_at)?;
+        Ok(Self {
+            file,
+            name,
+            id,
+            footer,
+        })
+    }
+
+    /// File name of the segment.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads and checks one column chunk of one row group.
+    pub fn read_column(&self, group: usize, column: usize) -> Result<ArrayRef> {
+        let meta = self
+            .footer
+            .row_groups
+            .get(group)
+            .and_then(|g| g.chunks.get(column))
+            .ok_or_else(|| Error::InvalidArgument(format!("no chunk ({group}, {column})")))?;
+        let mut buf = vec![0u8; meta.len as usize];
+        self.file
+            .read_at(meta.offset, &mut buf)
+            .map_err(Error::io(&self.name))?;
+        if crc32fast::hash(&buf) != meta.crc {
+            return Err(Error::corruption(
+                &self.name,
+                meta.offset,
+                "column chunk checksum mismatch",
+            ));
+        }
+        let corrupt = |r: String| Error::corruption(&self.name, meta.offset, r);
+        let mut reader =
+            StreamReader::try_new(Cursor::new(buf), None).map_err(|e| corrupt(e.to_string()))?;
+        let batch = reader
+            .next()
+            .ok_or_else(|| corrupt("empty column chunk".into()))?
+            .map_err(|e| corrupt(e.to_string()))?;
+        let rows = self.footer.row_groups.get(group).map(|g| g.rows as usize);
+        if Some(batch.num_rows()) != rows || batch.num_columns() != 1 {
+            return Err(corrupt("column chunk has the wrong shape".into()));
+        }
+        batch
+            .columns()
+            .first()
+            .cloned()
+            .ok_or_else(|| corrupt("column chunk has no column".into()))
+    }
+}

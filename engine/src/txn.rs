@@ -1,0 +1,605 @@
+//! Transactions: a snapshot, the transaction's own uncommitted writes, and an
+//! undo log for statement-level rollback. See [`crate::mvcc`] for the model.
+//!
+//! Writes are buffered here until commit. Per table the transaction keeps the
+//! rows it inserted (`batches`), which of those it later deleted (`dead`),
+//! which committed rows it deleted (`hidden`), and per written key the
+//! before-image hash it saw at its snapshot (`writes`). Reads merge the
+//! snapshot with these. Every change pushes an [`Undo`] entry, so
+//! [`Transaction::rollback_to`] can undo one failed statement exactly.
+
+use crate::changes::{Changes, TableChange};
+use crate::engine::Inner;
+use crate::error::{Error, Result};
+use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
+use crate::scan::{ScanRequest, TableScan};
+use crate::schema::TableDef;
+use crate::table::{RowLoc, read};
+use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::SchemaRef;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// A key's state as written by this transaction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct KeyWrite {
+    /// Hash of the committed version seen at the snapshot (or [`ABSENT`]).
+    before: u64,
+    /// The committed row this key had at the snapshot.
+    base: Option<RowLoc>,
+    /// The transaction's current row for the key: `(batch, row)`.
+    now: Option<(u32, u32)>,
+}
+
+#[derive(Debug)]
+struct LocalTable {
+    def: TableDef,
+    batches: Vec<RecordBatch>,
+    dead: HashSet<(u32, u32)>,
+    hidden: HashMap<u64, BTreeSet<u32>>,
+    writes: HashMap<Box<[u8]>, KeyWrite>,
+}
+
+#[derive(Debug)]
+enum Undo {
+    Batch(u64),
+    Dead(u64, (u32, u32)),
+    Hidden(u64, RowLoc),
+    Write(u64, Box<[u8]>, Option<KeyWrite>),
+    Created(u64),
+    Dropped(u64),
+    Catalog(Option<Arc<Vec<u8>>>),
+}
+
+/// A position in a transaction's undo log (see [`Transaction::savepoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Savepoint(usize);
+
+/// A transaction. Dropping it without committing rolls it back.
+#[derive(Debug)]
+pub struct Transaction {
+    engine: Arc<Inner>,
+    id: u64,
+    read_only: bool,
+    closed: bool,
+    snapshot: Option<u64>,
+    local: BTreeMap<u64, LocalTable>,
+    created: BTreeMap<u64, TableDef>,
+    dropped: BTreeSet<u64>,
+    catalog: Option<Arc<Vec<u8>>>,
+    undo: Vec<Undo>,
+}
+
+impl Transaction {
+    pub(crate) fn new(engine: Arc<Inner>, read_only: bool) -> Self {
+        let id = engine.next_txn.fetch_add(1, Ordering::SeqCst);
+        Self {
+            engine,
+            id,
+            read_only,
+            closed: false,
+            snapshot: None,
+            local: BTreeMap::new(),
+            created: BTreeMap::new(),
+            dropped: BTreeSet::new(),
+            catalog: None,
+            undo: Vec::new(),
+        }
+    }
+
+    /// The transaction id (unique within this process).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// True for a read-only transaction.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The snapshot sequence, fixed at the first read.
+    pub fn snapshot(&mut self) -> u64 {
+        *self.snapshot.get_or_insert_with(|| {
+            let seq = self.engine.visible_seq.load(Ordering::SeqCst);
+            self.engine.snapshots.register(seq);
+            seq
+        })
+    }
+
+    fn active(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::TransactionClosed);
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<()> {
+        self.active()?;
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.engine.wal.check()
+    }
+
+    /// True when the transaction changed anything.
+    pub fn has_writes(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    /// Every table visible to the transaction, by id.
+    pub fn tables(&mut self) -> Result<Vec<TableDef>> {
+        self.active()?;
+        let snapshot = self.snapshot();
+        let mut defs = Vec::new();
+        for t in read(&self.engine.tables)?.values() {
+            if t.visible_at(snapshot)? && !self.dropped.contains(&t.def.id) {
+                defs.push(t.def.clone());
+            }
+        }
+        defs.extend(self.created.values().cloned());
+        Ok(defs)
+    }
+
+    /// The visible table named `name`.
+    pub fn table(&mut self, name: &str) -> Result<TableDef> {
+        self.tables()?
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::TableNotFound { name: name.into() })
+    }
+
+    /// The visible table with id `id`.
+    pub fn table_by_id(&mut self, id: u64) -> Result<TableDef> {
+        if let Some(def) = self.created.get(&id) {
+            return Ok(def.clone());
+        }
+        let snapshot = self.snapshot();
+        let tables = read(&self.engine.tables)?;
+        match tables.get(&id) {
+            Some(t) if t.visible_at(snapshot)? && !self.dropped.contains(&id) => Ok(t.def.clone()),
+            _ => Err(Error::TableNotFound {
+                name: format!("#{id}"),
+            }),
+        }
+    }
+
+    /// Creates a table (visible to this transaction until it commits).
+    pub fn create_table(
+        &mut self,
+        name: &str,
+        schema: SchemaRef,
+        key_columns: Vec<usize>,
+    ) -> Result<TableDef> {
+        self.writable()?;
+        if self.table(name).is_ok() {
+            return Err(Error::TableExists { name: name.into() });
+        }
+        let id = self.engine.next_id.fetch_add(1, Ordering::SeqCst);
+        let def = TableDef::new(id, name, schema, key_columns)?;
+        self.created.insert(id, def.clone());
+        self.undo.push(Undo::Created(id));
+        Ok(def)
+    }
+
+    /// Drops a table.
+    pub fn drop_table(&mut self, id: u64) -> Result<()> {
+        self.writable()?;
+        self.table_by_id(id)?;
+        if let Some(def) = self.created.remove(&id) {
+            self.undo.push(Undo::Dropped(id));
+            // Keep the definition so rollback_to can restore it.
+            self.local.entry(id).or_insert_with(|| LocalTable::new(def));
+        } else {
+            self.dropped.insert(id);
+            self.undo.push(Undo::Dropped(id));
+        }
+        Ok(())
+    }
+
+    /// The catalog blob as this transaction sees it.
+    pub fn catalog(&mut self) -> Result<Arc<Vec<u8>>> {
+        self.active()?;
+        if let Some(c) = &self.catalog {
+            return Ok(c.clone());
+        }
+        let snapshot = self.snapshot();
+        self.engine.catalog_at(snapshot)
+    }
+
+    /// Replaces the catalog blob.
+    pub fn set_catalog(&mut self, blob: Vec<u8>) -> Result<()> {
+        self.writable()?;
+        let prev = self.catalog.replace(Arc::new(blob));
+        self.undo.push(Undo::Catalog(prev));
+        Ok(())
+    }
+
+    /// Marks the current point of the undo log.
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint(self.undo.len())
+    }
+
+    /// Undoes every change made after `sp` (statement rollback).
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.0 {
+            let Some(undo) = self.undo.pop() else { break };
+            self.undo_one(undo);
+        }
+    }
+
+    fn undo_one(&mut self, undo: Undo) {
+        match undo {
+            Undo::Batch(t) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    l.batches.pop();
+                }
+            }
+            Undo::Dead(t, at) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    l.dead.remove(&at);
+                }
+            }
+            Undo::Hidden(t, loc) => {
+                if let Some(rows) = self
+                    .local
+                    .get_mut(&t)
+                    .and_then(|l| l.hidden.get_mut(&loc.chunk))
+                {
+                    rows.remove(&loc.row);
+                }
+            }
+            Undo::Write(t, key, prev) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    match prev {
+                        Some(w) => l.writes.insert(key, w),
+                        None => l.writes.remove(&key),
+                    };
+                }
+            }
+            Undo::Created(id) => {
+                self.created.remove(&id);
+                self.local.remove(&id);
+            }
+            Undo::Dropped(id) => {
+                if !self.dropped.remove(&id)
+                    && let Some(l) = self.local.get(&id)
+                {
+                    self.created.insert(id, l.def.clone());
+                }
+            }
+            Undo::Catalog(prev) => self.catalog = prev,
+        }
+    }
+
+    fn local_table(&mut self, table_id: u64) -> Result<&mut LocalTable> {
+        let def = self.table_by_id(table_id)?;
+        Ok(self
+            .local
+            .entry(table_id)
+            .or_insert_with(|| LocalTable::new(def)))
+    }
+
+    /// The committed state of `key` as seen at the snapshot: `(hash, row)`.
+    /// Fails with `Conflict` when a newer version was committed since.
+    fn base_version(&mut self, def: &TableDef, key: &[u8]) -> Result<(u64, Option<RowLoc>)> {
+        let snapshot = self.snapshot();
+        if self.created.contains_key(&def.id) {
+            return Ok((ABSENT, None));
+        }
+        let tables = read(&self.engine.tables)?;
+        let Some(table) = tables.get(&def.id) else {
+            return Ok((ABSENT, None));
+        };
+        let keys = read(&table.keys)?;
+        match keys.get(key) {
+            None => Ok((ABSENT, None)),
+            Some(e) if e.seq > snapshot => Err(Error::Conflict {
+                table: def.name.clone(),
+                key: display_key(key),
+            }),
+            Some(e) => Ok((e.hash, e.loc)),
+        }
+    }
+
+    /// Inserts the rows of `batch` (the table's user columns). Fails with
+    /// `ConstraintViolation` on a duplicate or NULL primary key, leaving the
+    /// transaction unchanged. Returns the number of rows inserted.
+    pub fn insert(&mut self, table_id: u64, batch: &RecordBatch) -> Result<u64> {
+        self.writable()?;
+        let def = self.table_by_id(table_id)?;
+        check_schema(&def, batch)?;
+        let keys = self.make_keys(&def, batch)?;
+        let sp = self.savepoint();
+        let result = self.insert_keyed(&def, batch, keys);
+        if result.is_err() {
+            self.rollback_to(sp);
+        }
+        result
+    }
+
+    fn make_keys(&self, def: &TableDef, batch: &RecordBatch) -> Result<BinaryArray> {
+        if def.key_columns.is_empty() {
+            let n = batch.num_rows() as u64;
+            let first = self.engine.next_rowid.fetch_add(n, Ordering::SeqCst);
+            return Ok(rowid_keys(first, batch.num_rows()));
+        }
+        let cols: Vec<ArrayRef> = def
+            .key_columns
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        for (i, c) in def.key_columns.iter().zip(&cols) {
+            if c.null_count() > 0 {
+                return Err(Error::ConstraintViolation {
+                    table: def.name.clone(),
+                    detail: format!("NULL in primary key column {}", def.schema.field(*i).name()),
+                });
+            }
+        }
+        encode_keys(&cols)
+    }
+
+    fn insert_keyed(
+        &mut self,
+        def: &TableDef,
+        batch: &RecordBatch,
+        keys: BinaryArray,
+    ) -> Result<u64> {
+        let hashes = content_hashes(batch)?;
+        let mut columns = batch.columns().to_vec();
+        let mut seen = HashSet::new();
+        let mut bases = Vec::with_capacity(keys.len());
+        for key in keys.iter().flatten() {
+            let duplicate = || Error::ConstraintViolation {
+                table: def.name.clone(),
+                detail: format!("duplicate primary key {}", display_key(key)),
+            };
+            if !seen.insert(key) {
+                return Err(duplicate());
+            }
+            let prior = self
+                .local
+                .get(&def.id)
+                .and_then(|l| l.writes.get(key))
+                .copied();
+            let (before, base) = match prior {
+                Some(w) if w.now.is_some() => return Err(duplicate()),
+                Some(w) => (w.before, w.base),
+                None => match self.base_version(def, key)? {
+                    (_, Some(_)) => return Err(duplicate()),
+                    (hash, None) => (hash, None),
+                },
+            };
+            bases.push((before, base));
+        }
+        columns.push(Arc::new(keys.clone()));
+        columns.push(Arc::new(hashes));
+        let stored = RecordBatch::try_new(def.stored_schema(), columns)?;
+        let table_id = def.id;
+        let local = self.local_table(table_id)?;
+        let batch_no = local.batches.len() as u32;
+        local.batches.push(stored);
+        let mut undo = vec![Undo::Batch(table_id)];
+        for (row, (key, (before, base))) in keys.iter().flatten().zip(bases).enumerate() {
+            let w = KeyWrite {
+                before,
+                base,
+                now: Some((batch_no, row as u32)),
+            };
+            let prev = local.writes.insert(key.into(), w);
+            undo.push(Undo::Write(table_id, key.into(), prev));
+        }
+        self.undo.extend(undo);
+        Ok(batch.num_rows() as u64)
+    }
+
+    /// Deletes the rows with the given keys (as returned by a scan with
+    /// `include_key`). Keys not visible to the transaction are ignored.
+    /// Returns the number of rows deleted.
+    pub fn delete(&mut self, table_id: u64, keys: &BinaryArray) -> Result<u64> {
+        self.writable()?;
+        let def = self.table_by_id(table_id)?;
+        let sp = self.savepoint();
+        let result = self.delete_keys(&def, keys);
+        if result.is_err() {
+            self.rollback_to(sp);
+        }
+        result
+    }
+
+    fn delete_keys(&mut self, def: &TableDef, keys: &BinaryArray) -> Result<u64> {
+        let mut deleted = 0;
+        for key in keys.iter().flatten() {
+            let prior = self
+                .local
+                .get(&def.id)
+                .and_then(|l| l.writes.get(key))
+                .copied();
+            let write = match prior {
+                Some(KeyWrite { now: None, .. }) => continue,
+                Some(w) => w,
+                None => match self.base_version(def, key)? {
+                    (_, None) => continue,
+                    (before, base) => KeyWrite {
+                        before,
+                        base,
+                        now: None,
+                    },
+                },
+            };
+            let local = self.local_table(def.id)?;
+            let mut undo = Vec::new();
+            if let Some(at) = write.now {
+                local.dead.insert(at);
+                undo.push(Undo::Dead(def.id, at));
+            } else if let Some(loc) = write.base {
+                local.hidden.entry(loc.chunk).or_default().insert(loc.row);
+                undo.push(Undo::Hidden(def.id, loc));
+            }
+            let prev = local
+                .writes
+                .insert(key.into(), KeyWrite { now: None, ..write });
+            undo.push(Undo::Write(def.id, key.into(), prev));
+            self.undo.extend(undo);
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Scans a table as the transaction sees it.
+    pub fn scan(&mut self, table_id: u64, request: ScanRequest) -> Result<TableScan> {
+        self.active()?;
+        let snapshot = self.snapshot();
+        let def = self.table_by_id(table_id)?;
+        let committed = if self.created.contains_key(&table_id) {
+            Vec::new()
+        } else {
+            let tables = read(&self.engine.tables)?;
+            match tables.get(&table_id) {
+                Some(t) => read(&t.chunks)?.chunks.clone(),
+                None => Vec::new(),
+            }
+        };
+        let (local, hidden) = match self.local.get(&table_id) {
+            Some(l) => (l.live_batches()?, l.hidden.clone()),
+            None => (Vec::new(), HashMap::new()),
+        };
+        TableScan::new(&def, request, snapshot, committed, hidden, local)
+    }
+
+    /// Commits: validates every write against the newest committed versions,
+    /// appends the WAL records, waits until they are durable and publishes the
+    /// changes. Returns the commit sequence (the snapshot for a transaction
+    /// that wrote nothing).
+    pub fn commit(mut self) -> Result<u64> {
+        self.active()?;
+        self.closed = true;
+        let changes = self.changes()?;
+        let snapshot = self.snapshot();
+        if changes.is_empty() {
+            return Ok(snapshot);
+        }
+        self.engine.commit(self.id, snapshot, changes)
+    }
+
+    /// Discards the transaction.
+    pub fn rollback(mut self) {
+        self.closed = true;
+    }
+
+    fn changes(&mut self) -> Result<Changes> {
+        let mut changes = Changes {
+            creates: self.created.values().cloned().collect(),
+            catalog: self.catalog.as_ref().map(|c| c.as_ref().clone()),
+            tables: Vec::new(),
+            drops: self.dropped.iter().copied().collect(),
+        };
+        for (id, local) in &self.local {
+            if self.dropped.contains(id) || !self.table_exists_locally(*id) {
+                continue;
+            }
+            let change = local.change()?;
+            if change.rows.is_some() || !change.deleted.is_empty() {
+                changes.tables.push(change);
+            }
+        }
+        Ok(changes)
+    }
+
+    fn table_exists_locally(&self, id: u64) -> bool {
+        self.created.contains_key(&id)
+            || read(&self.engine.tables)
+                .map(|t| t.contains_key(&id))
+                .unwrap_or(false)
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if let Some(seq) = self.snapshot {
+            self.engine.snapshots.release(seq);
+        }
+    }
+}
+
+impl LocalTable {
+    fn new(def: TableDef) -> Self {
+        Self {
+            def,
+            batches: Vec::new(),
+            dead: HashSet::new(),
+            hidden: HashMap::new(),
+            writes: HashMap::new(),
+        }
+    }
+
+    /// Inserted rows not deleted again, one batch per inserted batch.
+    fn live_batches(&self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::with_capacity(self.batches.len());
+        for (b, batch) in self.batches.iter().enumerate() {
+            if self.dead.iter().any(|(db, _)| *db == b as u32) {
+                let mask: BooleanArray = (0..batch.num_rows())
+                    .map(|r| Some(!self.dead.contains(&(b as u32, r as u32))))
+                    .collect();
+                out.push(filter_record_batch(batch, &mask)?);
+            } else {
+                out.push(batch.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The net effect on this table, for the WAL and for apply.
+    fn change(&self) -> Result<TableChange> {
+        let live = self.live_batches()?;
+        let rows = if live.iter().any(|b| b.num_rows() > 0) {
+            Some(concat_batches(&self.def.stored_schema(), &live)?)
+        } else {
+            None
+        };
+        let mut before = Vec::new();
+        if let Some(rows) = &rows {
+            let key_col = rows.num_columns() - 2;
+            let keys = rows
+                .column(key_col)
+                .as_any()
+                .downcast_ref::<BinaryArray>()
+                .ok_or_else(|| Error::InvalidArgument("stored batch lacks _key".into()))?;
+            for key in keys.iter().flatten() {
+                before.push(self.writes.get(key).map_or(ABSENT, |w| w.before));
+            }
+        }
+        let mut deleted: Vec<(Box<[u8]>, u64)> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| w.now.is_none() && w.base.is_some())
+            .map(|(k, w)| (k.clone(), w.before))
+            .collect();
+        deleted.sort();
+        Ok(TableChange {
+            table_id: self.def.id,
+            rows,
+            before,
+            deleted,
+        })
+    }
+}
+
+fn check_schema(def: &TableDef, batch: &RecordBatch) -> Result<()> {
+    let want = def.schema.fields();
+    let got = batch.schema();
+    if want.len() != got.fields().len()
+        || want
+            .iter()
+            .zip(got.fields())
+            .any(|(a, b)| a.data_type() != b.data_type())
+    {
+        return Err(Error::InvalidArgument(format!(
+            "batch does not match the columns of table {}",
+            def.name
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Basic engine behaviour: create, insert, update, delete, reopen, checkpoint.
+
+mod common;
+
+use common::*;
+use entidb_engine::storage::{PowerLoss, SimDisk};
+use entidb_engine::{Engine, EngineOptions, Error};
+
+#[test]
+fn insert_commit_read_back() {
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(1, "a"), (2, "b")])).unwrap();
+    assert_eq!(
+        read_kv(&mut t, "kv").unwrap().len(),
+        2,
+        "reads its own writes"
+    );
+    assert!(
+        snapshot_kv(&engine).unwrap().is_empty(),
+        "uncommitted rows invisible"
+    );
+    t.commit().unwrap();
+    let m = snapshot_kv(&engine).unwrap();
+    assert_eq!(m.get(&1).map(String::as_str), Some("a"));
+    assert_eq!(m.get(&2).map(String::as_str), Some("b"));
+}
+
+#[test]
+fn duplicate_primary_key_is_a_constraint_violation() {
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(1, "a")])).unwrap();
+    t.commit().unwrap();
+    let mut t = engine.begin();
+    let err = t.insert(kv, &kv_batch(&[(2, "x"), (1, "b")])).unwrap_err();
+    assert!(matches!(err, Error::ConstraintViolation { .. }), "{err}");
+    // The failed statement left nothing behind: 2 was not inserted.
+    assert_eq!(read_kv(&mut t, "kv").unwrap().len(), 1);
+    let err = t.insert(kv, &kv_batch(&[(3, "x"), (3, "y")])).unwrap_err();
+    assert!(matches!(err, Error::ConstraintViolation { .. }), "{err}");
+}
+
+#[test]
+fn update_and_delete_then_reopen_and_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap();
+        let kv = create_kv(&engine);
+        let mut t = engine.begin();
+        t.insert(kv, &kv_batch(&[(1, "a"), (2, "b"), (3, "c")]))
+            .unwrap();
+        t.commit().unwrap();
+        let mut t = engine.begin();
+        put(&mut t, kv, 2, "B").unwrap();
+        let keys = keys_of(&mut t, kv, &[3]);
+        assert_eq!(t.delete(kv, &keys).unwrap(), 1);
+        t.commit().unwrap();
+    }
+    let expect: Model = [(1, "a".to_string()), (2, "B".to_string())].into();
+    let engine = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap();
+    assert_eq!(snapshot_kv(&engine).unwrap(), expect, "after WAL replay");
+    engine.checkpoint().unwrap();
+    assert_eq!(engine.wal_len(), 0);
+    assert_eq!(snapshot_kv(&engine).unwrap(), expect, "after checkpoint");
+    let kv = engine.begin().table("kv").unwrap().id;
+    let mut t = engine.begin();
+    put(&mut t, kv, 1, "A").unwrap();
+    t.commit().unwrap();
+    drop(engine);
+    let engine = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap();
+    let expect: Model = [(1, "A".to_string()), (2, "B".to_string())].into();
+    assert_eq!(snapshot_kv(&engine).unwrap(), expect, "segments + WAL");
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap();
+    let err = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+}
+
+#[test]
+fn rolled_back_create_table_leaves_nothing() {
+    let engine = Engine::open_memory().unwrap();
+    let mut t = engine.begin();
+    t.create_table("kv", kv_schema(), vec![0]).unwrap();
+    t.rollback();
+    assert!(matches!(
+        engine.begin().table("kv"),
+        Err(Error::TableNotFound { .. })
+    ));
+}
+
+#[test]
+fn unsynced_commit_of_dropped_power_is_not_visible_but_synced_is() {
+    let disk = SimDisk::new();
+    let engine = open_sim(&disk, EngineOptions::default()).unwrap();
+    let kv = create_kv(&engine);
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(1, "a")])).unwrap();
+    t.commit().unwrap();
+    let engine = crash_and_reopen(
+        engine,
+        &disk,
+        PowerLoss::DropUnsynced,
+        EngineOptions::default(),
+    );
+    assert_eq!(snapshot_kv(&engine).unwrap().len(), 1);
+}

@@ -1,0 +1,128 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use entidb_engine::storage::{PowerLoss, SimDisk};
+use entidb_engine::{Engine, EngineOptions, Result, ScanRequest, Transaction};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `kv(id BIGINT PRIMARY KEY, v TEXT)`.
+pub fn kv_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Utf8, true),
+    ]))
+}
+
+pub fn kv_batch(rows: &[(i64, &str)]) -> RecordBatch {
+    RecordBatch::try_new(
+        kv_schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        ],
+    )
+    .unwrap()
+}
+
+pub type Model = BTreeMap<i64, String>;
+
+/// Creates table `kv` and commits it.
+pub fn create_kv(engine: &Engine) -> u64 {
+    let mut t = engine.begin();
+    let def = t.create_table("kv", kv_schema(), vec![0]).unwrap();
+    t.commit().unwrap();
+    def.id
+}
+
+/// Reads table `name` as a map, in transaction `t`.
+pub fn read_kv(t: &mut Transaction, name: &str) -> Result<Model> {
+    let def = t.table(name)?;
+    let mut out = Model::new();
+    for batch in t.scan(def.id, ScanRequest::default())? {
+        let batch = batch?;
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        let vs = batch.column(1).as_string::<i32>();
+        for i in 0..batch.num_rows() {
+            assert!(
+                out.insert(ids.value(i), vs.value(i).to_string()).is_none(),
+                "duplicate key {} in scan",
+                ids.value(i)
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `kv` in a fresh read-only transaction.
+pub fn snapshot_kv(engine: &Engine) -> Result<Model> {
+    read_kv(&mut engine.begin_read_only(), "kv")
+}
+
+/// Keys of the rows of `kv` with the given ids, as the engine encodes them.
+pub fn keys_of(t: &mut Transaction, table: u64, ids: &[i64]) -> BinaryArray {
+    let mut keys = Vec::new();
+    let req = ScanRequest {
+        include_key: true,
+        ..ScanRequest::default()
+    };
+    for batch in t.scan(table, req).unwrap() {
+        let batch = batch.unwrap();
+        let id = batch.column(0).as_primitive::<Int64Type>();
+        let key = batch.column(2).as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            if ids.contains(&id.value(i)) {
+                keys.push(key.value(i).to_vec());
+            }
+        }
+    }
+    BinaryArray::from_iter_values(keys)
+}
+
+/// Upserts `(id, v)`: deletes the old row if any and inserts the new one.
+pub fn put(t: &mut Transaction, table: u64, id: i64, v: &str) -> Result<()> {
+    let keys = keys_of(t, table, &[id]);
+    if !keys.is_empty() {
+        t.delete(table, &keys)?;
+    }
+    t.insert(table, &kv_batch(&[(id, v)]))?;
+    Ok(())
+}
+
+pub fn open_sim(disk: &SimDisk, options: EngineOptions) -> Result<Engine> {
+    Engine::open(Arc::new(disk.clone()), options)
+}
+
+/// Drops the engine, loses power, and reopens.
+pub fn crash_and_reopen(
+    engine: Engine,
+    disk: &SimDisk,
+    mode: PowerLoss,
+    options: EngineOptions,
+) -> Engine {
+    drop(engine);
+    disk.power_loss(mode).unwrap();
+    open_sim(disk, options).unwrap()
+}
+
+pub fn small_checkpoints() -> EngineOptions {
+    EngineOptions {
+        checkpoint_wal_bytes: 16 * 1024,
+    }
+}
+
+pub fn ids(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+pub fn len_of(a: &dyn Array) -> usize {
+    a.len()
+}

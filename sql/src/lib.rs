@@ -1,0 +1,1 @@
+//! EntiDB SQL front (filled by the SQL front issue).

@@ -1,0 +1,2 @@
+//! EntiDB: an embedded transactional SQL database.
+pub use entidb_engine as engine;
