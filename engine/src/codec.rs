@@ -123,6 +123,11 @@ impl<'a> Decoder<'a> {
         Error::corruption(self.file, self.offset(), reason)
     }
 
+    /// A corruption error at an absolute offset of the same file.
+    pub fn error_at(&self, offset: u64, reason: impl Into<String>) -> Error {
+        Error::corruption(self.file, offset, reason)
+    }
+
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self

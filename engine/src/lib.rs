@@ -16,6 +16,7 @@
 mod changes;
 mod checkpoint;
 pub mod codec;
+pub mod columnar;
 mod engine;
 pub mod error;
 pub mod keys;

@@ -16,9 +16,6 @@
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
-use std::io::Cursor;
 use std::sync::Arc;
 
 /// Name of the hidden row-key column.
@@ -59,6 +56,9 @@ impl TableDef {
                 )));
             }
         }
+        for f in schema.fields() {
+            crate::columnar::check_type(f.data_type())?;
+        }
         if let Some(bad) = key_columns.iter().find(|i| **i >= schema.fields().len()) {
             return Err(Error::InvalidArgument(format!(
                 "key column {bad} out of range"
@@ -88,7 +88,7 @@ impl TableDef {
     /// Encodes the definition (see `table_def` in docs/format.md).
     pub fn encode(&self, e: &mut Encoder) -> Result<()> {
         e.u64(self.id).str(&self.name)?;
-        e.bytes(&encode_schema(&self.schema)?)?;
+        crate::columnar::encode_schema(e, &self.schema)?;
         e.u32(self.key_columns.len() as u32);
         for k in &self.key_columns {
             e.u32(*k as u32);
@@ -100,8 +100,7 @@ impl TableDef {
     pub fn decode(d: &mut Decoder<'_>) -> Result<Self> {
         let id = d.u64()?;
         let name = d.str()?.to_string();
-        let at = d.offset();
-        let schema = decode_schema(d.bytes()?).map_err(|r| d.error(format!("at {at}: {r}")))?;
+        let schema = crate::columnar::decode_schema(d)?;
         let n = d.count(4)?;
         let key_columns = (0..n)
             .map(|_| d.u32().map(|v| v as usize))
@@ -109,19 +108,4 @@ impl TableDef {
         TableDef::new(id, &name, schema, key_columns)
             .map_err(|e| d.error(format!("invalid table definition: {e}")))
     }
-}
-
-/// Serialises a schema as an Arrow IPC stream holding only the schema.
-pub fn encode_schema(schema: &Schema) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut w = StreamWriter::try_new(&mut out, schema)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
-}
-
-/// Reads a schema written by [`encode_schema`].
-pub fn decode_schema(bytes: &[u8]) -> Result<SchemaRef, String> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None).map_err(|e| e.to_string())?;
-    Ok(reader.schema())
 }

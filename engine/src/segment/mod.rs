@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!   header   "ESEG" | major u16 | minor u16 | segment_id u64          (16 B)
-//!   chunks   one Arrow IPC stream per (row group, column), back to back
+//!   chunks   one encoded array (see `crate::columnar`) per (row group,
+//!            column), back to back
 //!   footer   table_id u64, rows u64, columns u32,
 //!            row groups: rows u32, min_seq u64, max_seq u64,
 //!                        per column: offset u64, len u32, crc32 u32,

@@ -3,11 +3,11 @@
 
 use super::format::{Footer, HEADER_LEN, TRAILER_LEN, decode_header, decode_trailer};
 use super::segment_file_name;
+use crate::codec::Decoder;
+use crate::columnar::decode_array;
 use crate::error::{Error, Result};
 use crate::storage::{FileHandle, Storage};
-use arrow::array::ArrayRef;
-use arrow::ipc::reader::StreamReader;
-use std::io::Cursor;
+use arrow::array::{Array, ArrayRef};
 
 /// An open segment: its file and decoded footer.
 #[derive(Debug)]
@@ -96,21 +96,17 @@ impl SegmentReader {
                 "column chunk checksum mismatch",
             ));
         }
-        let corrupt = |r: String| Error::corruption(&self.name, meta.offset, r);
-        let mut reader =
-            StreamReader::try_new(Cursor::new(buf), None).map_err(|e| corrupt(e.to_string()))?;
-        let batch = reader
-            .next()
-            .ok_or_else(|| corrupt("empty column chunk".into()))?
-            .map_err(|e| corrupt(e.to_string()))?;
+        let mut d = Decoder::new(&buf, &self.name, meta.offset);
+        let array = decode_array(&mut d)?;
+        d.finish()?;
         let rows = self.footer.row_groups.get(group).map(|g| g.rows as usize);
-        if Some(batch.num_rows()) != rows || batch.num_columns() != 1 {
-            return Err(corrupt("column chunk has the wrong shape".into()));
+        if Some(array.len()) != rows {
+            return Err(Error::corruption(
+                &self.name,
+                meta.offset,
+                "column chunk has the wrong length",
+            ));
         }
-        batch
-            .columns()
-            .first()
-            .cloned()
-            .ok_or_else(|| corrupt("column chunk has no column".into()))
+        Ok(array)
     }
 }

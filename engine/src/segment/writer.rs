@@ -3,12 +3,13 @@
 use super::format::{ChunkMeta, Footer, HEADER_LEN, RowGroupMeta, encode_header, encode_trailer};
 use super::stats::min_max;
 use super::{ROW_GROUP_ROWS, segment_file_name};
+use crate::codec::Encoder;
+use crate::columnar::encode_array;
 use crate::error::{Error, Result};
 use crate::storage::{FileHandle, Storage};
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::concat_batches;
-use arrow::datatypes::{Field, Schema, UInt64Type};
-use arrow::ipc::writer::StreamWriter;
+use arrow::datatypes::{Schema, UInt64Type};
 use std::sync::Arc;
 
 /// Writes `batches` (stored columns plus a trailing `_seq` UInt64 column) as
@@ -104,8 +105,10 @@ impl SegmentWriter<'_> {
             arrow::compute::max(seq).unwrap_or_default(),
         );
         let mut chunks = Vec::with_capacity(group.num_columns());
-        for (field, column) in group.schema().fields().iter().zip(group.columns()) {
-            let bytes = encode_column(field, column)?;
+        for column in group.columns() {
+            let mut e = Encoder::new();
+            encode_array(&mut e, column.as_ref())?;
+            let bytes = e.finish();
             let (min, max) = min_max(column.as_ref());
             chunks.push(ChunkMeta {
                 offset: self.offset,
@@ -125,16 +128,4 @@ impl SegmentWriter<'_> {
             chunks,
         })
     }
-}
-
-/// Encodes one column as an Arrow IPC stream of a one-column batch.
-fn encode_column(field: &Field, column: &ArrayRef) -> Result<Vec<u8>> {
-    let schema = Arc::new(Schema::new(vec![field.clone()]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![column.clone()])?;
-    let mut out = Vec::new();
-    let mut w = StreamWriter::try_new(&mut out, &schema)?;
-    w.write(&batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
 }

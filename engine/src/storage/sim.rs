@@ -65,6 +65,15 @@ pub enum Fault {
     NoSpaceAt(u64),
     /// The Nth `sync` call (counting from 1) fails with EIO.
     SyncFailsAt(u64),
+    /// Power is lost just before the first operation named `op` ("write",
+    /// "append", "sync", "truncate", "rename", "remove", "create") on the
+    /// file `file`: it and every later operation fail.
+    CrashBefore {
+        /// Operation name.
+        op: &'static str,
+        /// File name.
+        file: &'static str,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +158,25 @@ struct State {
 }
 
 impl State {
+    /// Counts one mutating operation on `file` and decides whether it fails.
+    fn mutate_file(&mut self, what: &str, file: &str) -> io::Result<()> {
+        if let Some(i) = self.faults.iter().position(
+            |f| matches!(f, Fault::CrashBefore { op, file: f } if *op == what && *f == file),
+        ) {
+            self.faults.remove(i);
+            self.frozen = true;
+        }
+        self.mutate(what)
+    }
+
+    fn name_of(&self, inode: u64) -> String {
+        self.names
+            .iter()
+            .find(|(_, id)| **id == inode)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    }
+
     /// Counts one mutating operation and decides whether it fails.
     fn mutate(&mut self, what: &str) -> io::Result<()> {
         if self.frozen {
@@ -164,7 +192,7 @@ impl State {
         let ops = self.ops;
         if let Some(i) = self.faults.iter().position(|f| match f {
             Fault::EioAt(n) | Fault::NoSpaceAt(n) => *n == ops,
-            Fault::SyncFailsAt(_) => false,
+            Fault::SyncFailsAt(_) | Fault::CrashBefore { .. } => false,
         }) {
             let fault = self.faults.remove(i);
             return Err(match fault {
@@ -283,7 +311,8 @@ struct SimFile {
 impl SimFile {
     fn write_op(&self, what: &str, op: Pending) -> io::Result<()> {
         let mut s = self.disk.lock_state()?;
-        s.mutate(what)?;
+        let name = s.name_of(self.inode);
+        s.mutate_file(what, &name)?;
         let inode = s.inode(self.inode)?;
         Inode::apply(&mut inode.current, &op)?;
         inode.pending.push(op);
@@ -309,7 +338,8 @@ impl StorageFile for SimFile {
 
     fn append(&self, data: &[u8]) -> io::Result<u64> {
         let mut s = self.disk.lock_state()?;
-        s.mutate("append")?;
+        let name = s.name_of(self.inode);
+        s.mutate_file("append", &name)?;
         let inode = s.inode(self.inode)?;
         let offset = inode.current.len() as u64;
         let op = Pending::Write {
@@ -323,7 +353,8 @@ impl StorageFile for SimFile {
 
     fn sync(&self) -> io::Result<()> {
         let mut s = self.disk.lock_state()?;
-        s.mutate("sync")?;
+        let name = s.name_of(self.inode);
+        s.mutate_file("sync", &name)?;
         s.syncs += 1;
         let syncs = s.syncs;
         if let Some(i) = s
@@ -376,7 +407,7 @@ impl Storage for SimDisk {
         let inode = match s.names.get(name) {
             Some(id) => *id,
             None if create => {
-                s.mutate("create")?;
+                s.mutate_file("create", name)?;
                 s.next_inode += 1;
                 let id = s.next_inode;
                 s.inodes.insert(id, Inode::default());
@@ -397,7 +428,7 @@ impl Storage for SimDisk {
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut s = self.lock_state()?;
-        s.mutate("rename")?;
+        s.mutate_file("rename", to)?;
         let id = s.names.remove(from).ok_or_else(|| not_found(from))?;
         s.names.insert(to.to_string(), id);
         Ok(())
@@ -405,7 +436,7 @@ impl Storage for SimDisk {
 
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut s = self.lock_state()?;
-        s.mutate("remove")?;
+        s.mutate_file("remove", name)?;
         s.names
             .remove(name)
             .map(|_| ())

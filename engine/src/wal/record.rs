@@ -9,7 +9,7 @@
 //! ```text
 //!   BEGIN        txn_id u64, commit_seq u64
 //!   PUT          table_id u64, rows u32, before_hash u64 × rows,
-//!                batch bytes (Arrow IPC stream: user columns + _key + _hash)
+//!                batch bytes (columnar batch: user columns + _key + _hash)
 //!   DELETE       table_id u64, rows u32, (key bytes, before_hash u64) × rows
 //!   COMMIT       txn_id u64, commit_seq u64
 //!   ABORT        txn_id u64
@@ -95,7 +95,7 @@ pub enum WalRecord {
         table_id: u64,
         /// Before-image hash per row (0 = key was absent).
         before: Vec<u64>,
-        /// Arrow IPC stream of the rows.
+        /// The rows, in the columnar batch encoding.
         batch: Vec<u8>,
     },
     /// Rows deleted from one table.
