@@ -1,5 +1,7 @@
 //! Basic engine behaviour: create, insert, update, delete, reopen, checkpoint.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -5,6 +5,8 @@
 //! database must accept new commits. Every fifth crash point also loses power
 //! again during recovery.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! bytes, return `Ok` or a typed error — never a panic, never an allocation
 //! sized by an unchecked length.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use entidb_engine::manifest::Manifest;
 use entidb_engine::segment::{Footer, SegmentReader, segment_file_name};
 use entidb_engine::storage::{SimDisk, Storage};

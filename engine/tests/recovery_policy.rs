@@ -1,5 +1,7 @@
 //! The recovery policy of docs/recovery.md, one test per rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::*;
