@@ -1,0 +1,308 @@
+//! Hermitage-style isolation tests: one test per anomaly. Snapshot isolation
+//! prevents G0, G1a, G1b, G1c, OTV, PMP, P4 (lost update) and G-single (read
+//! skew), and allows G2-item (write skew). Plus ABA, insert–insert,
+//! delete–update and update–delete conflicts.
+//!
+//! Setup as in Hermitage: `test(id, value)` holding (1, 10) and (2, 20),
+//! values stored as text in the `kv` helper table.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use entidb_engine::{Engine, Error, Transaction};
+
+fn setup() -> (Engine, u64) {
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(1, "10"), (2, "20")])).unwrap();
+    t.commit().unwrap();
+    (engine, kv)
+}
+
+fn get(t: &mut Transaction, id: i64) -> Option<String> {
+    read_kv(t, "kv").unwrap().get(&id).cloned()
+}
+
+fn set(t: &mut Transaction, kv: u64, id: i64, v: &str) -> Result<(), Error> {
+    put(t, kv, id, v)
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, Error>) {
+    match r {
+        Err(e @ Error::Conflict { .. }) => assert!(e.is_retryable()),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+fn committed(engine: &Engine) -> Model {
+    snapshot_kv(engine).unwrap()
+}
+
+fn model(rows: &[(i64, &str)]) -> Model {
+    rows.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+#[test]
+fn g0_write_cycles_are_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t2, kv, 1, "12").unwrap();
+    set(&mut t1, kv, 2, "21").unwrap();
+    t1.commit().unwrap();
+    // T2's write to 2 sees a version newer than its snapshot.
+    assert_conflict(set(&mut t2, kv, 2, "22"));
+    assert_conflict(t2.commit());
+    assert_eq!(committed(&engine), model(&[(1, "11"), (2, "21")]));
+}
+
+#[test]
+fn g1a_aborted_reads_are_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "101").unwrap();
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    t1.rollback();
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    t2.commit().unwrap();
+    assert_eq!(committed(&engine), model(&[(1, "10"), (2, "20")]));
+}
+
+#[test]
+fn g1b_intermediate_reads_are_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "101").unwrap();
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    set(&mut t1, kv, 1, "11").unwrap();
+    t1.commit().unwrap();
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"), "snapshot unchanged");
+    let mut t3 = engine.begin();
+    assert_eq!(get(&mut t3, 1).as_deref(), Some("11"), "never 101");
+}
+
+#[test]
+fn g1c_circular_information_flow_is_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t2, kv, 2, "22").unwrap();
+    assert_eq!(get(&mut t1, 2).as_deref(), Some("20"));
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    t1.commit().unwrap();
+    t2.commit().unwrap();
+    assert_eq!(committed(&engine), model(&[(1, "11"), (2, "22")]));
+}
+
+#[test]
+fn otv_observed_transaction_vanishes_is_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    let mut t3 = engine.begin();
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t1, kv, 2, "19").unwrap();
+    set(&mut t2, kv, 1, "12").unwrap();
+    t1.commit().unwrap();
+    // T3 took its snapshot before T1 committed? No: its first read is now.
+    assert_eq!(get(&mut t3, 1).as_deref(), Some("11"));
+    assert_conflict(set(&mut t2, kv, 2, "18"));
+    assert_eq!(get(&mut t3, 2).as_deref(), Some("19"));
+    assert_conflict(t2.commit());
+    assert_eq!(get(&mut t3, 1).as_deref(), Some("11"));
+    assert_eq!(get(&mut t3, 2).as_deref(), Some("19"));
+}
+
+#[test]
+fn pmp_predicate_many_preceders_is_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let thirty = |t: &mut Transaction| {
+        read_kv(t, "kv")
+            .unwrap()
+            .values()
+            .filter(|v| v.as_str() == "30")
+            .count()
+    };
+    assert_eq!(thirty(&mut t1), 0);
+    let mut t2 = engine.begin();
+    t2.insert(kv, &kv_batch(&[(3, "30")])).unwrap();
+    t2.commit().unwrap();
+    assert_eq!(thirty(&mut t1), 0, "the predicate result does not change");
+}
+
+#[test]
+fn p4_lost_update_is_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    assert_eq!(get(&mut t1, 1).as_deref(), Some("10"));
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t2, kv, 1, "11").unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+}
+
+#[test]
+fn g_single_read_skew_is_prevented() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    assert_eq!(get(&mut t1, 1).as_deref(), Some("10"));
+    assert_eq!(get(&mut t2, 1).as_deref(), Some("10"));
+    assert_eq!(get(&mut t2, 2).as_deref(), Some("20"));
+    set(&mut t2, kv, 1, "12").unwrap();
+    set(&mut t2, kv, 2, "18").unwrap();
+    t2.commit().unwrap();
+    assert_eq!(
+        get(&mut t1, 2).as_deref(),
+        Some("20"),
+        "no skew: sum stays 30"
+    );
+}
+
+/// Write skew (G2-item) IS allowed under snapshot isolation: both
+/// transactions read both rows, write disjoint rows, and both commit.
+#[test]
+fn g2_item_write_skew_is_allowed() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    assert_eq!(read_kv(&mut t1, "kv").unwrap().len(), 2);
+    assert_eq!(read_kv(&mut t2, "kv").unwrap().len(), 2);
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t2, kv, 2, "21").unwrap();
+    t1.commit().unwrap();
+    t2.commit().unwrap();
+    assert_eq!(committed(&engine), model(&[(1, "11"), (2, "21")]));
+}
+
+#[test]
+fn aba_change_is_a_conflict() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    assert_eq!(get(&mut t1, 1).as_deref(), Some("10"));
+    for v in ["B", "10"] {
+        let mut t = engine.begin();
+        set(&mut t, kv, 1, v).unwrap();
+        t.commit().unwrap();
+    }
+    assert_eq!(committed(&engine).get(&1).map(String::as_str), Some("10"));
+    assert_conflict(set(&mut t1, kv, 1, "C"));
+}
+
+#[test]
+fn aba_change_after_the_write_is_a_conflict_at_commit() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    set(&mut t1, kv, 1, "C").unwrap();
+    for v in ["B", "10"] {
+        let mut t = engine.begin();
+        set(&mut t, kv, 1, v).unwrap();
+        t.commit().unwrap();
+    }
+    assert_conflict(t1.commit());
+}
+
+#[test]
+fn concurrent_inserts_of_one_key_conflict() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    t1.insert(kv, &kv_batch(&[(3, "a")])).unwrap();
+    t2.insert(kv, &kv_batch(&[(3, "b")])).unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+    assert_eq!(committed(&engine).get(&3).map(String::as_str), Some("a"));
+}
+
+#[test]
+fn insert_delete_insert_by_others_is_a_conflict() {
+    // Absent → present → absent is still a change (tombstones have identity).
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    assert!(get(&mut t1, 3).is_none());
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(3, "x")])).unwrap();
+    t.commit().unwrap();
+    let mut t = engine.begin();
+    let keys = keys_of(&mut t, kv, &[3]);
+    t.delete(kv, &keys).unwrap();
+    t.commit().unwrap();
+    assert_conflict(t1.insert(kv, &kv_batch(&[(3, "mine")])));
+}
+
+#[test]
+fn delete_then_update_conflicts() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    let keys = keys_of(&mut t1, kv, &[1]);
+    t1.delete(kv, &keys).unwrap();
+    set(&mut t2, kv, 1, "99").unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+    assert!(!committed(&engine).contains_key(&1));
+}
+
+#[test]
+fn update_then_delete_conflicts() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "99").unwrap();
+    let keys = keys_of(&mut t2, kv, &[1]);
+    t2.delete(kv, &keys).unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+    assert_eq!(committed(&engine).get(&1).map(String::as_str), Some("99"));
+}
+
+#[test]
+fn failed_commit_leaves_nothing_visible() {
+    let (engine, kv) = setup();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    set(&mut t1, kv, 1, "11").unwrap();
+    set(&mut t2, kv, 2, "22").unwrap();
+    set(&mut t2, kv, 1, "12").unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+    assert_eq!(committed(&engine), model(&[(1, "11"), (2, "20")]));
+}
+
+#[test]
+fn concurrent_create_table_conflicts() {
+    let engine = Engine::open_memory().unwrap();
+    let mut t1 = engine.begin();
+    let mut t2 = engine.begin();
+    t1.create_table("a", kv_schema(), vec![0]).unwrap();
+    t2.create_table("a", kv_schema(), vec![0]).unwrap();
+    t1.commit().unwrap();
+    assert_conflict(t2.commit());
+}
+
+#[test]
+fn statement_rollback_undoes_only_that_statement() {
+    let (engine, kv) = setup();
+    let mut t = engine.begin();
+    set(&mut t, kv, 1, "11").unwrap();
+    let sp = t.savepoint();
+    set(&mut t, kv, 2, "22").unwrap();
+    t.insert(kv, &kv_batch(&[(5, "5")])).unwrap();
+    t.rollback_to(sp);
+    assert_eq!(
+        read_kv(&mut t, "kv").unwrap(),
+        model(&[(1, "11"), (2, "20")])
+    );
+    t.commit().unwrap();
+    assert_eq!(committed(&engine), model(&[(1, "11"), (2, "20")]));
+}
