@@ -1,7 +1,204 @@
 //! EntiDB: an embedded transactional SQL database.
 //!
-//! This facade re-exports the layers below it; the SQL-level `Database` and
-//! `Connection` API is built on top of them.
+//! ```no_run
+//! # async fn demo() -> entidb::Result<()> {
+//! let db = entidb::Database::open("my.db")?;
+//! let mut conn = db.connect();
+//! conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT)").await?;
+//! conn.execute("INSERT INTO t VALUES (1, 'one')").await?;
+//! let batches = conn.query("SELECT * FROM t").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`Database`] owns the storage engine; each [`Connection`] is one SQL
+//! session with its own transaction state. The API is async (tokio);
+//! [`BlockingConnection`] wraps it for synchronous programs.
 
 pub use entidb_engine as engine;
-pub use entidb_engine::{Engine, EngineOptions, Error, Result, Transaction};
+pub use entidb_sql::{Error, ErrorKind, Result};
+
+use arrow::array::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::scalar::ScalarValue;
+use entidb_engine::{Engine, EngineOptions};
+use entidb_sql::Session;
+use std::path::Path;
+
+/// Options for [`Database::open_with`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Engine tunables (checkpoint size…).
+    pub engine: EngineOptions,
+}
+
+/// An open database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    engine: Engine,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database in directory `path`.
+    ///
+    /// # Errors
+    /// `Locked` (SQLSTATE 55006) if another process has it open,
+    /// `Corruption` (XX001) for damaged files, I/O errors.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, OpenOptions::default())
+    }
+
+    /// Opens with explicit options.
+    ///
+    /// # Errors
+    /// As [`Database::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
+        Ok(Self {
+            engine: Engine::open_dir(path, options.engine)?,
+        })
+    }
+
+    /// A new, empty in-memory database.
+    ///
+    /// # Errors
+    /// Only on internal failures.
+    pub fn open_in_memory() -> Result<Self> {
+        Ok(Self {
+            engine: Engine::open_memory()?,
+        })
+    }
+
+    /// Wraps an engine opened on any storage backend.
+    pub fn from_engine(engine: Engine) -> Self {
+        Self { engine }
+    }
+
+    /// A new connection (SQL session).
+    pub fn connect(&self) -> Connection {
+        Connection {
+            session: Session::new(self.engine.clone()),
+        }
+    }
+
+    /// The storage engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// One SQL session: its own transaction, shared data.
+#[derive(Debug)]
+pub struct Connection {
+    session: Session,
+}
+
+impl Connection {
+    /// Runs one or more statements; returns the rows affected by the last.
+    ///
+    /// # Errors
+    /// The first failing statement's error, with its SQLSTATE and text.
+    pub async fn execute(&mut self, sql: &str) -> Result<u64> {
+        self.session.execute(sql, &[]).await
+    }
+
+    /// Like [`Connection::execute`], binding `$1`, `$2`, … to `params`.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn execute_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<u64> {
+        self.session.execute(sql, params).await
+    }
+
+    /// Runs statements and returns the rows of the last one.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.session.query(sql, &[]).await
+    }
+
+    /// Like [`Connection::query`], binding `$1`, `$2`, … to `params`.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn query_with(
+        &mut self,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<Vec<RecordBatch>> {
+        self.session.query(sql, params).await
+    }
+
+    /// Runs one query and streams its result batches.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn query_stream(&mut self, sql: &str) -> Result<SendableRecordBatchStream> {
+        self.session.query_stream(sql, &[]).await
+    }
+
+    /// True inside `BEGIN … COMMIT`.
+    pub fn in_transaction(&self) -> bool {
+        self.session.in_transaction()
+    }
+}
+
+/// A [`Connection`] for synchronous code: it owns a small tokio runtime.
+#[derive(Debug)]
+pub struct BlockingConnection {
+    runtime: tokio::runtime::Runtime,
+    conn: Connection,
+}
+
+impl BlockingConnection {
+    /// A blocking connection to `db`.
+    ///
+    /// # Errors
+    /// If the runtime cannot be created.
+    pub fn new(db: &Database) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::from(ErrorKind::Io(e.to_string())))?;
+        Ok(Self {
+            runtime,
+            conn: db.connect(),
+        })
+    }
+
+    /// See [`Connection::execute`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn execute(&mut self, sql: &str) -> Result<u64> {
+        self.runtime.block_on(self.conn.execute(sql))
+    }
+
+    /// See [`Connection::execute_with`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn execute_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<u64> {
+        self.runtime.block_on(self.conn.execute_with(sql, params))
+    }
+
+    /// See [`Connection::query`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.runtime.block_on(self.conn.query(sql))
+    }
+
+    /// See [`Connection::query_with`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn query_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
+        self.runtime.block_on(self.conn.query_with(sql, params))
+    }
+
+    /// True inside `BEGIN … COMMIT`.
+    pub fn in_transaction(&self) -> bool {
+        self.conn.in_transaction()
+    }
+}

@@ -1,1 +1,277 @@
-//! EntiDB catalog (filled by the SQL front issue).
+//! The EntiDB catalog: logical definitions of tables, views and indexes.
+//!
+//! The engine stores physical tables (an id, an Arrow schema, key columns);
+//! the catalog adds what SQL needs on top — column defaults (as SQL text),
+//! NOT NULL, primary key and UNIQUE constraints, views (name and SQL text) and
+//! index definitions. The whole catalog is one blob that the engine keeps in
+//! the manifest and changes through the WAL inside transactions, so catalog
+//! changes are transactional: a rolled-back `CREATE TABLE` leaves nothing.
+//!
+//! The catalog never plans SQL: defaults and views are kept as text and
+//! interpreted by the SQL layer.
+//!
+//! BLOB LAYOUT (see `docs/format.md`): `"ECAT" | version u16 | tables u32 |
+//! table* | views u32 | view* | indexes u32 | index*`, encoded with the
+//! engine's bounds-checked codec.
+#![deny(clippy::indexing_slicing)]
+
+use entidb_engine::codec::{Decoder, Encoder};
+use entidb_engine::{Error, Result, Transaction};
+
+const MAGIC: &[u8; 4] = b"ECAT";
+const VERSION: u16 = 1;
+
+/// One column's logical properties (name and type live in the engine schema).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ColumnMeta {
+    /// Column name.
+    pub name: String,
+    /// `DEFAULT` expression as SQL text.
+    pub default: Option<String>,
+}
+
+/// A table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableMeta {
+    /// SQL name (normalised by the SQL layer).
+    pub name: String,
+    /// Engine table id.
+    pub table_id: u64,
+    /// Per-column properties, in schema order.
+    pub columns: Vec<ColumnMeta>,
+    /// Primary-key column indexes (empty: none).
+    pub primary_key: Vec<usize>,
+    /// UNIQUE constraints, each a list of column indexes.
+    pub unique: Vec<Vec<usize>>,
+}
+
+/// A view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMeta {
+    /// View name.
+    pub name: String,
+    /// The defining query.
+    pub sql: String,
+}
+
+/// An index definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexMeta {
+    /// Index name.
+    pub name: String,
+    /// Table name.
+    pub table: String,
+    /// Indexed column names, leading column first.
+    pub columns: Vec<String>,
+    /// UNIQUE index.
+    pub unique: bool,
+}
+
+/// The whole catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Catalog {
+    /// Tables, in creation order.
+    pub tables: Vec<TableMeta>,
+    /// Views, in creation order (a view may use earlier views).
+    pub views: Vec<ViewMeta>,
+    /// Indexes.
+    pub indexes: Vec<IndexMeta>,
+}
+
+impl Catalog {
+    /// The catalog as `txn` sees it.
+    ///
+    /// # Errors
+    /// `Corruption` if the blob does not decode.
+    pub fn load(txn: &mut Transaction) -> Result<Self> {
+        let blob = txn.catalog()?;
+        Self::decode(&blob)
+    }
+
+    /// Stores the catalog in `txn` (applied when it commits).
+    ///
+    /// # Errors
+    /// As [`Transaction::set_catalog`].
+    pub fn save(&self, txn: &mut Transaction) -> Result<()> {
+        txn.set_catalog(self.encode()?)
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Option<&TableMeta> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// The view called `name`.
+    pub fn view(&self, name: &str) -> Option<&ViewMeta> {
+        self.views.iter().find(|v| v.name == name)
+    }
+
+    /// True when a table or view is called `name`.
+    pub fn has_relation(&self, name: &str) -> bool {
+        self.table(name).is_some() || self.view(name).is_some()
+    }
+
+    /// Encodes the catalog blob.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for strings over 4 GiB.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut e = Encoder::new();
+        e.raw(MAGIC).u16(VERSION).u32(self.tables.len() as u32);
+        for t in &self.tables {
+            e.str(&t.name)?.u64(t.table_id).u32(t.columns.len() as u32);
+            for c in &t.columns {
+                e.str(&c.name)?;
+                match &c.default {
+                    Some(d) => e.u8(1).str(d)?,
+                    None => e.u8(0),
+                };
+            }
+            encode_indexes(&mut e, &t.primary_key);
+            e.u32(t.unique.len() as u32);
+            for u in &t.unique {
+                encode_indexes(&mut e, u);
+            }
+        }
+        e.u32(self.views.len() as u32);
+        for v in &self.views {
+            e.str(&v.name)?.str(&v.sql)?;
+        }
+        e.u32(self.indexes.len() as u32);
+        for i in &self.indexes {
+            e.str(&i.name)?.str(&i.table)?.u32(i.columns.len() as u32);
+            for c in &i.columns {
+                e.str(c)?;
+            }
+            e.u8(u8::from(i.unique));
+        }
+        Ok(e.finish())
+    }
+
+    /// Decodes a catalog blob; an empty blob is an empty catalog.
+    ///
+    /// # Errors
+    /// `Corruption` for anything malformed.
+    pub fn decode(blob: &[u8]) -> Result<Self> {
+        if blob.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut d = Decoder::new(blob, "catalog", 0);
+        if d.take(4)? != MAGIC {
+            return Err(d.error("bad catalog magic"));
+        }
+        let version = d.u16()?;
+        if version != VERSION {
+            return Err(Error::IncompatibleVersion {
+                file: "catalog".into(),
+                found: version.to_string(),
+                supported: VERSION,
+            });
+        }
+        let mut c = Catalog::default();
+        for _ in 0..d.count(24)? {
+            let name = d.str()?.to_string();
+            let table_id = d.u64()?;
+            let mut columns = Vec::new();
+            for _ in 0..d.count(5)? {
+                let name = d.str()?.to_string();
+                let default = match d.u8()? {
+                    0 => None,
+                    _ => Some(d.str()?.to_string()),
+                };
+                columns.push(ColumnMeta { name, default });
+            }
+            let primary_key = decode_indexes(&mut d)?;
+            let mut unique = Vec::new();
+            for _ in 0..d.count(4)? {
+                unique.push(decode_indexes(&mut d)?);
+            }
+            c.tables.push(TableMeta {
+                name,
+                table_id,
+                columns,
+                primary_key,
+                unique,
+            });
+        }
+        for _ in 0..d.count(8)? {
+            let name = d.str()?.to_string();
+            let sql = d.str()?.to_string();
+            c.views.push(ViewMeta { name, sql });
+        }
+        for _ in 0..d.count(13)? {
+            let name = d.str()?.to_string();
+            let table = d.str()?.to_string();
+            let mut columns = Vec::new();
+            for _ in 0..d.count(4)? {
+                columns.push(d.str()?.to_string());
+            }
+            let unique = d.u8()? != 0;
+            c.indexes.push(IndexMeta {
+                name,
+                table,
+                columns,
+                unique,
+            });
+        }
+        d.finish()?;
+        Ok(c)
+    }
+}
+
+fn encode_indexes(e: &mut Encoder, v: &[usize]) {
+    e.u32(v.len() as u32);
+    for i in v {
+        e.u32(*i as u32);
+    }
+}
+
+fn decode_indexes(d: &mut Decoder<'_>) -> Result<Vec<usize>> {
+    let n = d.count(4)?;
+    (0..n).map(|_| d.u32().map(|v| v as usize)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let c = Catalog {
+            tables: vec![TableMeta {
+                name: "t".into(),
+                table_id: 3,
+                columns: vec![
+                    ColumnMeta {
+                        name: "a".into(),
+                        default: Some("1 + 1".into()),
+                    },
+                    ColumnMeta {
+                        name: "b".into(),
+                        default: None,
+                    },
+                ],
+                primary_key: vec![0],
+                unique: vec![vec![1]],
+            }],
+            views: vec![ViewMeta {
+                name: "v".into(),
+                sql: "SELECT a FROM t".into(),
+            }],
+            indexes: vec![IndexMeta {
+                name: "i".into(),
+                table: "t".into(),
+                columns: vec!["b".into()],
+                unique: false,
+            }],
+        };
+        assert_eq!(Catalog::decode(&c.encode().unwrap()).unwrap(), c);
+        assert_eq!(Catalog::decode(&[]).unwrap(), Catalog::default());
+        let mut blob = c.encode().unwrap();
+        blob.truncate(blob.len() - 1);
+        assert!(matches!(
+            Catalog::decode(&blob),
+            Err(Error::Corruption { .. })
+        ));
+    }
+}

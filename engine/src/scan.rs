@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::schema::{KEY_COLUMN, TableDef};
 use crate::segment::RowGroupMeta;
 use crate::table::{Chunk, ChunkData};
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -165,14 +165,14 @@ impl TableScan {
 
     fn read_piece(&mut self, piece: Piece) -> Result<Option<RecordBatch>> {
         let cols = self.wanted_columns();
-        let (arrays, mask) = match piece {
-            Piece::Local(batch) => (pick(&batch, &cols), None),
+        let (arrays, mask, rows) = match piece {
+            Piece::Local(batch) => (pick(&batch, &cols), None, batch.num_rows()),
             Piece::Mem(chunk) => {
                 let ChunkData::Mem { batch, .. } = &chunk.data else {
                     return Ok(None);
                 };
                 let mask = self.mask(&chunk, 0, chunk.rows, None)?;
-                (pick(batch, &cols), mask)
+                (pick(batch, &cols), mask, batch.num_rows())
             }
             Piece::Group {
                 chunk,
@@ -197,11 +197,10 @@ impl TableScan {
                     None
                 };
                 let mask = self.mask(&chunk, first_row, meta.rows, seqs.as_ref())?;
-                (arrays, mask)
+                (arrays, mask, meta.rows as usize)
             }
         };
-        let options = arrow::array::RecordBatchOptions::new()
-            .with_row_count(Some(arrays.first().map_or(0, |a| a.len())));
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
         let batch = RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)?;
         let batch = match mask {
             Some(mask) => filter_record_batch(&batch, &mask)?,

@@ -1,1 +1,16 @@
-//! EntiDB SQL front (filled by the SQL front issue).
+//! The EntiDB SQL front: parses statements, handles transactions and DDL
+//! itself, and runs queries and DML through Apache DataFusion with every table
+//! an EntiDB [`provider::EntiTable`]. See [`session`] for the life of a
+//! statement.
+
+mod constraints;
+mod ddl;
+mod dml;
+pub mod error;
+pub mod provider;
+mod pruning;
+pub mod session;
+mod slot;
+
+pub use error::{Error, ErrorKind, Result};
+pub use session::{Output, Session};

@@ -1,0 +1,189 @@
+//! CREATE/DROP TABLE and VIEW, executed inside the session's transaction.
+//!
+//! DataFusion plans the statement (resolving types and constraints); we
+//! create the engine table and update the catalog blob in the same
+//! transaction, so the DDL commits or rolls back with it. Column defaults are
+//! taken from the SQL text of the statement and stored as SQL.
+
+use crate::error::{ErrorKind, Result};
+use crate::provider::conform;
+use crate::session::{Output, Session};
+use arrow::datatypes::{Field, Schema};
+use datafusion::common::Constraint;
+use datafusion::logical_expr::{CreateMemoryTable, CreateView, DropTable, DropView, LogicalPlan};
+use datafusion::sql::sqlparser::ast::{ColumnOption, Ident, Statement as SqlStatement};
+use entidb_catalog::{ColumnMeta, TableMeta, ViewMeta};
+use std::sync::Arc;
+
+/// Normalises an identifier as DataFusion does (unquoted → lower case).
+pub fn normalize(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+fn defaults_from_ast(ast: Option<&SqlStatement>) -> Vec<(String, String)> {
+    let Some(SqlStatement::CreateTable(create)) = ast else {
+        return vec![];
+    };
+    create
+        .columns
+        .iter()
+        .filter_map(|c| {
+            c.options.iter().find_map(|o| match &o.option {
+                ColumnOption::Default(expr) => Some((normalize(&c.name), expr.to_string())),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+/// CREATE TABLE [IF NOT EXISTS] … [AS SELECT …].
+pub async fn create_table(
+    session: &mut Session,
+    c: CreateMemoryTable,
+    ast: Option<SqlStatement>,
+) -> Result<()> {
+    let name = c.name.table().to_string();
+    if session.catalog.has_relation(&name) {
+        if c.if_not_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::DuplicateTable { name }.into());
+    }
+    if c.or_replace || c.temporary {
+        return Err(ErrorKind::NotSupported("CREATE OR REPLACE / TEMPORARY TABLE".into()).into());
+    }
+    let mut primary_key = Vec::new();
+    let mut unique = Vec::new();
+    for constraint in c.constraints.iter() {
+        match constraint {
+            Constraint::PrimaryKey(cols) => primary_key = cols.clone(),
+            Constraint::Unique(cols) => unique.push(cols.clone()),
+        }
+    }
+    let input_schema = c.input.schema().as_arrow().clone();
+    let fields: Vec<Field> = input_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = f.as_ref().clone();
+            if primary_key.contains(&i) {
+                f.with_nullable(false)
+            } else {
+                f
+            }
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let defaults = defaults_from_ast(ast.as_ref());
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| ColumnMeta {
+            name: f.name().clone(),
+            default: defaults
+                .iter()
+                .find(|(n, _)| n == f.name())
+                .map(|(_, d)| d.clone()),
+        })
+        .collect();
+    let mut catalog = session.catalog.as_ref().clone();
+    let def = session.slot.with(|t| {
+        let def = t.create_table(&name, schema.clone(), primary_key.clone())?;
+        catalog.tables.push(TableMeta {
+            name: name.clone(),
+            table_id: def.id,
+            columns,
+            primary_key,
+            unique,
+        });
+        catalog.save(t)?;
+        Ok(def)
+    })?;
+    if !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
+        // CREATE TABLE … AS SELECT: evaluate the query and insert its rows.
+        let Output::Rows(_, batches) = session.run_plan(c.input.as_ref().clone()).await? else {
+            return Ok(());
+        };
+        for batch in batches {
+            let batch = conform(
+                &def,
+                &arrow::array::RecordBatch::try_new(def.schema.clone(), batch.columns().to_vec())
+                    .map_err(|e| ErrorKind::Execution(e.to_string()))?,
+            )?;
+            session.slot.with(|t| t.insert(def.id, &batch))?;
+        }
+    }
+    Ok(())
+}
+
+/// DROP TABLE [IF EXISTS].
+pub fn drop_table(session: &mut Session, d: DropTable) -> Result<()> {
+    let name = d.name.table().to_string();
+    let Some(meta) = session.catalog.table(&name).cloned() else {
+        if d.if_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::UndefinedTable { name }.into());
+    };
+    let mut catalog = session.catalog.as_ref().clone();
+    catalog.tables.retain(|t| t.name != name);
+    catalog.indexes.retain(|i| i.table != name);
+    session.slot.with(|t| {
+        t.drop_table(meta.table_id)?;
+        catalog.save(t)
+    })?;
+    Ok(())
+}
+
+/// CREATE [OR REPLACE] VIEW.
+pub fn create_view(session: &mut Session, v: CreateView, ast: Option<SqlStatement>) -> Result<()> {
+    let name = v.name.table().to_string();
+    let sql = match ast {
+        Some(SqlStatement::CreateView(cv)) => cv.query.to_string(),
+        _ => view_query(
+            v.definition
+                .as_deref()
+                .ok_or_else(|| ErrorKind::NotSupported("view without SQL text".into()))?,
+        ),
+    };
+    let mut catalog = session.catalog.as_ref().clone();
+    if catalog.table(&name).is_some() || (catalog.view(&name).is_some() && !v.or_replace) {
+        return Err(ErrorKind::DuplicateTable { name }.into());
+    }
+    catalog.views.retain(|x| x.name != name);
+    catalog.views.push(ViewMeta { name, sql });
+    session.slot.with(|t| catalog.save(t))?;
+    Ok(())
+}
+
+/// The query part of `CREATE VIEW name AS query`.
+fn view_query(definition: &str) -> String {
+    let upper = definition.to_uppercase();
+    match upper.find(" AS ") {
+        Some(i) if upper.trim_start().starts_with("CREATE") => definition
+            .get(i + 4..)
+            .unwrap_or(definition)
+            .trim()
+            .to_string(),
+        _ => definition.trim().to_string(),
+    }
+}
+
+/// DROP VIEW [IF EXISTS].
+pub fn drop_view(session: &mut Session, d: DropView) -> Result<()> {
+    let name = d.name.table().to_string();
+    if session.catalog.view(&name).is_none() {
+        if d.if_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::UndefinedTable { name }.into());
+    }
+    let mut catalog = session.catalog.as_ref().clone();
+    catalog.views.retain(|v| v.name != name);
+    session.slot.with(|t| catalog.save(t))?;
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! SQL-level errors: every failure a user can see, with a SQLSTATE.
+//!
+//! Engine errors travel through DataFusion wrapped in
+//! `DataFusionError::External` ([`to_df`]); [`Error::from_df`] finds the root
+//! cause again and turns it back into a typed [`ErrorKind`], so a conflict
+//! raised deep inside a scan or sink reaches the user as `Conflict`
+//! (SQLSTATE 40001), not as an opaque string. Errors of a statement keep the
+//! statement's text.
+
+use datafusion::error::DataFusionError;
+use entidb_engine::Error as EngineError;
+use std::fmt;
+
+/// Result alias of the SQL layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A concurrent transaction committed a conflicting change; retry.
+    #[error("could not serialize access: write conflict on {table} ({key}); retry the transaction")]
+    Conflict {
+        /// Table name.
+        table: String,
+        /// Row key or reason.
+        key: String,
+    },
+    /// A primary key or UNIQUE constraint was violated.
+    #[error("duplicate key value violates unique constraint on {table}: {detail}")]
+    UniqueViolation {
+        /// Table name.
+        table: String,
+        /// Which value.
+        detail: String,
+    },
+    /// NULL written into a NOT NULL column.
+    #[error("null value in column {column} of table {table} violates not-null constraint")]
+    NotNullViolation {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+    },
+    /// No such table or view.
+    #[error("relation {name} does not exist")]
+    UndefinedTable {
+        /// Name.
+        name: String,
+    },
+    /// The table or view already exists.
+    #[error("relation {name} already exists")]
+    DuplicateTable {
+        /// Name.
+        name: String,
+    },
+    /// Damaged files.
+    #[error("data corruption in {file} at offset {offset}: {reason}; restore from a backup")]
+    Corruption {
+        /// File.
+        file: String,
+        /// Offset.
+        offset: u64,
+        /// Detail.
+        reason: String,
+    },
+    /// Another process holds the database.
+    #[error("database {path} is locked by another process; close it there first")]
+    Locked {
+        /// Database path.
+        path: String,
+    },
+    /// An earlier I/O failure poisoned the database.
+    #[error("database is poisoned by an earlier I/O failure ({cause}); close and re-open it")]
+    Poisoned {
+        /// Cause.
+        cause: String,
+    },
+    /// An I/O failure.
+    #[error("I/O error: {0}")]
+    Io(String),
+    /// The file format is newer than this build.
+    #[error("incompatible database format: {0}")]
+    IncompatibleVersion(String),
+    /// BEGIN inside a transaction, COMMIT outside one, and similar.
+    #[error("{0}")]
+    TransactionState(String),
+    /// The SQL does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// The SQL parses but cannot be planned (unknown column, type mismatch…).
+    #[error("{0}")]
+    Plan(String),
+    /// A feature EntiDB does not support (yet).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// A runtime failure (division by zero, cast overflow…).
+    #[error("{0}")]
+    Execution(String),
+    /// Invalid input to the API.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl ErrorKind {
+    /// The PostgreSQL-compatible SQLSTATE code.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            ErrorKind::Conflict { .. } => "40001",
+            ErrorKind::UniqueViolation { .. } => "23505",
+            ErrorKind::NotNullViolation { .. } => "23502",
+            ErrorKind::UndefinedTable { .. } => "42P01",
+            ErrorKind::DuplicateTable { .. } => "42P07",
+            ErrorKind::Corruption { .. } => "XX001",
+            ErrorKind::Locked { .. } => "55006",
+            ErrorKind::Poisoned { .. } | ErrorKind::Io(_) => "58030",
+            ErrorKind::IncompatibleVersion(_) => "XX002",
+            ErrorKind::TransactionState(_) => "25000",
+            ErrorKind::Syntax(_) => "42601",
+            ErrorKind::Plan(_) => "42000",
+            ErrorKind::NotSupported(_) => "0A000",
+            ErrorKind::Execution(_) => "XX000",
+            ErrorKind::InvalidArgument(_) => "22023",
+        }
+    }
+}
+
+/// An error, with the statement that caused it when there was one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    statement: Option<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (SQLSTATE {})", self.kind, self.kind.sqlstate())?;
+        if let Some(s) = &self.statement {
+            write!(f, "\n  in statement: {s}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            statement: None,
+        }
+    }
+}
+
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Self {
+        Self::from(kind_of_engine(&e))
+    }
+}
+
+impl From<DataFusionError> for Error {
+    fn from(e: DataFusionError) -> Self {
+        Self::from_df(&e)
+    }
+}
+
+impl Error {
+    /// The kind of failure.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The SQLSTATE code.
+    pub fn sqlstate(&self) -> &'static str {
+        self.kind.sqlstate()
+    }
+
+    /// The statement that failed, if known.
+    pub fn statement(&self) -> Option<&str> {
+        self.statement.as_deref()
+    }
+
+    /// True when retrying the transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ErrorKind::Conflict { .. })
+    }
+
+    /// Attaches the statement text (keeps an existing one).
+    pub fn in_statement(mut self, sql: &str) -> Self {
+        if self.statement.is_none() {
+            self.statement = Some(sql.trim().to_string());
+        }
+        self
+    }
+
+    /// Recovers the typed error from a DataFusion error chain.
+    pub fn from_df(e: &DataFusionError) -> Self {
+        Self::from(kind_of_df(e))
+    }
+}
+
+fn kind_of_df(e: &DataFusionError) -> ErrorKind {
+    let root = e.find_root();
+    if let DataFusionError::External(inner) = root {
+        if let Some(engine) = inner.downcast_ref::<EngineError>() {
+            return kind_of_engine(engine);
+        }
+        if let Some(sql) = inner.downcast_ref::<Error>() {
+            return sql.kind.clone();
+        }
+    }
+    let msg = strip_df_prefix(&root.to_string());
+    match root {
+        DataFusionError::SQL(..) => ErrorKind::Syntax(msg),
+        DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
+            ErrorKind::UndefinedTable {
+                name: between_quotes(m).unwrap_or_else(|| m.clone()),
+            }
+        }
+        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => ErrorKind::Plan(msg),
+        DataFusionError::NotImplemented(_) => ErrorKind::NotSupported(msg),
+        DataFusionError::IoError(_) => ErrorKind::Io(msg),
+        _ => ErrorKind::Execution(msg),
+    }
+}
+
+fn between_quotes(m: &str) -> Option<String> {
+    let start = m.find('\'')? + 1;
+    let len = m.get(start..)?.find('\'')?;
+    m.get(start..start + len).map(str::to_string)
+}
+
+fn strip_df_prefix(msg: &str) -> String {
+    for p in [
+        "Error during planning: ",
+        "Execution error: ",
+        "SQL error: ",
+        "This feature is not implemented: ",
+        "Arrow error: ",
+    ] {
+        if let Some(rest) = msg.strip_prefix(p) {
+            return rest.to_string();
+        }
+    }
+    msg.to_string()
+}
+
+fn kind_of_engine(e: &EngineError) -> ErrorKind {
+    match e {
+        EngineError::Conflict { table, key } => ErrorKind::Conflict {
+            table: table.clone(),
+            key: key.clone(),
+        },
+        EngineError::ConstraintViolation { table, detail } => ErrorKind::UniqueViolation {
+            table: table.clone(),
+            detail: detail.clone(),
+        },
+        EngineError::TableNotFound { name } => ErrorKind::UndefinedTable { name: name.clone() },
+        EngineError::TableExists { name } => ErrorKind::DuplicateTable { name: name.clone() },
+        EngineError::Corruption {
+            file,
+            offset,
+            reason,
+        } => ErrorKind::Corruption {
+            file: file.clone(),
+            offset: *offset,
+            reason: reason.clone(),
+        },
+        EngineError::Locked { path } => ErrorKind::Locked { path: path.clone() },
+        EngineError::Poisoned { cause } => ErrorKind::Poisoned {
+            cause: cause.clone(),
+        },
+        EngineError::Io { .. } => ErrorKind::Io(e.to_string()),
+        EngineError::IncompatibleVersion { .. } => ErrorKind::IncompatibleVersion(e.to_string()),
+        EngineError::TransactionClosed => ErrorKind::TransactionState(e.to_string()),
+        EngineError::ReadOnly => ErrorKind::TransactionState(e.to_string()),
+        EngineError::InvalidArgument(m) => ErrorKind::InvalidArgument(m.clone()),
+        _ => ErrorKind::Execution(e.to_string()),
+    }
+}
+
+/// Wraps an engine error for travel through DataFusion.
+pub fn to_df(e: EngineError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Wraps a SQL-layer error for travel through DataFusion.
+pub fn sql_to_df(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}

@@ -1,0 +1,455 @@
+//! A SQL session: one connection's DataFusion context and transaction state.
+//!
+//! LIFE OF A STATEMENT
+//!
+//! 1. The text is parsed with DataFusion's parser (sqlparser, generic dialect).
+//! 2. Transaction control (`BEGIN`, `START TRANSACTION`, `COMMIT`, `END`,
+//!    `ROLLBACK`) and `CHECKPOINT` are handled here directly.
+//! 3. Otherwise the statement runs inside a transaction: the explicit one, or
+//!    a fresh autocommit one. A savepoint is taken first.
+//! 4. If the transaction's catalog differs from the one the DataFusion
+//!    context reflects, every table is re-registered as an [`EntiTable`] and
+//!    every view is re-planned from its SQL text.
+//! 5. DELETE and UPDATE (and EXPLAIN of them) are rewritten into a SELECT of
+//!    the hidden row key plus the new values, evaluated by DataFusion, and
+//!    applied by key (`dml.rs`). CREATE/DROP TABLE/VIEW are planned by
+//!    DataFusion and executed by us (`ddl.rs`). Everything else — SELECT,
+//!    INSERT, EXPLAIN, SET — is executed by DataFusion over our providers.
+//! 6. On success an autocommit transaction commits; on failure the statement's
+//!    changes are undone back to the savepoint. A failed statement inside an
+//!    explicit transaction does **not** abort the transaction: the statement
+//!    has no effect and the transaction continues (as in SQLite); a `Conflict`
+//!    will however recur at COMMIT, so the application should roll back and
+//!    retry.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::EntiTable;
+use crate::slot::TxnSlot;
+use crate::{ddl, dml};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{SchemaRef, UInt64Type};
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::datasource::ViewTable;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use entidb_catalog::Catalog;
+use entidb_engine::Engine;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What one statement produced.
+#[derive(Debug)]
+pub enum Output {
+    /// Rows affected (DML) or 0 (DDL, transaction control).
+    Count(u64),
+    /// Result rows of a query.
+    Rows(SchemaRef, Vec<RecordBatch>),
+}
+
+/// One connection to a database.
+pub struct Session {
+    engine: Engine,
+    pub(crate) ctx: SessionContext,
+    pub(crate) slot: Arc<TxnSlot>,
+    explicit: bool,
+    synced: Option<Arc<Vec<u8>>>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) tables: HashMap<String, Arc<EntiTable>>,
+    registered: Vec<String>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("explicit", &self.explicit)
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Session {
+    /// A new session on `engine`.
+    pub fn new(engine: Engine) -> Self {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("entidb", "main");
+        config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        Self {
+            engine,
+            ctx: SessionContext::new_with_config(config),
+            slot: Arc::new(TxnSlot::default()),
+            explicit: false,
+            synced: None,
+            catalog: Arc::new(Catalog::default()),
+            tables: HashMap::new(),
+            registered: Vec::new(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// True inside `BEGIN … COMMIT`.
+    pub fn in_transaction(&self) -> bool {
+        self.explicit
+    }
+
+    /// Runs every statement of `sql`; returns the output of the last one.
+    ///
+    /// # Errors
+    /// The first failing statement's error (with its text); later statements
+    /// do not run.
+    pub async fn run(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        let statements = parse(sql)?;
+        let mut last = Output::Count(0);
+        for stmt in statements {
+            let text = stmt.text();
+            last = match stmt {
+                Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::Sql(stmt) => self.run_one(*stmt, params).await,
+            }
+            .map_err(|e| e.in_statement(&text))?;
+        }
+        Ok(last)
+    }
+
+    /// Runs `sql` and returns the rows affected by its last statement.
+    pub async fn execute(&mut self, sql: &str, params: &[ScalarValue]) -> Result<u64> {
+        Ok(match self.run(sql, params).await? {
+            Output::Count(n) => n,
+            Output::Rows(_, batches) => batches.iter().map(|b| b.num_rows() as u64).sum(),
+        })
+    }
+
+    /// Runs `sql` and returns the rows of its last statement.
+    pub async fn query(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
+        Ok(match self.run(sql, params).await? {
+            Output::Rows(_, batches) => batches,
+            Output::Count(n) => vec![count_batch(n)?],
+        })
+    }
+
+    /// Runs one query and streams its rows. Only a single SELECT/EXPLAIN is
+    /// accepted; in autocommit mode its snapshot is fixed when the stream is
+    /// created.
+    pub async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
+        let mut statements = parse(sql)?;
+        let (Some(Parsed::Sql(stmt)), true) = (statements.pop(), statements.is_empty()) else {
+            return Err(
+                ErrorKind::InvalidArgument("query_stream takes exactly one query".into()).into(),
+            );
+        };
+        let stmt = *stmt;
+        let text = stmt.to_string();
+        let stream = self
+            .in_transaction_scope(|s| Box::pin(s.stream_one(stmt, params)))
+            .await
+            .map_err(|e| e.in_statement(&text))?;
+        Ok(stream)
+    }
+
+    async fn stream_one(
+        &mut self,
+        stmt: DFStatement,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
+        let plan = self.plan(stmt, params).await?;
+        if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
+            return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
+        }
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        Ok(df.execute_stream().await?)
+    }
+
+    async fn run_one(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+        if let DFStatement::Statement(s) = &stmt {
+            match s.as_ref() {
+                SqlStatement::StartTransaction { .. } => {
+                    return self.begin().map(|()| Output::Count(0));
+                }
+                SqlStatement::Commit { .. } => return self.commit().map(|()| Output::Count(0)),
+                SqlStatement::Rollback {
+                    savepoint: None, ..
+                } => {
+                    return self.rollback().map(|()| Output::Count(0));
+                }
+                _ => {}
+            }
+        }
+        self.in_transaction_scope(|s| Box::pin(s.dispatch(stmt, params)))
+            .await
+    }
+
+    /// Runs `f` inside the explicit transaction or an autocommit one, with
+    /// statement-level rollback on failure.
+    async fn in_transaction_scope<'a, T>(
+        &'a mut self,
+        f: impl FnOnce(&'a mut Self) -> futures::future::BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let autocommit = !self.explicit;
+        if autocommit {
+            self.slot.put(self.engine.begin())?;
+        }
+        let savepoint = self.slot.with(|t| Ok(t.savepoint()))?;
+        let slot = self.slot.clone();
+        let result = match self.sync_catalog().await {
+            Ok(()) => f(self).await,
+            Err(e) => Err(e),
+        };
+        match (result, autocommit) {
+            (Ok(out), true) => match slot.take()? {
+                Some(txn) => {
+                    txn.commit()?;
+                    Ok(out)
+                }
+                None => Ok(out),
+            },
+            (Ok(out), false) => Ok(out),
+            (Err(e), true) => {
+                slot.take()?;
+                Err(e)
+            }
+            (Err(e), false) => {
+                slot.with(|t| {
+                    t.rollback_to(savepoint);
+                    Ok(())
+                })?;
+                Err(e)
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) -> Result<()> {
+        if self.explicit {
+            return Err(ErrorKind::TransactionState(
+                "CHECKPOINT cannot run inside a transaction".into(),
+            )
+            .into());
+        }
+        Ok(self.engine.checkpoint()?)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if self.explicit {
+            return Err(ErrorKind::TransactionState(
+                "a transaction is already in progress; COMMIT or ROLLBACK it first".into(),
+            )
+            .into());
+        }
+        self.slot.put(self.engine.begin())?;
+        self.explicit = true;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if !self.explicit {
+            return Err(
+                ErrorKind::TransactionState("there is no transaction in progress".into()).into(),
+            );
+        }
+        self.explicit = false;
+        match self.slot.take()? {
+            Some(txn) => {
+                txn.commit()?;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        if !self.explicit {
+            return Err(
+                ErrorKind::TransactionState("there is no transaction in progress".into()).into(),
+            );
+        }
+        self.explicit = false;
+        self.slot.take()?;
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+        if let DFStatement::Statement(s) = &stmt {
+            match s.as_ref() {
+                SqlStatement::Delete(d) => return dml::delete(self, d).await.map(Output::Count),
+                SqlStatement::Update(u) => return dml::update(self, u).await.map(Output::Count),
+                SqlStatement::Explain { statement, .. }
+                    if matches!(
+                        statement.as_ref(),
+                        SqlStatement::Delete(_) | SqlStatement::Update(_)
+                    ) =>
+                {
+                    return dml::explain(self, statement).await;
+                }
+                SqlStatement::CreateIndex(_) => {
+                    return Err(ErrorKind::NotSupported("CREATE/DROP INDEX".into()).into());
+                }
+                _ => {}
+            }
+        }
+        let ast = match &stmt {
+            DFStatement::Statement(s) => Some(s.as_ref().clone()),
+            _ => None,
+        };
+        let plan = self.plan(stmt, params).await?;
+        match plan {
+            LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, ast).await,
+            plan => self.run_plan(plan).await,
+        }
+    }
+
+    async fn plan(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<LogicalPlan> {
+        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        if params.is_empty() {
+            Ok(plan)
+        } else {
+            Ok(plan.with_param_values(ParamValues::from(params.to_vec()))?)
+        }
+    }
+
+    async fn run_ddl(&mut self, ddl: DdlStatement, ast: Option<SqlStatement>) -> Result<Output> {
+        match ddl {
+            DdlStatement::CreateMemoryTable(c) => ddl::create_table(self, c, ast).await,
+            DdlStatement::DropTable(d) => ddl::drop_table(self, d),
+            DdlStatement::CreateView(v) => ddl::create_view(self, v, ast),
+            DdlStatement::DropView(v) => ddl::drop_view(self, v),
+            other => Err(ErrorKind::NotSupported(other.name().to_string()).into()),
+        }?;
+        Ok(Output::Count(0))
+    }
+
+    pub(crate) async fn run_plan(&mut self, plan: LogicalPlan) -> Result<Output> {
+        let is_dml = matches!(plan, LogicalPlan::Dml(_));
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        if is_dml {
+            return Ok(Output::Count(sum_counts(&batches)));
+        }
+        Ok(Output::Rows(schema, batches))
+    }
+
+    /// Makes the DataFusion context reflect the transaction's catalog.
+    pub(crate) async fn sync_catalog(&mut self) -> Result<()> {
+        let blob = self.slot.with(|t| t.catalog())?;
+        if self.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, &blob)) {
+            return Ok(());
+        }
+        let catalog = Catalog::decode(&blob)?;
+        for name in self.registered.drain(..) {
+            self.ctx.deregister_table(name.as_str())?;
+        }
+        self.tables.clear();
+        for meta in &catalog.tables {
+            let def = self.slot.with(|t| t.table_by_id(meta.table_id))?;
+            let df_schema = DFSchema::try_from(def.schema.as_ref().clone())?;
+            let mut defaults = HashMap::new();
+            for c in &meta.columns {
+                if let Some(sql) = &c.default {
+                    defaults.insert(c.name.clone(), self.ctx.parse_sql_expr(sql, &df_schema)?);
+                }
+            }
+            let table = Arc::new(EntiTable::new(
+                self.slot.clone(),
+                def,
+                meta.clone(),
+                defaults,
+            ));
+            self.ctx.register_table(meta.name.as_str(), table.clone())?;
+            self.tables.insert(meta.name.clone(), table);
+            self.registered.push(meta.name.clone());
+        }
+        for view in &catalog.views {
+            // A view whose tables are gone is skipped: using it reports the
+            // missing relation instead of failing every statement.
+            if let Ok(plan) = self.ctx.state().create_logical_plan(&view.sql).await {
+                let provider = Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
+                self.ctx.register_table(view.name.as_str(), provider)?;
+                self.registered.push(view.name.clone());
+            }
+        }
+        self.catalog = Arc::new(catalog);
+        self.synced = Some(blob);
+        Ok(())
+    }
+}
+
+/// One parsed statement.
+#[derive(Debug)]
+enum Parsed {
+    /// `CHECKPOINT` (not known to sqlparser).
+    Checkpoint,
+    /// Anything sqlparser understands.
+    Sql(Box<DFStatement>),
+}
+
+impl Parsed {
+    fn text(&self) -> String {
+        match self {
+            Parsed::Checkpoint => "CHECKPOINT".into(),
+            Parsed::Sql(s) => s.to_string(),
+        }
+    }
+}
+
+/// Parses `sql` into statements. Statements sqlparser does not know
+/// (`CHECKPOINT`) are recognised by splitting the token stream at `;`.
+fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    let syntax =
+        |e: &dyn std::fmt::Display| Error::from(ErrorKind::Syntax(e.to_string())).in_statement(sql);
+    if let Ok(statements) = DFParser::parse_sql(sql) {
+        return Ok(statements
+            .into_iter()
+            .map(|s| Parsed::Sql(Box::new(s)))
+            .collect());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| syntax(&e))?;
+    let mut out = Vec::new();
+    for piece in tokens.split(|t| *t == Token::SemiColon) {
+        let text: String = piece.iter().map(|t| t.to_string()).collect();
+        if text.trim().is_empty() {
+            continue;
+        }
+        if text.trim().eq_ignore_ascii_case("checkpoint") {
+            out.push(Parsed::Checkpoint);
+            continue;
+        }
+        let statements = DFParser::parse_sql(&text).map_err(|e| syntax(&e))?;
+        out.extend(statements.into_iter().map(|s| Parsed::Sql(Box::new(s))));
+    }
+    Ok(out)
+}
+
+fn sum_counts(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.columns().first())
+        .filter_map(|c| c.as_primitive_opt::<UInt64Type>())
+        .map(|c| c.iter().flatten().sum::<u64>())
+        .sum()
+}
+
+fn count_batch(n: u64) -> Result<RecordBatch> {
+    let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("count", arrow::datatypes::DataType::UInt64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![Arc::new(arrow::array::UInt64Array::from(vec![n])) as Arc<dyn Array>],
+    )
+    .map_err(|e| ErrorKind::Execution(e.to_string()).into())
+}
