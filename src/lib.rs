@@ -14,8 +14,10 @@
 //! session with its own transaction state. The API is async (tokio);
 //! [`BlockingConnection`] wraps it for synchronous programs.
 
+pub mod slt;
+
 pub use entidb_engine as engine;
-pub use entidb_sql::{Error, ErrorKind, Result};
+pub use entidb_sql::{Error, ErrorKind, Output, Result};
 
 use arrow::array::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
@@ -88,7 +90,7 @@ impl Database {
 /// One SQL session: its own transaction, shared data.
 #[derive(Debug)]
 pub struct Connection {
-    session: Session,
+    pub(crate) session: Session,
 }
 
 impl Connection {
@@ -134,6 +136,12 @@ impl Connection {
     /// As [`Connection::execute`].
     pub async fn query_stream(&mut self, sql: &str) -> Result<SendableRecordBatchStream> {
         self.session.query_stream(sql, &[]).await
+    }
+
+    /// Runs a script statement by statement, returning every statement's
+    /// output; it stops after the first failure, which is the last element.
+    pub async fn run_script(&mut self, sql: &str) -> Vec<Result<Output>> {
+        self.session.run_all(sql).await
     }
 
     /// True inside `BEGIN … COMMIT`.
@@ -195,6 +203,11 @@ impl BlockingConnection {
     /// As [`Connection::execute`].
     pub fn query_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
         self.runtime.block_on(self.conn.query_with(sql, params))
+    }
+
+    /// See [`Connection::run_script`].
+    pub fn run_script(&mut self, sql: &str) -> Vec<Result<Output>> {
+        self.runtime.block_on(self.conn.run_script(sql))
     }
 
     /// True inside `BEGIN … COMMIT`.

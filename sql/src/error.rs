@@ -215,7 +215,9 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
         DataFusionError::SQL(..) => ErrorKind::Syntax(msg),
         DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
             ErrorKind::UndefinedTable {
-                name: between_quotes(m).unwrap_or_else(|| m.clone()),
+                name: between_quotes(m)
+                    .map(|q| q.rsplit('.').next().unwrap_or_default().to_string())
+                    .unwrap_or_else(|| m.clone()),
             }
         }
         DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => ErrorKind::Plan(msg),

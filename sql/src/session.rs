@@ -121,6 +121,30 @@ impl Session {
         Ok(last)
     }
 
+    /// Runs every statement of `sql`, returning each one's output; stops after
+    /// the first failure, which is the last element.
+    pub async fn run_all(&mut self, sql: &str) -> Vec<Result<Output>> {
+        let statements = match parse(sql) {
+            Ok(s) => s,
+            Err(e) => return vec![Err(e)],
+        };
+        let mut outputs = Vec::new();
+        for stmt in statements {
+            let text = stmt.text();
+            let out = match stmt {
+                Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::Sql(stmt) => self.run_one(*stmt, &[]).await,
+            }
+            .map_err(|e| e.in_statement(&text));
+            let failed = out.is_err();
+            outputs.push(out);
+            if failed {
+                break;
+            }
+        }
+        outputs
+    }
+
     /// Runs `sql` and returns the rows affected by its last statement.
     pub async fn execute(&mut self, sql: &str, params: &[ScalarValue]) -> Result<u64> {
         Ok(match self.run(sql, params).await? {
