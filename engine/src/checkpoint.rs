@@ -210,7 +210,11 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
     if !batches.is_empty() {
         let storage = inner.storage.as_ref();
         write_segment(storage, new_id, table.def.id, &batches)?;
-        let reader = Arc::new(SegmentReader::open(storage, new_id)?);
+        let reader = Arc::new(SegmentReader::open_cached(
+            storage,
+            new_id,
+            Some(inner.cache.clone()),
+        )?);
         segments_out.push(SegmentEntry {
             id: new_id,
             rows: reader.footer.rows,

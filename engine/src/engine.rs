@@ -21,6 +21,7 @@ use crate::changes::Changes;
 use crate::error::{Error, Result};
 use crate::keys::{ABSENT, display_key};
 use crate::mvcc::Snapshots;
+use crate::segment::ChunkCache;
 use crate::storage::{FileStorage, LockGuard, MemStorage, Storage};
 use crate::table::{TableState, read, write};
 use crate::txn::Transaction;
@@ -35,12 +36,15 @@ use std::sync::{Arc, Mutex, RwLock};
 pub struct EngineOptions {
     /// Checkpoint automatically once the WAL is larger than this many bytes.
     pub checkpoint_wal_bytes: u64,
+    /// Bytes of decoded column chunks kept in memory for warm scans.
+    pub cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             checkpoint_wal_bytes: 64 << 20,
+            cache_bytes: 1 << 30,
         }
     }
 }
@@ -74,6 +78,7 @@ pub(crate) struct Inner {
     pub snapshots: Snapshots,
     pub checkpoint_seq: AtomicU64,
     pub encryption: Vec<u8>,
+    pub cache: Arc<ChunkCache>,
     pub _lock: Box<dyn LockGuard>,
 }
 

@@ -21,7 +21,7 @@ use crate::engine::{CatalogHistory, CommitState, EngineOptions, Inner};
 use crate::error::{Error, Result};
 use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
 use crate::mvcc::Snapshots;
-use crate::segment::{SegmentReader, segment_file_name};
+use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
 use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
 use crate::wal::{WAL_FILE, WalRecord, WalWriter, scan_wal};
@@ -65,7 +65,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<
             ));
         }
     };
-    let tables = load_tables(storage.as_ref(), &manifest)?;
+    let cache = Arc::new(ChunkCache::new(options.cache_bytes));
+    let tables = load_tables(storage.as_ref(), &manifest, &cache)?;
     let replay = committed_transactions(scan.records, manifest.checkpoint_seq)?;
 
     // Phase 2: build memory, repair the WAL tail, clean up.
@@ -95,6 +96,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<
         snapshots: Snapshots::default(),
         checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
         encryption: manifest.encryption.clone(),
+        cache,
         _lock: lock,
     };
     for r in replay {
@@ -122,13 +124,14 @@ fn read_wal(storage: &dyn Storage) -> Result<Vec<u8>> {
 fn load_tables(
     storage: &dyn Storage,
     manifest: &Manifest,
+    cache: &Arc<ChunkCache>,
 ) -> Result<BTreeMap<u64, Arc<TableState>>> {
     let mut tables = BTreeMap::new();
     for entry in &manifest.tables {
         let state = TableState::new(entry.def.clone(), entry.created_seq);
         let mut chunks = Vec::new();
         for seg in &entry.segments {
-            let reader = SegmentReader::open(storage, seg.id)?;
+            let reader = SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?;
             let name = segment_file_name(seg.id);
             let columns = entry.def.schema.fields().len() as u32 + 3;
             if reader.footer.table_id != entry.def.id

@@ -199,9 +199,9 @@ impl TableState {
         let mut keys = write(&self.keys)?;
         let mut row0 = 0u32;
         for (g, meta) in seg.footer.row_groups.iter().enumerate() {
-            let key = seg.read_column(g, key_col)?;
-            let hash = seg.read_column(g, hash_col)?;
-            let seq = seg.read_column(g, seq_col)?;
+            let key = seg.read_column_uncached(g, key_col)?;
+            let hash = seg.read_column_uncached(g, hash_col)?;
+            let seq = seg.read_column_uncached(g, seq_col)?;
             let corrupt = || Error::corruption(seg.name(), 0, "hidden column has the wrong type");
             let key = key.as_binary_opt::<i32>().ok_or_else(corrupt)?;
             let hash = hash.as_primitive_opt::<UInt64Type>().ok_or_else(corrupt)?;

@@ -113,3 +113,32 @@ fn unsynced_commit_of_dropped_power_is_not_visible_but_synced_is() {
     );
     assert_eq!(snapshot_kv(&engine).unwrap().len(), 1);
 }
+
+#[test]
+fn rowid_table_keeps_rows_of_every_commit() {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let engine = Engine::open_memory().unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+    let mut t = engine.begin();
+    let id = t.create_table("bag", schema.clone(), vec![]).unwrap().id;
+    t.commit().unwrap();
+    for chunk in 0..3i64 {
+        let mut t = engine.begin();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![chunk; 10_000]))],
+        )
+        .unwrap();
+        t.insert(id, &batch).unwrap();
+        t.commit().unwrap();
+    }
+    let mut t = engine.begin_read_only();
+    let rows: usize = t
+        .scan(id, entidb_engine::ScanRequest::default())
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum();
+    assert_eq!(rows, 30_000);
+}

@@ -18,6 +18,7 @@ const TXNS: usize = 240;
 fn options() -> EngineOptions {
     EngineOptions {
         checkpoint_wal_bytes: 24 * 1024,
+        ..EngineOptions::default()
     }
 }
 

@@ -147,6 +147,7 @@ fn bank_total_survives_power_loss_at_random_points() {
         let disk = SimDisk::new();
         let options = EngineOptions {
             checkpoint_wal_bytes: 32 * 1024,
+            ..EngineOptions::default()
         };
         let engine = open_sim(&disk, options.clone()).unwrap();
         let table = setup_bank(&engine);

@@ -305,6 +305,15 @@ impl Session {
     }
 
     async fn dispatch(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+        if let DFStatement::Explain(e) = &stmt
+            && let DFStatement::Statement(inner) = e.statement.as_ref()
+            && matches!(
+                inner.as_ref(),
+                SqlStatement::Delete(_) | SqlStatement::Update(_)
+            )
+        {
+            return dml::explain(self, inner).await;
+        }
         if let DFStatement::Statement(s) = &stmt {
             match s.as_ref() {
                 SqlStatement::Delete(d) => return dml::delete(self, d).await.map(Output::Count),

@@ -26,11 +26,13 @@
 //! (filter pushdown). Any checksum or decoding failure is
 //! [`crate::Error::Corruption`] naming the file and offset.
 
+mod cache;
 mod format;
 mod reader;
 mod stats;
 mod writer;
 
+pub use cache::ChunkCache;
 pub use format::{ChunkMeta, Footer, RowGroupMeta, SEGMENT_MAGIC};
 pub use reader::SegmentReader;
 pub use stats::StatValue;

@@ -1,6 +1,7 @@
 //! Reading a segment file.
 #![deny(clippy::indexing_slicing)]
 
+use super::cache::ChunkCache;
 use super::format::{Footer, HEADER_LEN, TRAILER_LEN, decode_header, decode_trailer};
 use super::segment_file_name;
 use crate::codec::Decoder;
@@ -8,12 +9,14 @@ use crate::columnar::decode_array;
 use crate::error::{Error, Result};
 use crate::storage::{FileHandle, Storage};
 use arrow::array::{Array, ArrayRef};
+use std::sync::Arc;
 
 /// An open segment: its file and decoded footer.
 #[derive(Debug)]
 pub struct SegmentReader {
     file: FileHandle,
     name: String,
+    cache: Option<Arc<ChunkCache>>,
     /// Segment id from the header.
     pub id: u64,
     /// The decoded footer.
@@ -23,6 +26,15 @@ pub struct SegmentReader {
 impl SegmentReader {
     /// Opens segment `id` and validates header, trailer and footer.
     pub fn open(storage: &dyn Storage, id: u64) -> Result<Self> {
+        Self::open_cached(storage, id, None)
+    }
+
+    /// Opens segment `id`, keeping decoded chunks in `cache`.
+    pub fn open_cached(
+        storage: &dyn Storage,
+        id: u64,
+        cache: Option<Arc<ChunkCache>>,
+    ) -> Result<Self> {
         let name = segment_file_name(id);
         let file = storage.open(&name, false).map_err(Error::io(&name))?;
         let len = file.len().map_err(Error::io(&name))?;
@@ -67,6 +79,7 @@ impl SegmentReader {
         Ok(Self {
             file,
             name,
+            cache,
             id,
             footer,
         })
@@ -77,8 +90,24 @@ impl SegmentReader {
         &self.name
     }
 
-    /// Reads and checks one column chunk of one row group.
+    /// Reads and checks one column chunk of one row group (from the cache
+    /// when it is there).
     pub fn read_column(&self, group: usize, column: usize) -> Result<ArrayRef> {
+        if let Some(hit) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(self.id, group, column))
+        {
+            return Ok(hit);
+        }
+        let array = self.read_column_uncached(group, column)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(self.id, group, column, array.clone());
+        }
+        Ok(array)
+    }
+
+    pub(crate) fn read_column_uncached(&self, group: usize, column: usize) -> Result<ArrayRef> {
         let meta = self
             .footer
             .row_groups

@@ -111,6 +111,7 @@ pub fn crash_and_reopen(
 pub fn small_checkpoints() -> EngineOptions {
     EngineOptions {
         checkpoint_wal_bytes: 16 * 1024,
+        ..EngineOptions::default()
     }
 }
 

@@ -1,0 +1,131 @@
+//! Warm analytic scans: EntiDB against a DataFusion MemTable holding the same
+//! data, measured in the same run. `cargo bench --bench scan [-- --rows N]`;
+//! without `--bench` (under `cargo test`) it does a tiny smoke run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use entidb::{Connection, Database};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Float64, true),
+        Field::new("s", DataType::Utf8, true),
+    ]))
+}
+
+fn batches(rows: usize) -> Vec<RecordBatch> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..rows)
+        .step_by(65536)
+        .map(|start| {
+            let n = 65536.min(rows - start);
+            let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
+            let ks: Vec<i64> = (0..n).map(|_| (next() % 1_000_000) as i64).collect();
+            let vs: Vec<f64> = (0..n).map(|_| (next() % 10_000) as f64 / 100.0).collect();
+            let ss: Vec<String> = ids.iter().map(|i| format!("s{:014}", i)).collect();
+            RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Int64Array::from(ks)),
+                    Arc::new(Float64Array::from(vs)),
+                    Arc::new(StringArray::from(ss)),
+                ],
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+const QUERIES: [(&str, &str); 2] = [
+    ("filter_sum", "SELECT sum(v) FROM t WHERE k < 500000"),
+    (
+        "group_by",
+        "SELECT k % 100, count(*), sum(v), avg(v) FROM t GROUP BY 1",
+    ),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let full = args.iter().any(|a| a == "--bench");
+    let rows = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if full { 1_000_000 } else { 10_000 });
+    let runs = if full { 5 } else { 1 };
+    let data = batches(rows);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let mut conn: Connection = db.connect();
+    let load = Instant::now();
+    rt.block_on(
+        conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE, s VARCHAR)"),
+    )
+    .unwrap();
+    let mut txn = db.engine().begin();
+    let table = txn.table("t").unwrap().id;
+    for b in &data {
+        txn.insert(table, b).unwrap();
+    }
+    txn.commit().unwrap();
+    db.engine().checkpoint().unwrap();
+    let load = load.elapsed();
+
+    let ctx = SessionContext::new();
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(schema(), vec![data.clone()]).unwrap()),
+    )
+    .unwrap();
+
+    println!(
+        "rows: {rows}; load through the Arrow batch API + checkpoint: {load:?} ({:.0} rows/s)",
+        rows as f64 / load.as_secs_f64()
+    );
+    println!("| query | EntiDB warm | MemTable | ratio |");
+    println!("|---|---|---|---|");
+    for (name, sql) in QUERIES {
+        let enti = best_of(runs, || {
+            rt.block_on(conn.query(sql)).unwrap();
+        });
+        let mem = best_of(runs, || {
+            rt.block_on(async { ctx.sql(sql).await.unwrap().collect().await.unwrap() });
+        });
+        println!(
+            "| {name} | {enti:?} | {mem:?} | {:.2} |",
+            enti.as_secs_f64() / mem.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! The `entidb` and `entidb-slt` binaries: output formats and exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn entidb(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_entidb"));
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn dash_c_runs_statements_in_order() {
+    let (code, out, err) = entidb(
+        &[
+            "-c",
+            "CREATE TABLE t (a INT, b TEXT)",
+            "-c",
+            "INSERT INTO t VALUES (1, 'x')",
+            "-c",
+            "SELECT * FROM t",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("| 1 | x |"), "{out}");
+}
+
+#[test]
+fn csv_and_json_output() {
+    let (code, out, _) = entidb(&["--csv", "-c", "SELECT 1 AS a, 'x' AS b"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "a,b\n1,x");
+    let (code, out, _) = entidb(&["--json", "-c", "SELECT 1 AS a, 'x' AS b"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), r#"[{"a":1,"b":"x"}]"#);
+}
+
+#[test]
+fn statements_from_stdin_and_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap();
+    let (code, _, err) = entidb(
+        &[path],
+        Some("CREATE TABLE t (a INT);\nINSERT INTO t VALUES (41), (1);\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = entidb(&[path, "--csv", "-c", "SELECT sum(a) AS s FROM t"], None);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "s\n42");
+}
+
+#[test]
+fn sql_error_exits_1_and_usage_error_exits_2() {
+    let (code, _, err) = entidb(&["-c", "SELECT * FROM nope"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("42P01"), "{err}");
+    let (code, _, err) = entidb(&["--bogus"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("usage"), "{err}");
+    let (code, _, _) = entidb(&["-c"], None);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn slt_runner_counts_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.slt");
+    std::fs::write(
+        &file,
+        "statement ok\nCREATE TABLE t (a INT)\n\nquery I\nSELECT 1\n----\n2\n\nquery I\nSELECT 3\n----\n3\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_entidb-slt"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout.lines().last(),
+        Some("2 passed, 1 failed"),
+        "{stdout}"
+    );
+}
