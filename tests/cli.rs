@@ -98,3 +98,36 @@ fn slt_runner_counts_records() {
         "{stdout}"
     );
 }
+
+/// A second process opening a database another process holds gets
+/// `Locked` (SQLSTATE 55006) at once, without waiting.
+#[test]
+fn second_process_gets_locked_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let path = path.to_str().unwrap().to_string();
+    // The first process holds the database while it waits for stdin.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_entidb"))
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !dir.path().join("db").join("MANIFEST").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    let (code, _, err) = entidb(&[&path, "-c", "SELECT 1"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("55006") && err.contains("locked"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "no hang"
+    );
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    let (code, _, err) = entidb(&[&path, "-c", "SELECT 1"], None);
+    assert_eq!(code, 0, "lock released when the holder exits: {err}");
+}
