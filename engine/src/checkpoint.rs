@@ -248,23 +248,17 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
 fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
     match &chunk.data {
         ChunkData::Mem { batch, seq } => {
-            let mut fields: Vec<Field> = batch
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(
-                crate::schema::SEQ_COLUMN,
-                DataType::UInt64,
-                false,
-            ));
+            let schema = crate::schema::append_fields(
+                &batch.schema(),
+                [Field::new(
+                    crate::schema::SEQ_COLUMN,
+                    DataType::UInt64,
+                    false,
+                )],
+            );
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(UInt64Array::from(vec![*seq; batch.num_rows()])) as ArrayRef);
-            Ok(vec![(
-                0,
-                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?,
-            )])
+            Ok(vec![(0, RecordBatch::try_new(schema, columns)?)])
         }
         ChunkData::Segment(seg) => {
             let mut out = Vec::new();

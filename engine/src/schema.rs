@@ -74,15 +74,13 @@ impl TableDef {
 
     /// The schema of stored batches: user columns, `_key`, `_hash`.
     pub fn stored_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
-        fields.push(Field::new(HASH_COLUMN, DataType::UInt64, false));
-        Arc::new(Schema::new(fields))
+        append_fields(
+            &self.schema,
+            [
+                Field::new(KEY_COLUMN, DataType::Binary, false),
+                Field::new(HASH_COLUMN, DataType::UInt64, false),
+            ],
+        )
     }
 
     /// Encodes the definition (see `table_def` in docs/format.md).
@@ -108,4 +106,11 @@ impl TableDef {
         TableDef::new(id, &name, schema, key_columns)
             .map_err(|e| d.error(format!("invalid table definition: {e}")))
     }
+}
+
+/// `schema` followed by `extra` fields.
+pub fn append_fields(schema: &Schema, extra: impl IntoIterator<Item = Field>) -> SchemaRef {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(extra);
+    Arc::new(Schema::new(fields))
 }

@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use entidb_catalog::TableMeta;
+use entidb_engine::schema::append_fields;
 use entidb_engine::{ScanRequest, TableDef};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -75,18 +76,14 @@ impl EntiTable {
 
     /// The same table with the row key as an extra last column.
     pub fn keyed(&self) -> Self {
-        let mut fields: Vec<Field> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
         Self {
             slot: self.slot.clone(),
             def: self.def.clone(),
             meta: self.meta.clone(),
-            schema: Arc::new(Schema::new(fields)),
+            schema: append_fields(
+                &self.schema,
+                [Field::new(KEY_COLUMN, DataType::Binary, false)],
+            ),
             defaults: self.defaults.clone(),
             keyed: true,
         }
