@@ -22,15 +22,21 @@ pub use entidb_sql::{Error, ErrorKind, Output, Result};
 use arrow::array::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::scalar::ScalarValue;
+pub use entidb_engine::storage::Secret;
+use entidb_engine::storage::{EncryptedStorage, FileStorage};
 use entidb_engine::{Engine, EngineOptions};
 use entidb_sql::Session;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Options for [`Database::open_with`].
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
     /// Engine tunables (checkpoint size…).
     pub engine: EngineOptions,
+    /// Encrypt every file with this key or passphrase (AES-256-GCM-SIV, see
+    /// docs/encryption.md). Must be given again on every open.
+    pub encryption: Option<Secret>,
 }
 
 /// An open database.
@@ -54,9 +60,17 @@ impl Database {
     /// # Errors
     /// As [`Database::open`].
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
-        Ok(Self {
-            engine: Engine::open_dir(path, options.engine)?,
-        })
+        let engine = match options.encryption {
+            None => Engine::open_dir(path, options.engine)?,
+            Some(secret) => {
+                let dir = path.as_ref();
+                let files = FileStorage::new(dir)
+                    .map_err(|e| Error::from(ErrorKind::Io(format!("{}: {e}", dir.display()))))?;
+                let storage = EncryptedStorage::open(Arc::new(files), secret)?;
+                Engine::open(Arc::new(storage), options.engine)?
+            }
+        };
+        Ok(Self { engine })
     }
 
     /// A new, empty in-memory database.

@@ -100,6 +100,12 @@ pub enum Error {
     /// A write was attempted in a read-only transaction.
     #[error("cannot write in a read-only transaction")]
     ReadOnly,
+    /// The key (or passphrase) does not match the database's key check.
+    #[error("wrong encryption key or passphrase for this database")]
+    WrongKey,
+    /// The database is encrypted and was opened without a key.
+    #[error("this database is encrypted; open it with its key (--key-file) or passphrase")]
+    EncryptionRequired,
     /// The caller passed something the engine cannot store.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -123,11 +129,20 @@ impl Error {
         }
     }
 
-    /// Returns a closure that wraps an [`io::Error`] about `file`.
+    /// Returns a closure that wraps an [`io::Error`] about `file`. An
+    /// authentication failure of the encrypted backend becomes `Corruption`.
     pub fn io(file: &str) -> impl FnOnce(io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            file: file.to_string(),
-            source,
+        move |source| {
+            if let Some(auth) = source
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<crate::storage::AuthFailure>())
+            {
+                return Error::corruption(file, auth.offset, auth.reason.clone());
+            }
+            Error::Io {
+                file: file.to_string(),
+                source,
+            }
         }
     }
 }

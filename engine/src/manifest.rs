@@ -112,6 +112,9 @@ impl Manifest {
             .checked_sub(4)
             .ok_or_else(|| Error::corruption(file, 0, "manifest too short"))?;
         let (body, crc) = bytes.split_at(body_len);
+        if bytes.starts_with(&crate::storage::ENC_MAGIC) {
+            return Err(Error::EncryptionRequired);
+        }
         let mut d = Decoder::new(body, file, 0);
         if d.take(4)? != MAGIC {
             return Err(Error::corruption(file, 0, "bad manifest magic"));

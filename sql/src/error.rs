@@ -97,6 +97,12 @@ pub enum ErrorKind {
     /// A runtime failure (division by zero, cast overflow…).
     #[error("{0}")]
     Execution(String),
+    /// The encryption key or passphrase is wrong.
+    #[error("wrong encryption key or passphrase for this database")]
+    WrongKey,
+    /// The database is encrypted and no key was given.
+    #[error("this database is encrypted; open it with its key (--key-file) or passphrase")]
+    EncryptionRequired,
     /// Invalid input to the API.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -121,6 +127,8 @@ impl ErrorKind {
             ErrorKind::NotSupported(_) => "0A000",
             ErrorKind::Execution(_) => "XX000",
             ErrorKind::InvalidArgument(_) => "22023",
+            ErrorKind::WrongKey => "28P01",
+            ErrorKind::EncryptionRequired => "28000",
         }
     }
 }
@@ -278,6 +286,8 @@ fn kind_of_engine(e: &EngineError) -> ErrorKind {
         EngineError::TransactionClosed => ErrorKind::TransactionState(e.to_string()),
         EngineError::ReadOnly => ErrorKind::TransactionState(e.to_string()),
         EngineError::InvalidArgument(m) => ErrorKind::InvalidArgument(m.clone()),
+        EngineError::WrongKey => ErrorKind::WrongKey,
+        EngineError::EncryptionRequired => ErrorKind::EncryptionRequired,
         _ => ErrorKind::Execution(e.to_string()),
     }
 }

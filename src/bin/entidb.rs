@@ -6,11 +6,15 @@
 //! on success, 1 on a SQL error (message on stderr), 2 on a usage error.
 
 use arrow::array::RecordBatch;
-use entidb::{BlockingConnection, Database, Output};
+use entidb::{BlockingConnection, Database, OpenOptions, Output, Secret};
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: entidb [PATH] [-c SQL]... [--csv | --json]";
+const USAGE: &str =
+    "usage: entidb [--key-file FILE | --passphrase] [PATH] [-c SQL]... [--csv | --json]
+  --key-file FILE   encrypt/decrypt with the 32 raw bytes in FILE
+  --passphrase      encrypt/decrypt with a passphrase from $ENTIDB_PASSPHRASE
+                    (or typed at a prompt)";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -23,6 +27,8 @@ struct Args {
     path: Option<String>,
     commands: Vec<String>,
     format: Format,
+    key_file: Option<String>,
+    passphrase: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -30,6 +36,8 @@ fn parse_args() -> Result<Args, String> {
         path: None,
         commands: Vec::new(),
         format: Format::Table,
+        key_file: None,
+        passphrase: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -39,6 +47,8 @@ fn parse_args() -> Result<Args, String> {
                 .push(it.next().ok_or("-c needs an SQL argument")?),
             "--csv" => args.format = Format::Csv,
             "--json" => args.format = Format::Json,
+            "--key-file" => args.key_file = Some(it.next().ok_or("--key-file needs a file")?),
+            "--passphrase" => args.passphrase = true,
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if args.path.is_none() => args.path = Some(s.to_string()),
@@ -96,6 +106,28 @@ fn run(conn: &mut BlockingConnection, sql: &str, format: Format) -> Result<(), (
     Ok(())
 }
 
+/// The encryption secret from `--key-file` or `--passphrase`.
+fn secret(args: &Args) -> Result<Option<Secret>, String> {
+    if let Some(path) = &args.key_file {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read key file {path}: {e}"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("key file {path} must hold exactly 32 bytes"))?;
+        return Ok(Some(Secret::Key(key)));
+    }
+    if args.passphrase {
+        let pass = match std::env::var("ENTIDB_PASSPHRASE") {
+            Ok(p) => p,
+            Err(_) => rpassword::prompt_password("passphrase: ").map_err(|e| e.to_string())?,
+        };
+        if pass.is_empty() {
+            return Err("the passphrase is empty".into());
+        }
+        return Ok(Some(Secret::Passphrase(pass)));
+    }
+    Ok(None)
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -107,8 +139,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.path.is_none() && (args.key_file.is_some() || args.passphrase) {
+        eprintln!("encryption needs a database PATH\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let secret = match secret(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let db = match &args.path {
-        Some(p) => Database::open(p),
+        Some(p) => Database::open_with(
+            p,
+            OpenOptions {
+                encryption: secret,
+                ..OpenOptions::default()
+            },
+        ),
         None => Database::open_in_memory(),
     };
     let mut conn = match db.and_then(|db| BlockingConnection::new(&db)) {

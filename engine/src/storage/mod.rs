@@ -12,10 +12,13 @@
 //!   [`Storage::sync_dir`];
 //! - [`Storage::rename`] atomically replaces the target name.
 
+pub mod crypto;
+mod encrypted;
 mod file;
 mod memory;
 mod sim;
 
+pub use encrypted::{AuthFailure, ENC_MAGIC, EncryptedStorage, NonceObserver, NonceUse, Secret};
 pub use file::FileStorage;
 pub use memory::MemStorage;
 pub use sim::{Fault, PowerLoss, SimDisk, TornFill};

@@ -1,0 +1,678 @@
+//! Encryption at rest: a [`Storage`] wrapper that encrypts every file.
+//!
+//! The scheme is described in `docs/encryption.md`; in short:
+//!
+//! ```text
+//!   file   := slot A (128 B) | slot B (128 B) | chunk*
+//!   slot   := "EENC" | major u16 | minor u16 | db_id 16 | file_id 16 | salt 16
+//!             | base_epoch u32 | cur_epoch u32 | key_check 32 | slot_tag 16 | 0×16
+//!   chunk  := plain_len u32 | epoch u32 | counter u64 | AES-256-GCM-SIV(ciphertext ‖ tag)
+//! ```
+//!
+//! - Every file has its own key, derived from the database key and its random
+//!   `file_id`, so nonces of different files never meet under one key.
+//! - Files are append-only at this layer: each append becomes one or more new
+//!   chunks (≤ 64 KiB); nothing is ever re-encrypted in place, so a torn write
+//!   can only damage the unacknowledged tail, which is cut off as in the WAL.
+//! - Nonce = `epoch ‖ counter`. The first write through a handle bumps
+//!   `cur_epoch` and makes the header durable (fsync, and a directory fsync
+//!   for a new file) before any chunk is sealed; `counter` counts chunks sealed
+//!   in that epoch. An epoch is never reused, even after a crash, so no nonce
+//!   repeats under a file key. Truncation to zero starts a new epoch and
+//!   raises `base_epoch`: chunks from before it are rejected if replayed.
+//! - AAD = db_id ‖ file_id ‖ logical offset ‖ epoch ‖ plain_len ‖ major, so a
+//!   chunk moved within a file, between files or databases fails to verify.
+//! - The header's two slots are written alternately, each authenticated by
+//!   its own tag, so a torn header write leaves the other slot valid.
+
+use super::crypto::{Key, TAG_LEN, key_check, open, random, seal};
+use super::{FileHandle, LockGuard, Storage, StorageFile};
+use crate::error::{Error, Result};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Magic bytes at the start of every encrypted file.
+pub const ENC_MAGIC: [u8; 4] = *b"EENC";
+const MAJOR: u16 = 1;
+const MINOR: u16 = 0;
+const SLOT_LEN: usize = 128;
+const DATA_START: u64 = 2 * SLOT_LEN as u64;
+const CHUNK_HEADER: usize = 16;
+/// Largest plaintext sealed as one chunk.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// The secret a database is encrypted with.
+#[derive(Clone)]
+pub enum Secret {
+    /// 32 raw key bytes.
+    Key([u8; 32]),
+    /// A passphrase, stretched with Argon2id and the database's salt.
+    Passphrase(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Secret::Key(_) => "Secret::Key(…)",
+            Secret::Passphrase(_) => "Secret::Passphrase(…)",
+        })
+    }
+}
+
+/// One use of a nonce, reported to a [`NonceObserver`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceUse {
+    /// Fingerprint of the key.
+    pub key: u64,
+    /// The nonce.
+    pub nonce: [u8; 12],
+    /// Hash of the plaintext.
+    pub plaintext: u64,
+    /// The associated data.
+    pub aad: Vec<u8>,
+}
+
+/// Called for every seal (the nonce ledger of the tests).
+pub type NonceObserver = Arc<dyn Fn(NonceUse) + Send + Sync>;
+
+/// An authentication failure, carried inside `io::Error` so that the engine
+/// reports it as `Corruption` with the offset.
+#[derive(Debug)]
+pub struct AuthFailure {
+    /// Logical offset of the damaged chunk.
+    pub offset: u64,
+    /// What failed.
+    pub reason: String,
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at offset {}", self.reason, self.offset)
+    }
+}
+
+impl std::error::Error for AuthFailure {}
+
+fn auth_error(offset: u64, reason: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        AuthFailure {
+            offset,
+            reason: reason.into(),
+        },
+    )
+}
+
+fn other(e: String) -> io::Error {
+    io::Error::other(e)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    db_id: [u8; 16],
+    file_id: [u8; 16],
+    salt: [u8; 16],
+    base_epoch: u32,
+    cur_epoch: u32,
+    key_check: [u8; 32],
+}
+
+impl Header {
+    fn body(&self) -> [u8; 96] {
+        let mut b = [0u8; 96];
+        b[..4].copy_from_slice(&ENC_MAGIC);
+        b[4..6].copy_from_slice(&MAJOR.to_le_bytes());
+        b[6..8].copy_from_slice(&MINOR.to_le_bytes());
+        b[8..24].copy_from_slice(&self.db_id);
+        b[24..40].copy_from_slice(&self.file_id);
+        b[40..56].copy_from_slice(&self.salt);
+        b[56..60].copy_from_slice(&self.base_epoch.to_le_bytes());
+        b[60..64].copy_from_slice(&self.cur_epoch.to_le_bytes());
+        b[64..96].copy_from_slice(&self.key_check);
+        b
+    }
+
+    /// Parses a slot without verifying its tag.
+    fn parse(slot: &[u8]) -> Option<Self> {
+        let field = |a: usize, b: usize| slot.get(a..b);
+        if field(0, 4)? != ENC_MAGIC {
+            return None;
+        }
+        let u32_at = |a: usize| {
+            field(a, a + 4)
+                .and_then(|s| s.try_into().ok())
+                .map(u32::from_le_bytes)
+        };
+        let arr16 = |a: usize| field(a, a + 16).and_then(|s| <[u8; 16]>::try_from(s).ok());
+        Some(Header {
+            db_id: arr16(8)?,
+            file_id: arr16(24)?,
+            salt: arr16(40)?,
+            base_epoch: u32_at(56)?,
+            cur_epoch: u32_at(60)?,
+            key_check: field(64, 96)?.try_into().ok()?,
+        })
+    }
+
+    fn slot_nonce(&self, slot: usize) -> [u8; 12] {
+        let mut n = [0xFFu8; 12];
+        n[4..8].copy_from_slice(&self.cur_epoch.to_le_bytes());
+        n[8..12].copy_from_slice(&(slot as u32).to_le_bytes());
+        n
+    }
+}
+
+fn major_of(slot: &[u8]) -> Option<u16> {
+    slot.get(4..6)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_le_bytes)
+}
+
+/// Storage whose files are encrypted (see the module docs).
+pub struct EncryptedStorage {
+    inner: Arc<dyn Storage>,
+    key: Key,
+    db_id: [u8; 16],
+    salt: [u8; 16],
+    key_check: [u8; 32],
+    observer: Option<NonceObserver>,
+}
+
+impl fmt::Debug for EncryptedStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedStorage")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl EncryptedStorage {
+    /// Opens the encrypted database held by `inner`, or prepares a new one
+    /// when `inner` holds no files.
+    ///
+    /// # Errors
+    /// `WrongKey` when the secret does not match the database's key check;
+    /// `InvalidArgument` when the database exists but is not encrypted;
+    /// `IncompatibleVersion`, `Io`.
+    pub fn open(inner: Arc<dyn Storage>, secret: Secret) -> Result<Self> {
+        let existing = Self::find_header(inner.as_ref())?;
+        let (db_id, salt) = match &existing {
+            Some(h) => (h.db_id, h.salt),
+            None => {
+                let (mut db_id, mut salt) = ([0u8; 16], [0u8; 16]);
+                random(&mut db_id)
+                    .and_then(|()| random(&mut salt))
+                    .map_err(Error::InvalidArgument)?;
+                (db_id, salt)
+            }
+        };
+        let key = match secret {
+            Secret::Key(k) => Key::from_bytes(k),
+            Secret::Passphrase(p) => {
+                Key::from_passphrase(&p, &salt).map_err(Error::InvalidArgument)?
+            }
+        };
+        let check = key_check(&key, &db_id).map_err(Error::InvalidArgument)?;
+        if existing.is_some_and(|h| h.key_check != check) {
+            return Err(Error::WrongKey);
+        }
+        Ok(Self {
+            inner,
+            key,
+            db_id,
+            salt,
+            key_check: check,
+            observer: None,
+        })
+    }
+
+    /// Reports every nonce use to `observer` (the tests' nonce ledger).
+    pub fn with_observer(mut self, observer: NonceObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The header of the first encrypted file, preferring the manifest.
+    fn find_header(inner: &dyn Storage) -> Result<Option<Header>> {
+        let mut names = inner.list().map_err(Error::io("."))?;
+        names.retain(|n| n != "LOCK");
+        names.sort_by_key(|n| (n != "MANIFEST", n.clone()));
+        for name in names {
+            let file = inner.open(&name, false).map_err(Error::io(&name))?;
+            let len = file.len().map_err(Error::io(&name))?;
+            if len == 0 {
+                continue;
+            }
+            let mut slots = vec![0u8; (DATA_START.min(len)) as usize];
+            file.read_at(0, &mut slots).map_err(Error::io(&name))?;
+            for slot in slots.chunks(SLOT_LEN) {
+                if let Some(major) = major_of(slot).filter(|_| slot.starts_with(&ENC_MAGIC))
+                    && major != MAJOR
+                {
+                    return Err(Error::IncompatibleVersion {
+                        file: name,
+                        found: major.to_string(),
+                        supported: MAJOR,
+                    });
+                }
+                if let Some(h) = Header::parse(slot) {
+                    return Ok(Some(h));
+                }
+            }
+            if name == "MANIFEST" {
+                return Err(Error::InvalidArgument(
+                    "this database is not encrypted; open it without a key".into(),
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn new_header(&self) -> io::Result<Header> {
+        let mut file_id = [0u8; 16];
+        random(&mut file_id).map_err(other)?;
+        Ok(Header {
+            db_id: self.db_id,
+            file_id,
+            salt: self.salt,
+            base_epoch: 1,
+            cur_epoch: 0,
+            key_check: self.key_check,
+        })
+    }
+}
+
+/// Mutable state of one encrypted file handle.
+#[derive(Debug)]
+struct FileState {
+    header: Header,
+    file_key: Key,
+    active_slot: usize,
+    /// `(logical offset, physical offset, plain length)` of every live chunk.
+    chunks: Vec<(u64, u64, u32)>,
+    logical_len: u64,
+    /// Physical end of the live chunks (bytes after it are torn or stale).
+    phys_end: u64,
+    /// Whether this handle already started its own epoch.
+    epoch_started: bool,
+    counter: u64,
+}
+
+struct EncFile {
+    inner: FileHandle,
+    name: String,
+    /// A new file whose directory entry must be made durable together with
+    /// its first header.
+    created: AtomicBool,
+    storage_inner: Arc<dyn Storage>,
+    observer: Option<NonceObserver>,
+    state: Mutex<FileState>,
+}
+
+impl fmt::Debug for EncFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncFile").field("name", &self.name).finish()
+    }
+}
+
+impl EncFile {
+    fn lock(&self) -> io::Result<MutexGuard<'_, FileState>> {
+        self.state
+            .lock()
+            .map_err(|_| other("encrypted file lock poisoned".into()))
+    }
+
+    fn aad(h: &Header, offset: u64, epoch: u32, len: u32) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(54);
+        aad.extend_from_slice(&h.db_id);
+        aad.extend_from_slice(&h.file_id);
+        aad.extend_from_slice(&offset.to_le_bytes());
+        aad.extend_from_slice(&epoch.to_le_bytes());
+        aad.extend_from_slice(&len.to_le_bytes());
+        aad.extend_from_slice(&MAJOR.to_le_bytes());
+        aad
+    }
+
+    fn seal_observed(
+        &self,
+        key: &Key,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        msg: &[u8],
+    ) -> io::Result<Vec<u8>> {
+        if let Some(obs) = &self.observer {
+            obs(NonceUse {
+                key: key.fingerprint(),
+                nonce: *nonce,
+                plaintext: xxhash_rust::xxh3::xxh3_64(msg),
+                aad: aad.to_vec(),
+            });
+        }
+        seal(key, nonce, aad, msg).map_err(other)
+    }
+
+    /// Writes header slot `slot` for `h` and makes it durable.
+    fn write_slot(&self, st: &FileState, h: &Header, slot: usize) -> io::Result<()> {
+        let body = h.body();
+        let tag = self.seal_observed(&st.file_key, &h.slot_nonce(slot), &body, &[])?;
+        let mut bytes = [0u8; SLOT_LEN];
+        bytes[..96].copy_from_slice(&body);
+        bytes[96..96 + TAG_LEN].copy_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
+        self.inner.write_at((slot * SLOT_LEN) as u64, &bytes)?;
+        self.inner.sync()
+    }
+
+    /// Starts a new epoch for this handle: durable before any chunk uses it.
+    fn start_epoch(&self, st: &mut FileState, truncate: bool) -> io::Result<()> {
+        let mut h = st.header;
+        h.cur_epoch = h
+            .cur_epoch
+            .checked_add(1)
+            .filter(|e| *e < u32::MAX)
+            .ok_or_else(|| other("epoch space exhausted".into()))?;
+        if truncate {
+            h.base_epoch = h.cur_epoch;
+        }
+        let slot = st.active_slot ^ 1;
+        self.write_slot(st, &h, slot)?;
+        if self.created.swap(false, Ordering::SeqCst) {
+            self.storage_inner.sync_dir()?;
+        }
+        st.header = h;
+        st.active_slot = slot;
+        st.epoch_started = true;
+        st.counter = 0;
+        Ok(())
+    }
+
+    fn append_locked(&self, st: &mut FileState, data: &[u8]) -> io::Result<u64> {
+        if !st.epoch_started {
+            self.start_epoch(st, false)?;
+        }
+        let start = st.logical_len;
+        let mut out = Vec::with_capacity(
+            data.len() + (data.len() / MAX_CHUNK + 1) * (CHUNK_HEADER + TAG_LEN),
+        );
+        let mut pieces = Vec::new();
+        let mut logical = start;
+        for piece in data.chunks(MAX_CHUNK) {
+            let len = piece.len() as u32;
+            let epoch = st.header.cur_epoch;
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&epoch.to_le_bytes());
+            nonce[4..].copy_from_slice(&st.counter.to_le_bytes());
+            st.counter += 1;
+            let aad = Self::aad(&st.header, logical, epoch, len);
+            let sealed = self.seal_observed(&st.file_key, &nonce, &aad, piece)?;
+            pieces.push((logical, st.phys_end + out.len() as u64, len));
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&sealed);
+            logical += u64::from(len);
+        }
+        let phys_len = self.inner.len()?;
+        if phys_len > st.phys_end {
+            // Torn or stale bytes after the live chunks: cut them first.
+            self.inner.truncate(st.phys_end)?;
+        }
+        self.inner.write_at(st.phys_end, &out)?;
+        st.phys_end += out.len() as u64;
+        st.chunks.extend(pieces);
+        st.logical_len = logical;
+        Ok(start)
+    }
+}
+
+/// Reads and decrypts live chunk `index` of `file`.
+fn read_chunk(file: &FileHandle, st: &FileState, index: usize) -> io::Result<Vec<u8>> {
+    let Some(&(logical, phys, len)) = st.chunks.get(index) else {
+        return Err(auth_error(0, "chunk index out of range"));
+    };
+    let mut buf = vec![0u8; CHUNK_HEADER + len as usize + TAG_LEN];
+    file.read_at(phys, &mut buf)?;
+    decrypt_chunk(&st.header, &st.file_key, logical, &buf)
+        .ok_or_else(|| auth_error(logical, "encrypted chunk failed authentication"))
+}
+
+/// Parses and decrypts one physical chunk found at `logical`.
+fn decrypt_chunk(h: &Header, key: &Key, logical: u64, buf: &[u8]) -> Option<Vec<u8>> {
+    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?);
+    let nonce: [u8; 12] = buf.get(4..16)?.try_into().ok()?;
+    let epoch = u32::from_le_bytes(nonce.get(..4)?.try_into().ok()?);
+    if epoch < h.base_epoch || epoch > h.cur_epoch {
+        return None;
+    }
+    let sealed = buf.get(CHUNK_HEADER..CHUNK_HEADER + len as usize + TAG_LEN)?;
+    open(key, &nonce, &EncFile::aad(h, logical, epoch, len), sealed)
+}
+
+impl StorageFile for EncFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let st = self.lock()?;
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|e| *e <= st.logical_len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end of file"))?;
+        let first = st
+            .chunks
+            .partition_point(|(l, _, n)| l + u64::from(*n) <= offset);
+        let mut i = first;
+        while let Some(&(logical, _, len)) = st.chunks.get(i) {
+            if logical >= end {
+                break;
+            }
+            let plain = read_chunk(&self.inner, &st, i)?;
+            let from = offset.max(logical);
+            let to = end.min(logical + u64::from(len));
+            let src = plain
+                .get((from - logical) as usize..(to - logical) as usize)
+                .ok_or_else(|| auth_error(logical, "chunk shorter than its header says"))?;
+            if let Some(dst) = buf.get_mut((from - offset) as usize..(to - offset) as usize) {
+                dst.copy_from_slice(src);
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if offset != st.logical_len {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "encrypted files are append-only: writes must start at the end",
+            ));
+        }
+        self.append_locked(&mut st, data).map(|_| ())
+    }
+
+    fn append(&self, data: &[u8]) -> io::Result<u64> {
+        let mut st = self.lock()?;
+        self.append_locked(&mut st, data)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.inner.sync()
+    }
+
+    fn truncate(&self, len: u64) -> io::Result<()> {
+        let mut st = self.lock()?;
+        if len == st.logical_len {
+            return Ok(());
+        }
+        if len == 0 {
+            self.start_epoch(&mut st, true)?;
+            self.inner.truncate(DATA_START)?;
+            st.chunks.clear();
+            st.logical_len = 0;
+            st.phys_end = DATA_START;
+            return Ok(());
+        }
+        let Some(i) = st.chunks.iter().position(|(l, _, _)| *l == len) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "encrypted files can only be truncated at a write boundary",
+            ));
+        };
+        let phys = st.chunks.get(i).map_or(st.phys_end, |c| c.1);
+        self.inner.truncate(phys)?;
+        st.chunks.truncate(i);
+        st.logical_len = len;
+        st.phys_end = phys;
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.lock()?.logical_len)
+    }
+}
+
+impl EncryptedStorage {
+    fn open_file(&self, name: &str, create: bool) -> io::Result<EncFile> {
+        let existed = self.inner.exists(name)?;
+        let inner = self.inner.open(name, create)?;
+        let phys_len = inner.len()?;
+        let mut file = EncFile {
+            inner,
+            name: name.to_string(),
+            created: AtomicBool::new(!existed),
+            storage_inner: self.inner.clone(),
+            observer: self.observer.clone(),
+            state: Mutex::new(FileState {
+                header: self.new_header()?,
+                file_key: Key::from_bytes([0; 32]),
+                active_slot: 1,
+                chunks: Vec::new(),
+                logical_len: 0,
+                phys_end: DATA_START,
+                epoch_started: false,
+                counter: 0,
+            }),
+        };
+        let st = file
+            .state
+            .get_mut()
+            .map_err(|_| other("lock poisoned".into()))?;
+        if phys_len == 0 {
+            st.file_key = self.file_key(&st.header)?;
+        } else {
+            self.load(&file.inner, st, name, phys_len)?;
+        }
+        Ok(file)
+    }
+
+    fn file_key(&self, h: &Header) -> io::Result<Key> {
+        self.key
+            .derive_file_key(&h.db_id, &h.file_id)
+            .map_err(other)
+    }
+
+    /// Reads the header slots and the chunk index of an existing file.
+    fn load(
+        &self,
+        file: &FileHandle,
+        st: &mut FileState,
+        name: &str,
+        phys_len: u64,
+    ) -> io::Result<()> {
+        let mut slots = vec![0u8; DATA_START.min(phys_len) as usize];
+        file.read_at(0, &mut slots)?;
+        let mut best: Option<(Header, usize)> = None;
+        for (i, slot) in slots.chunks(SLOT_LEN).enumerate() {
+            let Some(h) = Header::parse(slot) else {
+                continue;
+            };
+            if h.db_id != self.db_id {
+                return Err(auth_error(0, "file belongs to another database"));
+            }
+            let key = self.file_key(&h)?;
+            let tag = slot.get(96..96 + TAG_LEN).unwrap_or_default();
+            if open(&key, &h.slot_nonce(i), &h.body(), tag).is_none() {
+                continue;
+            }
+            if best.is_none_or(|(b, _)| h.cur_epoch > b.cur_epoch) {
+                best = Some((h, i));
+            }
+        }
+        let Some((header, slot)) = best else {
+            if phys_len <= DATA_START {
+                // The header of a new file was torn before any chunk was
+                // written: the file is empty.
+                st.file_key = self.file_key(&st.header)?;
+                return Ok(());
+            }
+            return Err(auth_error(0, &format!("no valid header in {name}")));
+        };
+        st.file_key = self.file_key(&header)?;
+        st.header = header;
+        st.active_slot = slot;
+        let mut phys = DATA_START;
+        let mut logical = 0u64;
+        while phys + (CHUNK_HEADER + TAG_LEN) as u64 <= phys_len {
+            let mut head = [0u8; CHUNK_HEADER];
+            file.read_at(phys, &mut head)?;
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            let epoch = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let size = (CHUNK_HEADER + TAG_LEN) as u64 + u64::from(len);
+            if len == 0 || len as usize > MAX_CHUNK || phys + size > phys_len {
+                break; // torn tail
+            }
+            if epoch < header.base_epoch {
+                if st.chunks.is_empty() {
+                    break; // a truncation to zero whose physical cut was lost
+                }
+                return Err(auth_error(logical, "chunk from an older epoch (replay)"));
+            }
+            st.chunks.push((logical, phys, len));
+            logical += u64::from(len);
+            phys += size;
+        }
+        st.logical_len = logical;
+        st.phys_end = phys;
+        // The last chunk may be a torn write: verify it, drop it if damaged.
+        if let Some(last) = st.chunks.len().checked_sub(1)
+            && read_chunk(file, st, last).is_err()
+            && let Some((l, p, _)) = st.chunks.pop()
+        {
+            st.logical_len = l;
+            st.phys_end = p;
+        }
+        Ok(())
+    }
+}
+
+impl Storage for EncryptedStorage {
+    fn open(&self, name: &str, create: bool) -> io::Result<FileHandle> {
+        Ok(Arc::new(self.open_file(name, create)?))
+    }
+
+    fn exists(&self, name: &str) -> io::Result<bool> {
+        self.inner.exists(name)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.inner.remove(name)
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        self.inner.list()
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        self.inner.sync_dir()
+    }
+
+    fn lock(&self) -> io::Result<Option<Box<dyn LockGuard>>> {
+        self.inner.lock()
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (encrypted)", self.inner.describe())
+    }
+}
