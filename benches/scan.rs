@@ -8,7 +8,7 @@ use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use entidb::{Connection, Database};
+use entidb::{Connection, Database, OpenOptions, Secret};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,60 @@ const QUERIES: [(&str, &str); 2] = [
     ),
 ];
 
+struct Loaded {
+    db: Database,
+    dir: tempfile::TempDir,
+    load: Duration,
+}
+
+/// Creates `t` and loads `data` through the Arrow batch API, then checkpoints.
+fn load(rt: &tokio::runtime::Runtime, data: &[RecordBatch], secret: Option<Secret>) -> Loaded {
+    let dir = tempfile::tempdir().unwrap();
+    let options = OpenOptions {
+        encryption: secret,
+        ..OpenOptions::default()
+    };
+    let db = Database::open_with(dir.path(), options).unwrap();
+    let start = Instant::now();
+    let mut conn = db.connect();
+    rt.block_on(
+        conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE, s VARCHAR)"),
+    )
+    .unwrap();
+    let mut txn = db.engine().begin();
+    let table = txn.table("t").unwrap().id;
+    for b in data {
+        txn.insert(table, b).unwrap();
+    }
+    txn.commit().unwrap();
+    db.engine().checkpoint().unwrap();
+    Loaded {
+        db,
+        dir,
+        load: start.elapsed(),
+    }
+}
+
+/// Re-opens the database (chunk cache empty) and times the first query.
+fn cold_query(
+    rt: &tokio::runtime::Runtime,
+    loaded: Loaded,
+    secret: Option<Secret>,
+    sql: &str,
+) -> Duration {
+    let Loaded { db, dir, .. } = loaded;
+    drop(db);
+    let options = OpenOptions {
+        encryption: secret,
+        ..OpenOptions::default()
+    };
+    let start = Instant::now();
+    let db = Database::open_with(dir.path(), options).unwrap();
+    let mut conn = db.connect();
+    rt.block_on(conn.query(sql)).unwrap();
+    start.elapsed()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let full = args.iter().any(|a| a == "--bench");
@@ -86,22 +140,11 @@ fn main() {
         .build()
         .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path()).unwrap();
+    let plain = load(&rt, &data, None);
+    let encrypted = load(&rt, &data, Some(Secret::Key([9; 32])));
+    let db = plain.db.clone();
     let mut conn: Connection = db.connect();
-    let load = Instant::now();
-    rt.block_on(
-        conn.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE, s VARCHAR)"),
-    )
-    .unwrap();
-    let mut txn = db.engine().begin();
-    let table = txn.table("t").unwrap().id;
-    for b in &data {
-        txn.insert(table, b).unwrap();
-    }
-    txn.commit().unwrap();
-    db.engine().checkpoint().unwrap();
-    let load = load.elapsed();
+    let load = plain.load;
 
     let ctx = SessionContext::new();
     ctx.register_table(
@@ -128,4 +171,22 @@ fn main() {
             enti.as_secs_f64() / mem.as_secs_f64()
         );
     }
+
+    drop(conn);
+    drop(db);
+    let (plain_load, enc_load) = (plain.load, encrypted.load);
+    let sql = QUERIES[0].1;
+    let plain_cold = cold_query(&rt, plain, None, sql);
+    let enc_cold = cold_query(&rt, encrypted, Some(Secret::Key([9; 32])), sql);
+    println!();
+    println!("| encryption | plain | encrypted | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| bulk load + checkpoint | {plain_load:?} | {enc_load:?} | {:.2} |",
+        enc_load.as_secs_f64() / plain_load.as_secs_f64()
+    );
+    println!(
+        "| reopen + cold filter_sum | {plain_cold:?} | {enc_cold:?} | {:.2} |",
+        enc_cold.as_secs_f64() / plain_cold.as_secs_f64()
+    );
 }

@@ -131,3 +131,82 @@ fn second_process_gets_locked_at_once() {
     let (code, _, err) = entidb(&[&path, "-c", "SELECT 1"], None);
     assert_eq!(code, 0, "lock released when the holder exits: {err}");
 }
+
+#[test]
+fn encrypted_database_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let db = db.to_str().unwrap();
+    let key = dir.path().join("key.bin");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    let key = key.to_str().unwrap();
+    let (code, _, err) = entidb(
+        &[
+            "--key-file",
+            key,
+            db,
+            "-c",
+            "CREATE TABLE secret_table (v TEXT); INSERT INTO secret_table VALUES ('TOP-SECRET')",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"TOP-SECRET"));
+        assert!(!bytes.windows(12).any(|w| w == b"secret_table"));
+    }
+    let (code, out, _) = entidb(
+        &[
+            "--key-file",
+            key,
+            db,
+            "--csv",
+            "-c",
+            "SELECT v FROM secret_table",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "v\nTOP-SECRET");
+    let (code, _, err) = entidb(&[db, "-c", "SELECT 1"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("28000"), "{err}");
+    let wrong = dir.path().join("wrong.bin");
+    std::fs::write(&wrong, [1u8; 32]).unwrap();
+    let (code, _, err) = entidb(
+        &["--key-file", wrong.to_str().unwrap(), db, "-c", "SELECT 1"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("28P01"), "{err}");
+    std::fs::write(&wrong, [1u8; 31]).unwrap();
+    let (code, _, _) = entidb(
+        &["--key-file", wrong.to_str().unwrap(), db, "-c", "SELECT 1"],
+        None,
+    );
+    assert_eq!(code, 2, "a key file of the wrong size is a usage error");
+}
+
+#[test]
+fn passphrase_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let run = |pass: &str, sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_entidb"))
+            .args(["--passphrase", db.to_str().unwrap(), "--csv", "-c", sql])
+            .env("ENTIDB_PASSPHRASE", pass)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        run("pw", "CREATE TABLE t (a INT); INSERT INTO t VALUES (5)")
+            .status
+            .success()
+    );
+    let out = run("pw", "SELECT a FROM t");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "a\n5");
+    let out = run("nope", "SELECT a FROM t");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("28P01"));
+}
