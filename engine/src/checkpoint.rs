@@ -284,24 +284,26 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
 
 /// Installs a plan's chunks and re-points the key index.
 fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
+    // Lock order everywhere: keys before chunks.
+    let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
-    let mut keys = write(&plan.table.keys)?;
-    for (key, old, new) in &plan.moved {
-        if let Some(entry) = keys.get_mut(key)
-            && entry.loc == Some(*old)
-        {
-            entry.loc = Some(*new);
+    if let Some(keys) = guard.as_mut() {
+        for (key, old, new) in &plan.moved {
+            if let Some(entry) = keys.get_mut(key)
+                && entry.loc == Some(*old)
+            {
+                entry.loc = Some(*new);
+            }
         }
+        write(&plan.table.tombstones)?.retain(|key| match keys.get(key) {
+            Some(e) if e.loc.is_none() && e.seq <= horizon => {
+                keys.remove(key);
+                false
+            }
+            Some(e) => e.loc.is_none(),
+            None => false,
+        });
     }
-    let mut tombstones = write(&plan.table.tombstones)?;
-    tombstones.retain(|key| match keys.get(key) {
-        Some(e) if e.loc.is_none() && e.seq <= horizon => {
-            keys.remove(key);
-            false
-        }
-        Some(e) => e.loc.is_none(),
-        None => false,
-    });
     *chunks = ChunkList::new(plan.chunks.clone());
     Ok(())
 }

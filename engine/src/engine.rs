@@ -232,7 +232,7 @@ impl Inner {
                     });
                 }
             };
-            let keys = read(&table.keys)?;
+            let keys = table.keys()?;
             let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.hash);
             let conflict = |key: &[u8]| Error::Conflict {
                 table: table.def.name.clone(),

@@ -157,7 +157,6 @@ fn load_tables(
             }
             let deletes = seg.deletes.iter().copied().collect();
             let chunk = Chunk::new(seg.id, ChunkData::Segment(Arc::new(reader)), deletes);
-            state.index_segment(&chunk)?;
             chunks.push(Arc::new(chunk));
         }
         *write(&state.chunks)? = ChunkList::new(chunks);

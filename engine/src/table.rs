@@ -15,8 +15,9 @@
 //!
 //! The key index maps every row key to its newest committed version (or a
 //! tombstone): that is what commit-time conflict checks compare against and
-//! what point lookups use. It is rebuilt from the segments' `_key`, `_hash`
-//! and `_seq` columns on open.
+//! what point lookups use. It is built from the chunks' `_key`, `_hash` and
+//! `_seq` columns the first time a table is written or looked up by key (not
+//! on open, so reopening a large database and scanning it stays cheap).
 
 use crate::error::{Error, Result};
 use crate::keys::{tombstone_hash, version_hash};
@@ -25,7 +26,8 @@ use crate::segment::SegmentReader;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Where a row version lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,8 +165,8 @@ pub struct TableState {
     pub dropped_seq: RwLock<Option<u64>>,
     /// Its chunks.
     pub chunks: RwLock<ChunkList>,
-    /// Newest version per key.
-    pub keys: RwLock<HashMap<Box<[u8]>, KeyEntry>>,
+    /// Newest version per key; built on first use (see [`TableState::keys`]).
+    keys: RwLock<Option<KeyMap>>,
     /// Keys whose newest version is a tombstone (forgotten by checkpoints
     /// once no snapshot needs them).
     pub tombstones: RwLock<Vec<Box<[u8]>>>,
@@ -178,7 +180,7 @@ impl TableState {
             created_seq,
             dropped_seq: RwLock::new(None),
             chunks: RwLock::new(ChunkList::default()),
-            keys: RwLock::new(HashMap::new()),
+            keys: RwLock::new(None),
             tombstones: RwLock::new(Vec::new()),
         }
     }
@@ -188,43 +190,29 @@ impl TableState {
         Ok(self.created_seq <= snapshot && read(&self.dropped_seq)?.is_none_or(|d| d > snapshot))
     }
 
-    /// Adds the rows of a segment to the key index (used on open).
-    pub fn index_segment(&self, chunk: &Chunk) -> Result<()> {
-        let ChunkData::Segment(seg) = &chunk.data else {
+    /// The key index, built from the chunks on first use. Opening a database
+    /// does not read any key: a table that is only scanned never pays for it.
+    pub fn keys(&self) -> Result<KeysRead<'_>> {
+        self.ensure_index()?;
+        Ok(KeysRead(read(&self.keys)?))
+    }
+
+    /// The key index if it was built, for maintenance that can skip it.
+    pub fn keys_if_built(&self) -> Result<RwLockWriteGuard<'_, Option<KeyMap>>> {
+        write(&self.keys)
+    }
+
+    fn ensure_index(&self) -> Result<()> {
+        if read(&self.keys)?.is_some() {
             return Ok(());
-        };
-        let ncols = seg.footer.columns as usize;
-        let (key_col, hash_col, seq_col) = (ncols - 3, ncols - 2, ncols - 1);
-        let deletes = read(&chunk.deletes)?;
-        let mut keys = write(&self.keys)?;
-        let mut row0 = 0u32;
-        for (g, meta) in seg.footer.row_groups.iter().enumerate() {
-            let key = seg.read_column_uncached(g, key_col)?;
-            let hash = seg.read_column_uncached(g, hash_col)?;
-            let seq = seg.read_column_uncached(g, seq_col)?;
-            let corrupt = || Error::corruption(seg.name(), 0, "hidden column has the wrong type");
-            let key = key.as_binary_opt::<i32>().ok_or_else(corrupt)?;
-            let hash = hash.as_primitive_opt::<UInt64Type>().ok_or_else(corrupt)?;
-            let seq = seq.as_primitive_opt::<UInt64Type>().ok_or_else(corrupt)?;
-            for i in 0..meta.rows as usize {
-                let row = row0 + i as u32;
-                if deletes.contains_key(&row) || key.is_null(i) {
-                    continue;
-                }
-                let seq = seq.value(i);
-                keys.insert(
-                    key.value(i).into(),
-                    KeyEntry {
-                        seq,
-                        loc: Some(RowLoc {
-                            chunk: chunk.id,
-                            row,
-                        }),
-                        hash: version_hash(seq, hash.value(i)),
-                    },
-                );
+        }
+        let mut slot = write(&self.keys)?;
+        if slot.is_none() {
+            let mut map = KeyMap::new();
+            for chunk in &read(&self.chunks)?.chunks {
+                index_chunk(chunk, &mut map)?;
             }
-            row0 += meta.rows;
+            *slot = Some(map);
         }
         Ok(())
     }
@@ -238,6 +226,7 @@ impl TableState {
         batch: Option<RecordBatch>,
         deleted: &[Box<[u8]>],
     ) -> Result<()> {
+        self.ensure_index()?;
         let batch = batch.filter(|b| b.num_rows() > 0);
         if let Some(batch) = &batch {
             let data = ChunkData::Mem {
@@ -246,8 +235,9 @@ impl TableState {
             };
             write(&self.chunks)?.push(Arc::new(Chunk::new(chunk_id, data, BTreeMap::new())));
         }
+        // Lock order everywhere: keys before chunks.
+        let mut keys = KeysWrite(write(&self.keys)?);
         let chunks = read(&self.chunks)?;
-        let mut keys = write(&self.keys)?;
         write(&self.tombstones)?.extend(deleted.iter().cloned());
         for key in deleted {
             retire(&chunks, keys.get(key), seq)?;
@@ -291,6 +281,100 @@ impl TableState {
         }
         Ok(())
     }
+}
+
+/// The key index of a table: row key → newest version.
+pub type KeyMap = HashMap<Box<[u8]>, KeyEntry>;
+
+static EMPTY_KEYS: LazyLock<KeyMap> = LazyLock::new(KeyMap::new);
+
+/// Read access to a built key index.
+pub struct KeysRead<'a>(RwLockReadGuard<'a, Option<KeyMap>>);
+
+impl Deref for KeysRead<'_> {
+    type Target = KeyMap;
+    fn deref(&self) -> &KeyMap {
+        self.0.as_ref().unwrap_or(&EMPTY_KEYS)
+    }
+}
+
+/// Write access to a built key index.
+pub struct KeysWrite<'a>(RwLockWriteGuard<'a, Option<KeyMap>>);
+
+impl Deref for KeysWrite<'_> {
+    type Target = KeyMap;
+    fn deref(&self) -> &KeyMap {
+        self.0.as_ref().unwrap_or(&EMPTY_KEYS)
+    }
+}
+
+impl DerefMut for KeysWrite<'_> {
+    fn deref_mut(&mut self) -> &mut KeyMap {
+        self.0.get_or_insert_with(KeyMap::new)
+    }
+}
+
+/// Adds the live rows of one chunk to `map`.
+fn index_chunk(chunk: &Chunk, map: &mut KeyMap) -> Result<()> {
+    let deletes = read(&chunk.deletes)?;
+    let mut add = |row: u32, key: &[u8], seq: u64, content: u64| {
+        if !deletes.contains_key(&row) {
+            let loc = RowLoc {
+                chunk: chunk.id,
+                row,
+            };
+            map.insert(
+                key.into(),
+                KeyEntry {
+                    seq,
+                    loc: Some(loc),
+                    hash: version_hash(seq, content),
+                },
+            );
+        }
+    };
+    let corrupt = || {
+        Error::corruption(
+            format!("chunk {}", chunk.id),
+            0,
+            "hidden column has the wrong type",
+        )
+    };
+    match &chunk.data {
+        ChunkData::Mem { batch, seq } => {
+            let n = batch.num_columns();
+            let key = batch
+                .column(n - 2)
+                .as_binary_opt::<i32>()
+                .ok_or_else(corrupt)?;
+            let hash = batch
+                .column(n - 1)
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(corrupt)?;
+            for i in 0..batch.num_rows() {
+                add(i as u32, key.value(i), *seq, hash.value(i));
+            }
+        }
+        ChunkData::Segment(seg) => {
+            let ncols = seg.footer.columns as usize;
+            let mut row0 = 0u32;
+            for (g, meta) in seg.footer.row_groups.iter().enumerate() {
+                let key = seg.read_column_uncached(g, ncols - 3)?;
+                let hash = seg.read_column_uncached(g, ncols - 2)?;
+                let seq = seg.read_column_uncached(g, ncols - 1)?;
+                let key = key.as_binary_opt::<i32>().ok_or_else(corrupt)?;
+                let hash = hash.as_primitive_opt::<UInt64Type>().ok_or_else(corrupt)?;
+                let seq = seq.as_primitive_opt::<UInt64Type>().ok_or_else(corrupt)?;
+                for i in 0..meta.rows as usize {
+                    if !key.is_null(i) {
+                        add(row0 + i as u32, key.value(i), seq.value(i), hash.value(i));
+                    }
+                }
+                row0 += meta.rows;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Marks the row of a superseded version deleted at `seq`.

@@ -292,7 +292,7 @@ impl Transaction {
         let Some(table) = tables.get(&def.id) else {
             return Ok((ABSENT, None));
         };
-        let keys = read(&table.keys)?;
+        let keys = table.keys()?;
         match keys.get(key) {
             None => Ok((ABSENT, None)),
             Some(e) if e.seq > snapshot => Err(Error::Conflict {
