@@ -5,7 +5,8 @@
 //! ```text
 //!   file   := slot A (128 B) | slot B (128 B) | chunk*
 //!   slot   := "EENC" | major u16 | minor u16 | db_id 16 | file_id 16 | salt 16
-//!             | base_epoch u32 | cur_epoch u32 | key_check 32 | slot_tag 16 | 0×16
+//!             | base_epoch u32 | cur_epoch u32 | key_check 32 | slot_tag 16
+//!             | slot_nonce 8 | 0×8
 //!   chunk  := plain_len u32 | epoch u32 | counter u64 | AES-256-GCM-SIV(ciphertext ‖ tag)
 //! ```
 //!
@@ -155,13 +156,19 @@ impl Header {
             key_check: field(64, 96)?.try_into().ok()?,
         })
     }
+}
 
-    fn slot_nonce(&self, slot: usize) -> [u8; 12] {
-        let mut n = [0xFFu8; 12];
-        n[4..8].copy_from_slice(&self.cur_epoch.to_le_bytes());
-        n[8..12].copy_from_slice(&(slot as u32).to_le_bytes());
-        n
+/// The nonce of a header slot: `FFFFFFFF ‖ 8 random bytes` stored in the
+/// slot. Random rather than derived from the epoch, because a header write
+/// can be lost in a crash after it was sealed, and its epoch then reused.
+fn slot_nonce(suffix: &[u8]) -> [u8; 12] {
+    let mut n = [0xFFu8; 12];
+    if let Some(dst) = n.get_mut(4..12)
+        && suffix.len() == 8
+    {
+        dst.copy_from_slice(suffix);
     }
+    n
 }
 
 fn major_of(slot: &[u8]) -> Option<u16> {
@@ -356,10 +363,13 @@ impl EncFile {
     /// Writes header slot `slot` for `h` and makes it durable.
     fn write_slot(&self, st: &FileState, h: &Header, slot: usize) -> io::Result<()> {
         let body = h.body();
-        let tag = self.seal_observed(&st.file_key, &h.slot_nonce(slot), &body, &[])?;
+        let mut suffix = [0u8; 8];
+        random(&mut suffix).map_err(other)?;
+        let tag = self.seal_observed(&st.file_key, &slot_nonce(&suffix), &body, &[])?;
         let mut bytes = [0u8; SLOT_LEN];
         bytes[..96].copy_from_slice(&body);
         bytes[96..96 + TAG_LEN].copy_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
+        bytes[112..120].copy_from_slice(&suffix);
         self.inner.write_at((slot * SLOT_LEN) as u64, &bytes)?;
         self.inner.sync()
     }
@@ -580,7 +590,7 @@ impl EncryptedStorage {
         let mut slots = vec![0u8; DATA_START.min(phys_len) as usize];
         file.read_at(0, &mut slots)?;
         let mut best: Option<(Header, usize)> = None;
-        for (i, slot) in slots.chunks(SLOT_LEN).enumerate() {
+        for slot in slots.chunks(SLOT_LEN) {
             let Some(h) = Header::parse(slot) else {
                 continue;
             };
@@ -589,7 +599,8 @@ impl EncryptedStorage {
             }
             let key = self.file_key(&h)?;
             let tag = slot.get(96..96 + TAG_LEN).unwrap_or_default();
-            if open(&key, &h.slot_nonce(i), &h.body(), tag).is_none() {
+            let suffix = slot.get(112..120).unwrap_or_default();
+            if open(&key, &slot_nonce(suffix), &h.body(), tag).is_none() {
                 continue;
             }
             if best.is_none_or(|(b, _)| h.cur_epoch > b.cur_epoch) {
