@@ -254,7 +254,7 @@ impl EncryptedStorage {
             }
             let mut slots = vec![0u8; (DATA_START.min(len)) as usize];
             file.read_at(0, &mut slots).map_err(Error::io(&name))?;
-            for (i, slot) in slots.chunks(SLOT_LEN).enumerate() {
+            for slot in slots.chunks(SLOT_LEN) {
                 if let Some(major) = major_of(slot).filter(|_| slot.starts_with(&ENC_MAGIC))
                     && major != MAJOR
                 {
