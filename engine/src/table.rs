@@ -284,7 +284,7 @@ impl TableState {
 }
 
 /// The key index of a table: row key → newest version.
-pub type KeyMap = HashMap<Box<[u8]>, KeyEntry>;
+pub type KeyMap = ahash::AHashMap<Box<[u8]>, KeyEntry>;
 
 static EMPTY_KEYS: LazyLock<KeyMap> = LazyLock::new(KeyMap::new);
 

@@ -15,6 +15,7 @@ use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
 use crate::scan::{ScanRequest, TableScan};
 use crate::schema::TableDef;
 use crate::table::{RowLoc, read};
+use ahash::{AHashMap, AHashSet};
 use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
@@ -39,12 +40,16 @@ struct LocalTable {
     batches: Vec<RecordBatch>,
     dead: HashSet<(u32, u32)>,
     hidden: HashMap<u64, BTreeSet<u32>>,
-    writes: HashMap<Box<[u8]>, KeyWrite>,
+    writes: AHashMap<Box<[u8]>, KeyWrite>,
 }
 
 #[derive(Debug)]
 enum Undo {
     Batch(u64),
+    /// Inserted batch `.1` of table `.0` wrote its keys: undo removes the
+    /// keys that still point at that batch (read back from its `_key`
+    /// column). Keys that had an earlier write get their own `Write` entry.
+    NewKeys(u64, u32),
     Dead(u64, (u32, u32)),
     Hidden(u64, RowLoc),
     Write(u64, Box<[u8]>, Option<KeyWrite>),
@@ -236,6 +241,28 @@ impl Transaction {
                     l.batches.pop();
                 }
             }
+            Undo::NewKeys(t, b) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    let keys = l
+                        .batches
+                        .get(b as usize)
+                        .and_then(|batch| {
+                            batch.columns().get(batch.num_columns().saturating_sub(2))
+                        })
+                        .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+                        .cloned();
+                    for key in keys.iter().flat_map(|k| k.iter().flatten()) {
+                        // Keys restored to an earlier write by a later
+                        // `Undo::Write` no longer point at this batch.
+                        if l.writes
+                            .get(key)
+                            .is_some_and(|w| w.now.is_some_and(|(nb, _)| nb == b))
+                        {
+                            l.writes.remove(key);
+                        }
+                    }
+                }
+            }
             Undo::Dead(t, at) => {
                 if let Some(l) = self.local.get_mut(&t) {
                     l.dead.remove(&at);
@@ -349,7 +376,7 @@ impl Transaction {
     ) -> Result<u64> {
         let hashes = content_hashes(batch)?;
         let mut columns = batch.columns().to_vec();
-        let mut seen = HashSet::new();
+        let mut seen = AHashSet::with_capacity(keys.len());
         let mut bases = Vec::with_capacity(keys.len());
         for key in keys.iter().flatten() {
             let duplicate = || Error::ConstraintViolation {
@@ -381,15 +408,19 @@ impl Transaction {
         let local = self.local_table(table_id)?;
         let batch_no = local.batches.len() as u32;
         local.batches.push(stored);
-        let mut undo = vec![Undo::Batch(table_id)];
+        // Undo runs in reverse: per-key restores first, then the removal of
+        // the batch's new keys, then the batch itself.
+        let mut undo = vec![Undo::Batch(table_id), Undo::NewKeys(table_id, batch_no)];
+        local.writes.reserve(keys.len());
         for (row, (key, (before, base))) in keys.iter().flatten().zip(bases).enumerate() {
             let w = KeyWrite {
                 before,
                 base,
                 now: Some((batch_no, row as u32)),
             };
-            let prev = local.writes.insert(key.into(), w);
-            undo.push(Undo::Write(table_id, key.into(), prev));
+            if let Some(prev) = local.writes.insert(key.into(), w) {
+                undo.push(Undo::Write(table_id, key.into(), Some(prev)));
+            }
         }
         self.undo.extend(undo);
         Ok(batch.num_rows() as u64)
@@ -531,7 +562,7 @@ impl LocalTable {
             batches: Vec::new(),
             dead: HashSet::new(),
             hidden: HashMap::new(),
-            writes: HashMap::new(),
+            writes: AHashMap::new(),
         }
     }
 

@@ -306,3 +306,29 @@ fn statement_rollback_undoes_only_that_statement() {
     t.commit().unwrap();
     assert_eq!(committed(&engine), model(&[(1, "11"), (2, "20")]));
 }
+
+/// Statement rollback after a delete and re-insert of the same key restores
+/// the earlier row, and rolled-back new keys can be inserted again.
+#[test]
+fn statement_rollback_restores_reinserted_keys() {
+    let (engine, kv) = setup();
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(7, "first")])).unwrap();
+    let sp = t.savepoint();
+    let keys = keys_of(&mut t, kv, &[7]);
+    t.delete(kv, &keys).unwrap();
+    t.insert(kv, &kv_batch(&[(7, "second"), (8, "new")])).unwrap();
+    t.rollback_to(sp);
+    let m = read_kv(&mut t, "kv").unwrap();
+    assert_eq!(m.get(&7).map(String::as_str), Some("first"));
+    assert!(!m.contains_key(&8));
+    t.insert(kv, &kv_batch(&[(8, "again")])).unwrap();
+    assert!(matches!(
+        t.insert(kv, &kv_batch(&[(7, "dup")])),
+        Err(Error::ConstraintViolation { .. })
+    ));
+    t.commit().unwrap();
+    let m = committed(&engine);
+    assert_eq!(m[&7], "first");
+    assert_eq!(m[&8], "again");
+}
