@@ -317,7 +317,8 @@ fn statement_rollback_restores_reinserted_keys() {
     let sp = t.savepoint();
     let keys = keys_of(&mut t, kv, &[7]);
     t.delete(kv, &keys).unwrap();
-    t.insert(kv, &kv_batch(&[(7, "second"), (8, "new")])).unwrap();
+    t.insert(kv, &kv_batch(&[(7, "second"), (8, "new")]))
+        .unwrap();
     t.rollback_to(sp);
     let m = read_kv(&mut t, "kv").unwrap();
     assert_eq!(m.get(&7).map(String::as_str), Some("first"));

@@ -6,7 +6,7 @@
 //! taken from the SQL text of the statement and stored as SQL.
 
 use crate::error::{ErrorKind, Result};
-use crate::provider::conform;
+use crate::provider::conform_columns;
 use crate::session::{Output, Session};
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::Constraint;
@@ -109,11 +109,7 @@ pub async fn create_table(
             return Ok(());
         };
         for batch in batches {
-            let batch = conform(
-                &def,
-                &arrow::array::RecordBatch::try_new(def.schema.clone(), batch.columns().to_vec())
-                    .map_err(|e| ErrorKind::Execution(e.to_string()))?,
-            )?;
+            let batch = conform_columns(&def, batch.columns())?;
             session.slot.with(|t| t.insert(def.id, &batch))?;
         }
     }

@@ -20,7 +20,7 @@
 use crate::constraints::check_unique;
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
-use crate::provider::{EntiTable, KEY_COLUMN, conform};
+use crate::provider::{EntiTable, KEY_COLUMN, conform_columns};
 use crate::session::{Output, Session};
 use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
 use datafusion::sql::sqlparser::ast::{
@@ -224,21 +224,7 @@ pub async fn update(session: &mut Session, u: &Update) -> Result<u64> {
             continue;
         }
         let keys = keys_of(&batch)?;
-        let values = RecordBatch::try_new(def.schema.clone(), batch.columns()[1..].to_vec());
-        let new_rows = match values {
-            Ok(v) => conform(&def, &v)?,
-            Err(_) => {
-                let loose = arrow::datatypes::Schema::new(
-                    batch.schema().fields()[1..]
-                        .iter()
-                        .map(|f| f.as_ref().clone())
-                        .collect::<Vec<_>>(),
-                );
-                let v = RecordBatch::try_new(Arc::new(loose), batch.columns()[1..].to_vec())
-                    .map_err(|e| ErrorKind::Execution(e.to_string()))?;
-                conform(&def, &v)?
-            }
-        };
+        let new_rows = conform_columns(&def, batch.columns().get(1..).unwrap_or_default())?;
         session.slot.with(|t| {
             t.delete(def.id, &keys)?;
             t.insert(def.id, &new_rows)

@@ -17,7 +17,7 @@
 use crate::error::{ErrorKind, sql_to_df, to_df};
 use crate::pruning::{is_prunable, row_group_filter};
 use crate::slot::TxnSlot;
-use arrow::array::{Array, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
@@ -366,10 +366,25 @@ fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Casts `batch` to the table's column types and checks NOT NULL.
+/// Casts `batch`'s columns to the table's column types and checks NOT NULL.
 pub fn conform(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch, crate::Error> {
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in def.schema.fields().iter().zip(batch.columns()) {
+    conform_columns(def, batch.columns())
+}
+
+/// Builds a batch of the table's schema from `columns` (one per table
+/// column, in order, of any castable type), checking NOT NULL.
+pub fn conform_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<RecordBatch, crate::Error> {
+    if columns.len() != def.schema.fields().len() {
+        return Err(ErrorKind::Plan(format!(
+            "table {} has {} columns but {} values were supplied",
+            def.name,
+            def.schema.fields().len(),
+            columns.len()
+        ))
+        .into());
+    }
+    let mut out = Vec::with_capacity(columns.len());
+    for (field, column) in def.schema.fields().iter().zip(columns) {
         if !field.is_nullable() && column.logical_nulls().is_some_and(|n| n.null_count() > 0) {
             return Err(ErrorKind::NotNullViolation {
                 table: def.name.clone(),
@@ -391,9 +406,11 @@ pub fn conform(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch, crate
                 )))
             })?
         };
-        columns.push(column);
+        out.push(column);
     }
-    RecordBatch::try_new(def.schema.clone(), columns)
+    let options =
+        RecordBatchOptions::new().with_row_count(Some(columns.first().map_or(0, |c| c.len())));
+    RecordBatch::try_new_with_options(def.schema.clone(), out, &options)
         .map_err(|e| ErrorKind::Execution(e.to_string()).into())
 }
 
