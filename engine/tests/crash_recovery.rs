@@ -17,7 +17,7 @@ const TXNS: usize = 240;
 
 fn options() -> EngineOptions {
     EngineOptions {
-        checkpoint_wal_bytes: 24 * 1024,
+        checkpoint_wal_bytes: 12 * 1024,
         ..EngineOptions::default()
     }
 }
@@ -124,13 +124,25 @@ fn power_loss_at_every_io_operation() {
     let models = models();
     // A clean run: count operations and checkpoints.
     let disk = SimDisk::new();
-    assert_eq!(run_until_error(&disk), TXNS);
+    let engine = open_sim(&disk, options()).unwrap();
+    let mut checkpoints = std::collections::BTreeSet::new();
+    for i in 1..=TXNS {
+        run_step(&engine, i).unwrap();
+        checkpoints.insert(engine.checkpoint_seq());
+    }
+    drop(engine);
     let total_ops = disk.op_count();
     let engine = open_sim(&disk, options()).unwrap();
     assert_eq!(read_state(&engine), models[TXNS]);
+    checkpoints.remove(&0);
     assert!(
-        engine.checkpoint_seq() >= 3 * 30,
-        "workload must span several checkpoints"
+        checkpoints.len() >= 3,
+        "workload spans {} checkpoints",
+        checkpoints.len()
+    );
+    eprintln!(
+        "{total_ops} I/O operations, {} checkpoints",
+        checkpoints.len()
     );
     drop(engine);
 
