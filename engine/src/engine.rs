@@ -186,6 +186,7 @@ impl Inner {
     /// Runs the commit pipeline described in the module docs.
     pub fn commit(&self, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
         self.wal.check()?;
+        let in_flight = self.wal.announce();
         let (seq, end) = {
             let mut state = self.commit_lock.lock().map_err(|_| Error::Poisoned {
                 cause: "commit lock poisoned".into(),
@@ -203,6 +204,7 @@ impl Inner {
             state.last_seq = seq;
             (seq, end)
         };
+        drop(in_flight);
         let durable = self.wal.wait_durable(end)?;
         self.visible_seq.fetch_max(durable, Ordering::SeqCst);
         if self.wal.len() > self.options.checkpoint_wal_bytes {

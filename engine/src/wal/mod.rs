@@ -27,9 +27,11 @@
 //!
 //! GROUP COMMIT. Committers append their bytes in commit order under the
 //! engine's commit lock, then wait in [`writer::WalWriter::wait_durable`]. The
-//! first waiter becomes the sync leader and fdatasyncs everything appended so
-//! far; the others sleep until a sync covers their end offset. One fdatasync
-//! thus acknowledges every commit appended before it started.
+//! first waiter becomes the sync leader; if other committers are in flight
+//! (announced, not yet appended) it waits for them up to 100 µs, then
+//! fdatasyncs everything appended so far; the others sleep until a sync covers
+//! their end offset. One fdatasync thus acknowledges every commit appended
+//! before it started. A lone committer never waits.
 //!
 //! FAILURE. A failed append or fdatasync poisons the writer: the bytes may or
 //! may not be on disk, so nothing more is written and every later commit gets

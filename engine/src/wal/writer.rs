@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::storage::FileHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::WAL_FILE;
 
@@ -31,6 +33,22 @@ pub struct WalWriter {
     file: FileHandle,
     state: Mutex<State>,
     synced: Condvar,
+    /// Committers between the start of their commit and their append.
+    in_flight: AtomicUsize,
+}
+
+/// How long a sync leader waits for in-flight committers to append, so that
+/// one fdatasync covers them too.
+const GATHER_WINDOW: Duration = Duration::from_micros(100);
+
+/// Marks a committer in flight until dropped (see [`WalWriter::announce`]).
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl WalWriter {
@@ -47,7 +65,16 @@ impl WalWriter {
                 ..State::default()
             }),
             synced: Condvar::new(),
+            in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// Announces a committer that will append soon; drop the guard after its
+    /// append (or failure). A sync leader briefly waits for announced
+    /// committers so that they share its fdatasync.
+    pub fn announce(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(&self.in_flight)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
@@ -109,6 +136,12 @@ impl WalWriter {
                 continue;
             }
             st.syncing = true;
+            drop(st);
+            let started = Instant::now();
+            while self.in_flight.load(Ordering::SeqCst) > 0 && started.elapsed() < GATHER_WINDOW {
+                std::thread::yield_now();
+            }
+            st = self.lock()?;
             let (target, target_seq) = (st.appended, st.appended_seq);
             drop(st);
             let synced = self.file.sync();
