@@ -26,6 +26,8 @@
 //! - The header's two slots are written alternately, each authenticated by
 //!   its own tag, so a torn header write leaves the other slot valid.
 
+#![deny(clippy::indexing_slicing)]
+
 use super::crypto::{Key, TAG_LEN, key_check, open, random, seal};
 use super::{FileHandle, LockGuard, Storage, StorageFile};
 use crate::error::{Error, Result};
@@ -121,17 +123,17 @@ struct Header {
 }
 
 impl Header {
-    fn body(&self) -> [u8; 96] {
-        let mut b = [0u8; 96];
-        b[..4].copy_from_slice(&ENC_MAGIC);
-        b[4..6].copy_from_slice(&MAJOR.to_le_bytes());
-        b[6..8].copy_from_slice(&MINOR.to_le_bytes());
-        b[8..24].copy_from_slice(&self.db_id);
-        b[24..40].copy_from_slice(&self.file_id);
-        b[40..56].copy_from_slice(&self.salt);
-        b[56..60].copy_from_slice(&self.base_epoch.to_le_bytes());
-        b[60..64].copy_from_slice(&self.cur_epoch.to_le_bytes());
-        b[64..96].copy_from_slice(&self.key_check);
+    fn body(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(96);
+        b.extend_from_slice(&ENC_MAGIC);
+        b.extend_from_slice(&MAJOR.to_le_bytes());
+        b.extend_from_slice(&MINOR.to_le_bytes());
+        b.extend_from_slice(&self.db_id);
+        b.extend_from_slice(&self.file_id);
+        b.extend_from_slice(&self.salt);
+        b.extend_from_slice(&self.base_epoch.to_le_bytes());
+        b.extend_from_slice(&self.cur_epoch.to_le_bytes());
+        b.extend_from_slice(&self.key_check);
         b
     }
 
@@ -366,10 +368,10 @@ impl EncFile {
         let mut suffix = [0u8; 8];
         random(&mut suffix).map_err(other)?;
         let tag = self.seal_observed(&st.file_key, &slot_nonce(&suffix), &body, &[])?;
-        let mut bytes = [0u8; SLOT_LEN];
-        bytes[..96].copy_from_slice(&body);
-        bytes[96..96 + TAG_LEN].copy_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
-        bytes[112..120].copy_from_slice(&suffix);
+        let mut bytes = body;
+        bytes.extend_from_slice(tag.get(..TAG_LEN).unwrap_or(&[0u8; TAG_LEN]));
+        bytes.extend_from_slice(&suffix);
+        bytes.resize(SLOT_LEN, 0);
         self.inner.write_at((slot * SLOT_LEN) as u64, &bytes)?;
         self.inner.sync()
     }
@@ -411,8 +413,11 @@ impl EncFile {
             let len = piece.len() as u32;
             let epoch = st.header.cur_epoch;
             let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&epoch.to_le_bytes());
-            nonce[4..].copy_from_slice(&st.counter.to_le_bytes());
+            let mut parts = epoch
+                .to_le_bytes()
+                .into_iter()
+                .chain(st.counter.to_le_bytes());
+            nonce.fill_with(|| parts.next().unwrap_or(0));
             st.counter += 1;
             let aad = Self::aad(&st.header, logical, epoch, len);
             let sealed = self.seal_observed(&st.file_key, &nonce, &aad, piece)?;
@@ -624,8 +629,12 @@ impl EncryptedStorage {
         while phys + (CHUNK_HEADER + TAG_LEN) as u64 <= phys_len {
             let mut head = [0u8; CHUNK_HEADER];
             file.read_at(phys, &mut head)?;
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            let epoch = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let word = |at: usize| {
+                head.get(at..at + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes)
+            };
+            let (len, epoch) = (word(0), word(4));
             let size = (CHUNK_HEADER + TAG_LEN) as u64 + u64::from(len);
             if len == 0 || len as usize > MAX_CHUNK || phys + size > phys_len {
                 break; // torn tail
