@@ -14,10 +14,16 @@ use async_trait::async_trait;
 use entidb_sql::Output;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// One connection as seen by the sqllogictest runner.
 pub struct SltConnection {
     conn: Connection,
+    /// Set while a `query` record runs: a DML statement then answers with a
+    /// one-row `count` result, as DataFusion's own tests expect
+    /// (`statement count N` records keep the affected-rows form).
+    in_query: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -27,6 +33,10 @@ impl AsyncDB for SltConnection {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Error> {
         match self.conn.session.run(sql, &[]).await? {
+            Output::Count(n) if self.in_query.load(Ordering::SeqCst) => Ok(DBOutput::Rows {
+                types: vec![DefaultColumnType::Integer],
+                rows: vec![vec![n.to_string()]],
+            }),
             Output::Count(n) => Ok(DBOutput::StatementComplete(n)),
             Output::Rows(schema, batches) => {
                 let types = schema
@@ -158,9 +168,16 @@ pub async fn run_file(
     }
     .map_err(|e| e.to_string())?;
     let records = sqllogictest::parse_file::<DefaultColumnType>(path).map_err(|e| e.to_string())?;
+    let in_query = Arc::new(AtomicBool::new(false));
+    let flag = in_query.clone();
     let mut runner = Runner::new(move || {
-        let db = db.clone();
-        async move { Ok::<_, Error>(SltConnection { conn: db.connect() }) }
+        let (db, in_query) = (db.clone(), flag.clone());
+        async move {
+            Ok::<_, Error>(SltConnection {
+                conn: db.connect(),
+                in_query,
+            })
+        }
     });
     for label in labels {
         runner.add_label(label);
@@ -168,6 +185,7 @@ pub async fn run_file(
     let mut report = FileReport::default();
     for record in records {
         let counted = matches!(record, Record::Statement { .. } | Record::Query { .. });
+        in_query.store(matches!(record, Record::Query { .. }), Ordering::SeqCst);
         if matches!(record, Record::Halt { .. }) {
             break;
         }
