@@ -7,16 +7,7 @@ mod common;
 
 use common::*;
 use entidb_engine::EngineOptions;
-use entidb_engine::storage::{SimDisk, Storage};
-
-fn segment_bytes(disk: &SimDisk) -> usize {
-    disk.list()
-        .unwrap()
-        .iter()
-        .filter(|n| n.ends_with(".eseg"))
-        .map(|n| disk.contents(n).unwrap().len())
-        .sum()
-}
+use entidb_engine::storage::SimDisk;
 
 #[test]
 fn checkpoint_keeps_versions_open_snapshots_see_and_drops_the_rest() {

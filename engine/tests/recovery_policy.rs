@@ -36,14 +36,6 @@ fn wal_database(n: i64) -> (SimDisk, Model) {
     (disk, model)
 }
 
-fn segment_bytes(disk: &SimDisk) -> usize {
-    file_images(disk)
-        .iter()
-        .filter(|(n, _)| n.ends_with(".eseg"))
-        .map(|(_, b)| b.len())
-        .sum()
-}
-
 /// Seed finding #2: a crash after the manifest is saved and before the WAL
 /// is truncated must not re-apply checkpointed transactions, so segment
 /// bytes stay constant however often it happens.

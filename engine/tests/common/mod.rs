@@ -128,3 +128,14 @@ pub fn ids(batch: &RecordBatch) -> Vec<i64> {
 pub fn len_of(a: &dyn Array) -> usize {
     a.len()
 }
+
+/// Total bytes of all segment files on `disk`.
+pub fn segment_bytes(disk: &SimDisk) -> usize {
+    use entidb_engine::storage::Storage;
+    disk.list()
+        .unwrap()
+        .iter()
+        .filter(|n| n.ends_with(".eseg"))
+        .map(|n| disk.contents(n).unwrap().len())
+        .sum()
+}
