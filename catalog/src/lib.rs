@@ -106,6 +106,11 @@ impl Catalog {
         self.views.iter().find(|v| v.name == name)
     }
 
+    /// The index called `name`.
+    pub fn index(&self, name: &str) -> Option<&IndexMeta> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
     /// True when a table or view is called `name`.
     pub fn has_relation(&self, name: &str) -> bool {
         self.table(name).is_some() || self.view(name).is_some()

@@ -20,6 +20,9 @@ pub struct TableChange {
     pub before: Vec<u64>,
     /// Deleted keys with their before-image hashes.
     pub deleted: Vec<(Box<[u8]>, u64)>,
+    /// Unique column sets to validate at commit (`true`: also check the
+    /// existing rows). Not written to the WAL: validation only.
+    pub unique: Vec<(Vec<usize>, bool)>,
 }
 
 /// Everything one transaction changed, in apply order.
@@ -33,6 +36,8 @@ pub struct Changes {
     pub tables: Vec<TableChange>,
     /// Tables dropped.
     pub drops: Vec<u64>,
+    /// Tables whose indexes or constraints changed (validation only).
+    pub touched: Vec<u64>,
 }
 
 impl Changes {
@@ -106,6 +111,7 @@ impl Changes {
                     rows: Some(rows),
                     before,
                     deleted: Vec::new(),
+                    unique: Vec::new(),
                 });
             }
             WalRecord::Delete { table_id, keys } => self.tables.push(TableChange {
@@ -113,6 +119,7 @@ impl Changes {
                 rows: None,
                 before: Vec::new(),
                 deleted: keys.into_iter().map(|(k, h)| (k.into(), h)).collect(),
+                unique: Vec::new(),
             }),
             other => {
                 return Err(Error::corruption(

@@ -52,6 +52,7 @@ struct TablePlan {
     entry: TableEntry,
     chunks: Vec<Arc<Chunk>>,
     moved: Vec<(Box<[u8]>, RowLoc, RowLoc)>,
+    rewritten: ahash::AHashSet<u64>,
     replaced: Vec<u64>,
 }
 
@@ -240,6 +241,7 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         table,
         chunks: new_chunks,
         moved,
+        rewritten: rewrite.iter().map(|c| c.id).collect(),
         replaced,
     })
 }
@@ -284,7 +286,18 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
 
 /// Installs a plan's chunks and re-points the key index.
 fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
-    // Lock order everywhere: keys before chunks.
+    // Lock order everywhere: indexes, keys, chunks.
+    let indexes = plan.table.indexes.all()?;
+    let mut index_guards = indexes
+        .iter()
+        .map(|i| i.lock())
+        .collect::<Result<Vec<_>>>()?;
+    if index_guards.iter().any(|g| g.is_some()) {
+        let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().map(|(_, o, n)| (*o, *n)).collect();
+        for map in index_guards.iter_mut().filter_map(|g| g.as_mut()) {
+            crate::index::remap(map, &plan.rewritten, &moved);
+        }
+    }
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
     if let Some(keys) = guard.as_mut() {
@@ -305,6 +318,7 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         });
     }
     *chunks = ChunkList::new(plan.chunks.clone());
+    drop(index_guards);
     Ok(())
 }
 

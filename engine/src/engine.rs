@@ -168,6 +168,15 @@ impl Engine {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.inner.storage
     }
+
+    /// Releases the memory of the index over `columns` of a table (after
+    /// `DROP INDEX`). A later use rebuilds it.
+    pub fn forget_index(&self, table_id: u64, columns: &[usize]) -> Result<()> {
+        if let Some(t) = read(&self.inner.tables)?.get(&table_id) {
+            t.indexes.remove(columns)?;
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
@@ -234,6 +243,17 @@ impl Inner {
                     });
                 }
             };
+            let writes = change.rows.is_some() || !change.deleted.is_empty();
+            if writes
+                && table.schema_seq.load(Ordering::SeqCst) > snapshot
+                && !changes.touched.contains(&change.table_id)
+            {
+                return Err(Error::Conflict {
+                    table: table.def.name.clone(),
+                    key: "its indexes or constraints changed concurrently".into(),
+                });
+            }
+            crate::unique::check_commit(table, change, snapshot)?;
             let keys = table.keys()?;
             let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.hash);
             let conflict = |key: &[u8]| Error::Conflict {
@@ -297,6 +317,11 @@ impl Inner {
         for id in &changes.drops {
             if let Some(t) = tables.get(id) {
                 *write(&t.dropped_seq)? = Some(seq);
+            }
+        }
+        for id in &changes.touched {
+            if let Some(t) = tables.get(id) {
+                t.schema_seq.store(seq, Ordering::SeqCst);
             }
         }
         Ok(())

@@ -20,13 +20,16 @@
 //! on open, so reopening a large database and scanning it stays cheap).
 
 use crate::error::{Error, Result};
+use crate::index::{TableIndexes, add_rows};
 use crate::keys::{tombstone_hash, version_hash};
 use crate::schema::TableDef;
 use crate::segment::SegmentReader;
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{concat, take};
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Where a row version lives.
@@ -114,6 +117,102 @@ impl Chunk {
     pub fn deletes(&self) -> Result<Vec<(u32, u64)>> {
         Ok(read(&self.deletes)?.iter().map(|(r, s)| (*r, *s)).collect())
     }
+
+    /// The commit that deleted `row`, if any.
+    pub fn deleted_seq(&self, row: u32) -> Result<Option<u64>> {
+        Ok(read(&self.deletes)?.get(&row).copied())
+    }
+
+    /// The row group holding `row` of a segment chunk: `(group, first_row)`.
+    pub(crate) fn locate(&self, row: u32) -> Option<(usize, u32)> {
+        let ChunkData::Segment(seg) = &self.data else {
+            return None;
+        };
+        let mut first = 0u32;
+        for (g, meta) in seg.footer.row_groups.iter().enumerate() {
+            if row < first + meta.rows {
+                return Some((g, first));
+            }
+            first += meta.rows;
+        }
+        None
+    }
+
+    /// The commit that created `row`.
+    pub fn created_seq(&self, row: u32) -> Result<u64> {
+        match &self.data {
+            ChunkData::Mem { seq, .. } => Ok(*seq),
+            ChunkData::Segment(seg) => {
+                let (g, first) = self.locate(row).ok_or_else(|| self.no_row(row))?;
+                let meta = seg
+                    .footer
+                    .row_groups
+                    .get(g)
+                    .ok_or_else(|| self.no_row(row))?;
+                if meta.min_seq == meta.max_seq {
+                    return Ok(meta.min_seq);
+                }
+                let seqs = seg.read_column(g, seg.footer.columns as usize - 1)?;
+                let seqs = seqs
+                    .as_primitive_opt::<UInt64Type>()
+                    .ok_or_else(|| self.no_row(row))?;
+                let i = (row - first) as usize;
+                if i >= seqs.len() {
+                    return Err(self.no_row(row));
+                }
+                Ok(seqs.value(i))
+            }
+        }
+    }
+
+    fn no_row(&self, row: u32) -> Error {
+        Error::corruption(format!("chunk {}", self.id), 0, format!("no row {row}"))
+    }
+
+    /// Stored columns `cols` (user columns, then `_key` = user count) of the
+    /// given rows, which must be sorted ascending.
+    pub fn read_rows(&self, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
+        match &self.data {
+            ChunkData::Mem { batch, .. } => {
+                let idx = UInt32Array::from(rows.to_vec());
+                cols.iter()
+                    .map(|c| Ok(take(batch.column(*c).as_ref(), &idx, None)?))
+                    .collect()
+            }
+            ChunkData::Segment(seg) => {
+                let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); cols.len()];
+                let mut i = 0;
+                while let Some(&row) = rows.get(i) {
+                    let (g, first) = self.locate(row).ok_or_else(|| self.no_row(row))?;
+                    let end = first + seg.footer.row_groups.get(g).map_or(0, |m| m.rows);
+                    let mut local = Vec::new();
+                    while let Some(&r) = rows.get(i)
+                        && r < end
+                    {
+                        local.push(r - first);
+                        i += 1;
+                    }
+                    let idx = UInt32Array::from(local);
+                    for (part, c) in parts.iter_mut().zip(cols) {
+                        let array = seg.read_column(g, *c)?;
+                        part.push(take(array.as_ref(), &idx, None)?);
+                    }
+                }
+                parts
+                    .iter()
+                    .zip(cols)
+                    .map(|(part, c)| match part.as_slice() {
+                        [one] => Ok(one.clone()),
+                        [] => Err(Error::InvalidArgument(format!("no rows for column {c}"))),
+                        many => {
+                            let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
+                            Ok(concat(&refs)?)
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
 }
 
 /// The newest committed version of a key.
@@ -170,6 +269,11 @@ pub struct TableState {
     /// Keys whose newest version is a tombstone (forgotten by checkpoints
     /// once no snapshot needs them).
     pub tombstones: RwLock<Vec<Box<[u8]>>>,
+    /// Secondary indexes (see [`crate::index`]).
+    pub(crate) indexes: TableIndexes,
+    /// Last commit that changed the table's indexes or constraints; a writer
+    /// whose snapshot is older conflicts.
+    pub schema_seq: AtomicU64,
 }
 
 impl TableState {
@@ -182,6 +286,8 @@ impl TableState {
             chunks: RwLock::new(ChunkList::default()),
             keys: RwLock::new(None),
             tombstones: RwLock::new(Vec::new()),
+            indexes: TableIndexes::default(),
+            schema_seq: AtomicU64::new(0),
         }
     }
 
@@ -195,6 +301,13 @@ impl TableState {
     pub fn keys(&self) -> Result<KeysRead<'_>> {
         self.ensure_index()?;
         Ok(KeysRead(read(&self.keys)?))
+    }
+
+    /// The index over `columns`, built if it was not.
+    pub(crate) fn index(&self, columns: &[usize]) -> Result<Arc<crate::index::ColumnIndex>> {
+        let index = self.indexes.get_or_create(columns)?;
+        index.ensure_built(&self.chunks)?;
+        Ok(index)
     }
 
     /// The key index if it was built, for maintenance that can skip it.
@@ -229,11 +342,24 @@ impl TableState {
         self.ensure_index()?;
         let batch = batch.filter(|b| b.num_rows() > 0);
         if let Some(batch) = &batch {
+            // Lock order everywhere: indexes, keys, chunks. Holding every
+            // index while the chunk appears keeps a concurrent build from
+            // indexing the chunk a second time.
+            let indexes = self.indexes.all()?;
+            let mut guards = indexes
+                .iter()
+                .map(|i| Ok((i, i.lock()?)))
+                .collect::<Result<Vec<_>>>()?;
             let data = ChunkData::Mem {
                 batch: batch.clone(),
                 seq,
             };
             write(&self.chunks)?.push(Arc::new(Chunk::new(chunk_id, data, BTreeMap::new())));
+            for (index, guard) in &mut guards {
+                if let Some(map) = guard.as_mut() {
+                    add_rows(map, &index.columns, chunk_id, batch)?;
+                }
+            }
         }
         // Lock order everywhere: keys before chunks.
         let mut keys = KeysWrite(write(&self.keys)?);

@@ -11,7 +11,9 @@
 use crate::changes::{Changes, TableChange};
 use crate::engine::Inner;
 use crate::error::{Error, Result};
+use crate::index::{KeyRange, index_keys};
 use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
+use crate::lookup::IndexScanRequest;
 use crate::scan::{ScanRequest, TableScan};
 use crate::schema::TableDef;
 use crate::table::{RowLoc, read};
@@ -34,6 +36,9 @@ struct KeyWrite {
     now: Option<(u32, u32)>,
 }
 
+/// Index key → the transaction's row holding it, per unique column set.
+type UniqueKeys = AHashMap<Vec<usize>, AHashMap<Box<[u8]>, (u32, u32)>>;
+
 #[derive(Debug)]
 struct LocalTable {
     def: TableDef,
@@ -41,6 +46,12 @@ struct LocalTable {
     dead: HashSet<(u32, u32)>,
     hidden: HashMap<u64, BTreeSet<u32>>,
     writes: AHashMap<Box<[u8]>, KeyWrite>,
+    /// Declared unique column sets; `true` = check existing rows at commit.
+    unique: Vec<(Vec<usize>, bool)>,
+    /// Unique keys of the rows this transaction inserted.
+    unique_keys: UniqueKeys,
+    /// The transaction changed the table's indexes or constraints.
+    touched: bool,
 }
 
 #[derive(Debug)]
@@ -56,6 +67,8 @@ enum Undo {
     Created(u64),
     Dropped(u64),
     Catalog(Option<Arc<Vec<u8>>>),
+    Unique(u64, usize),
+    Touched(u64, bool),
 }
 
 /// A position in a transaction's undo log (see [`Transaction::savepoint`]).
@@ -251,6 +264,9 @@ impl Transaction {
                         })
                         .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
                         .cloned();
+                    for map in l.unique_keys.values_mut() {
+                        map.retain(|_, (nb, _)| *nb != b);
+                    }
                     for key in keys.iter().flat_map(|k| k.iter().flatten()) {
                         // Keys restored to an earlier write by a later
                         // `Undo::Write` no longer point at this batch.
@@ -297,6 +313,16 @@ impl Transaction {
                 }
             }
             Undo::Catalog(prev) => self.catalog = prev,
+            Undo::Unique(t, len) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    l.unique.truncate(len);
+                }
+            }
+            Undo::Touched(t, prev) => {
+                if let Some(l) = self.local.get_mut(&t) {
+                    l.touched = prev;
+                }
+            }
         }
     }
 
@@ -401,12 +427,19 @@ impl Transaction {
             };
             bases.push((before, base));
         }
+        let unique = self.check_unique_insert(def, batch)?;
         columns.push(Arc::new(keys.clone()));
         columns.push(Arc::new(hashes));
         let stored = RecordBatch::try_new(def.stored_schema(), columns)?;
         let table_id = def.id;
         let local = self.local_table(table_id)?;
         let batch_no = local.batches.len() as u32;
+        for (cols, keys) in unique {
+            let map = local.unique_keys.entry(cols).or_default();
+            for (row, key) in keys {
+                map.insert(key, (batch_no, row));
+            }
+        }
         local.batches.push(stored);
         // Undo runs in reverse: per-key restores first, then the removal of
         // the batch's new keys, then the batch itself.
@@ -424,6 +457,201 @@ impl Transaction {
         }
         self.undo.extend(undo);
         Ok(batch.num_rows() as u64)
+    }
+
+    /// Checks the declared unique column sets of `def` for the rows of
+    /// `batch` against the snapshot and the transaction's own rows. Returns
+    /// the new rows' unique keys per column set.
+    #[allow(clippy::type_complexity)]
+    fn check_unique_insert(
+        &mut self,
+        def: &TableDef,
+        batch: &RecordBatch,
+    ) -> Result<Vec<(Vec<usize>, Vec<(u32, Box<[u8]>)>)>> {
+        let sets: Vec<Vec<usize>> = match self.local.get(&def.id) {
+            Some(l) => l.unique.iter().map(|(c, _)| c.clone()).collect(),
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for cols in sets {
+            let arrays: Vec<ArrayRef> = cols.iter().map(|c| batch.column(*c).clone()).collect();
+            let (keys, has_null) = index_keys(&arrays)?;
+            let mut fresh = Vec::new();
+            let mut seen = AHashSet::new();
+            for (row, (key, null)) in keys.iter().zip(has_null).enumerate() {
+                let key = key.unwrap_or_default();
+                if null {
+                    continue;
+                }
+                if !seen.insert(key) || self.unique_taken(def, &cols, key)? {
+                    return Err(unique_violation(def, &cols));
+                }
+                fresh.push((row as u32, Box::<[u8]>::from(key)));
+            }
+            out.push((cols, fresh));
+        }
+        Ok(out)
+    }
+
+    /// True when a row visible to the transaction has unique key `key`.
+    fn unique_taken(&mut self, def: &TableDef, cols: &[usize], key: &[u8]) -> Result<bool> {
+        if let Some(l) = self.local.get(&def.id)
+            && let Some(at) = l.unique_keys.get(cols).and_then(|m| m.get(key))
+            && !l.dead.contains(at)
+        {
+            return Ok(true);
+        }
+        if self.created.contains_key(&def.id) {
+            return Ok(false);
+        }
+        let snapshot = self.snapshot();
+        let Some(table) = read(&self.engine.tables)?.get(&def.id).cloned() else {
+            return Ok(false);
+        };
+        let index = table.index(cols)?;
+        let locs = index.lookup(&[KeyRange::point(key.to_vec())])?;
+        let hidden = self.local.get(&def.id).map(|l| &l.hidden);
+        let chunks = read(&table.chunks)?;
+        for loc in locs {
+            let Some(chunk) = chunks.get(loc.chunk) else {
+                continue;
+            };
+            let own = hidden.and_then(|h| h.get(&loc.chunk));
+            if !crate::lookup::visible(chunk, vec![loc.row], snapshot, own)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Declares that `columns` of the table are UNIQUE (NULLs never collide):
+    /// this and later inserts are checked against the snapshot and the
+    /// transaction's rows, and commit re-checks them against every committed
+    /// row. Declaring the same set twice is a no-op.
+    pub fn declare_unique(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
+        self.active()?;
+        let local = self.local_table(table_id)?;
+        if local.unique.iter().any(|(c, _)| c == columns) {
+            return Ok(());
+        }
+        let len = local.unique.len();
+        local.unique.push((columns.to_vec(), false));
+        self.undo.push(Undo::Unique(table_id, len));
+        Ok(())
+    }
+
+    /// Adds a UNIQUE constraint over existing rows (`CREATE UNIQUE INDEX`):
+    /// fails with `ConstraintViolation` if the transaction's view already has
+    /// a duplicate; commit checks again over every committed row.
+    pub fn add_unique(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
+        self.writable()?;
+        let def = self.table_by_id(table_id)?;
+        let request = ScanRequest {
+            projection: Some(columns.to_vec()),
+            ..ScanRequest::default()
+        };
+        let mut seen = AHashSet::new();
+        for batch in self.scan(table_id, request)? {
+            let batch = batch?;
+            let (keys, has_null) = index_keys(batch.columns())?;
+            for (key, null) in keys.iter().zip(has_null) {
+                if !null && !seen.insert(Box::<[u8]>::from(key.unwrap_or_default())) {
+                    return Err(unique_violation(&def, columns));
+                }
+            }
+        }
+        self.declare_unique(table_id, columns)?;
+        let local = self.local_table(table_id)?;
+        if let Some(last) = local.unique.iter_mut().find(|(c, _)| c == columns) {
+            last.1 = true;
+        }
+        Ok(())
+    }
+
+    /// Marks the table's indexes or constraints as changed: transactions
+    /// whose snapshot predates this commit cannot write the table any more
+    /// (they would not know the new constraint).
+    pub fn touch_schema(&mut self, table_id: u64) -> Result<()> {
+        self.writable()?;
+        let local = self.local_table(table_id)?;
+        let prev = std::mem::replace(&mut local.touched, true);
+        self.undo.push(Undo::Touched(table_id, prev));
+        Ok(())
+    }
+
+    /// Builds the committed index over `columns` now rather than at its
+    /// first use.
+    pub fn build_index(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
+        self.active()?;
+        let table = read(&self.engine.tables)?.get(&table_id).cloned();
+        if let Some(table) = table {
+            table.index(columns)?;
+        }
+        Ok(())
+    }
+
+    /// Rows visible to the transaction whose leading indexed column is in
+    /// the request's ranges, found through the index. `None` when the index
+    /// finds more than `max_candidates` versions (scan instead).
+    pub fn index_scan(
+        &mut self,
+        table_id: u64,
+        req: &IndexScanRequest,
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        self.active()?;
+        let snapshot = self.snapshot();
+        let def = self.table_by_id(table_id)?;
+        let nuser = def.schema.fields().len();
+        let columns = req
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..nuser).collect());
+        let leading = *req
+            .index
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("an index needs a column".into()))?;
+        if let Some(bad) = columns.iter().chain(&req.index).find(|c| **c >= nuser) {
+            return Err(Error::InvalidArgument(format!(
+                "no column {bad} in {}",
+                def.name
+            )));
+        }
+        let mut stored = columns.clone();
+        if req.include_key {
+            stored.push(nuser);
+        }
+        let schema = crate::lookup::output_schema(&def, &columns, req.include_key);
+        let empty = HashMap::new();
+        let (hidden, live) = match self.local.get(&table_id) {
+            Some(l) => (&l.hidden, l.live_batches()?),
+            None => (&empty, Vec::new()),
+        };
+        let mut out = Vec::new();
+        if !self.created.contains_key(&table_id) {
+            let table = read(&self.engine.tables)?.get(&table_id).cloned();
+            if let Some(table) = table {
+                match crate::lookup::committed(&table, req, snapshot, hidden, &schema, &stored)? {
+                    Some(batches) => out = batches,
+                    None => return Ok(None),
+                }
+            }
+        }
+        out.extend(crate::lookup::local(
+            &live,
+            leading,
+            &req.ranges,
+            &schema,
+            &stored,
+        )?);
+        Ok(Some(out))
+    }
+
+    /// Committed row versions of a table (an upper bound on its visible rows).
+    pub fn row_estimate(&mut self, table_id: u64) -> Result<u64> {
+        let table = read(&self.engine.tables)?.get(&table_id).cloned();
+        let Some(table) = table else { return Ok(0) };
+        let chunks = read(&table.chunks)?;
+        Ok(chunks.chunks.iter().map(|c| u64::from(c.rows)).sum())
     }
 
     /// Deletes the rows with the given keys (as returned by a scan with
@@ -526,13 +754,20 @@ impl Transaction {
             catalog: self.catalog.as_ref().map(|c| c.as_ref().clone()),
             tables: Vec::new(),
             drops: self.dropped.iter().copied().collect(),
+            touched: Vec::new(),
         };
         for (id, local) in &self.local {
             if self.dropped.contains(id) || !self.table_exists_locally(*id) {
                 continue;
             }
+            if local.touched {
+                changes.touched.push(*id);
+            }
             let change = local.change()?;
-            if change.rows.is_some() || !change.deleted.is_empty() {
+            if change.rows.is_some()
+                || !change.deleted.is_empty()
+                || change.unique.iter().any(|(_, existing)| *existing)
+            {
                 changes.tables.push(change);
             }
         }
@@ -563,6 +798,9 @@ impl LocalTable {
             dead: HashSet::new(),
             hidden: HashMap::new(),
             writes: AHashMap::new(),
+            unique: Vec::new(),
+            unique_keys: UniqueKeys::default(),
+            touched: false,
         }
     }
 
@@ -614,7 +852,19 @@ impl LocalTable {
             rows,
             before,
             deleted,
+            unique: self.unique.clone(),
         })
+    }
+}
+
+fn unique_violation(def: &TableDef, cols: &[usize]) -> Error {
+    let names: Vec<&str> = cols
+        .iter()
+        .map(|c| def.schema.field(*c).name().as_str())
+        .collect();
+    Error::ConstraintViolation {
+        table: def.name.clone(),
+        detail: format!("duplicate value in UNIQUE ({})", names.join(", ")),
     }
 }
 

@@ -1,4 +1,5 @@
-//! CREATE/DROP TABLE and VIEW, executed inside the session's transaction.
+//! CREATE/DROP TABLE, VIEW and INDEX, executed inside the session's
+//! transaction.
 //!
 //! DataFusion plans the statement (resolving types and constraints); we
 //! create the engine table and update the catalog blob in the same
@@ -6,13 +7,16 @@
 //! taken from the SQL text of the statement and stored as SQL.
 
 use crate::error::{ErrorKind, Result};
-use crate::provider::conform_columns;
+use crate::indexes::{table_indexes, unique_sets};
+use crate::provider::{conform_columns, insert_rows};
 use crate::session::{Output, Session};
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::Constraint;
 use datafusion::logical_expr::{CreateMemoryTable, CreateView, DropTable, DropView, LogicalPlan};
-use datafusion::sql::sqlparser::ast::{ColumnOption, Ident, Statement as SqlStatement};
-use entidb_catalog::{ColumnMeta, TableMeta, ViewMeta};
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateIndex, Expr as SqlExpr, Ident, ObjectName, Statement as SqlStatement,
+};
+use entidb_catalog::{ColumnMeta, IndexMeta, TableMeta, ViewMeta};
 use std::sync::Arc;
 
 /// Normalises an identifier as DataFusion does (unquoted → lower case).
@@ -91,26 +95,30 @@ pub async fn create_table(
         })
         .collect();
     let mut catalog = session.catalog.as_ref().clone();
-    let def = session.slot.with(|t| {
+    let (def, meta) = session.slot.with(|t| {
         let def = t.create_table(&name, schema.clone(), primary_key.clone())?;
-        catalog.tables.push(TableMeta {
+        let meta = TableMeta {
             name: name.clone(),
             table_id: def.id,
             columns,
             primary_key,
             unique,
-        });
+        };
+        catalog.tables.push(meta.clone());
         catalog.save(t)?;
-        Ok(def)
+        Ok((def, meta))
     })?;
     if !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_)) {
         // CREATE TABLE … AS SELECT: evaluate the query and insert its rows.
         let Output::Rows(_, batches) = session.run_plan(c.input.as_ref().clone()).await? else {
             return Ok(());
         };
+        let unique = unique_sets(&table_indexes(&catalog, &meta));
         for batch in batches {
             let batch = conform_columns(&def, batch.columns())?;
-            session.slot.with(|t| t.insert(def.id, &batch))?;
+            session
+                .slot
+                .with(|t| insert_rows(t, &def, &unique, &batch))?;
         }
     }
     Ok(())
@@ -182,4 +190,96 @@ pub fn drop_view(session: &mut Session, d: DropView) -> Result<()> {
     catalog.views.retain(|v| v.name != name);
     session.slot.with(|t| catalog.save(t))?;
     Ok(())
+}
+
+/// CREATE [UNIQUE] INDEX [IF NOT EXISTS] name ON table (col, …).
+///
+/// The definition goes into the catalog in the statement's transaction; a
+/// UNIQUE index first checks the rows the transaction sees (and commit checks
+/// again over every committed row). The engine builds the index's contents
+/// right away; other transactions that started earlier can no longer write
+/// the table (`touch_schema`), so none can miss the new index.
+pub fn create_index(session: &mut Session, c: &CreateIndex) -> Result<()> {
+    let unsupported = |what: &str| -> Result<()> {
+        Err(ErrorKind::NotSupported(format!("CREATE INDEX with {what}")).into())
+    };
+    if c.predicate.is_some() {
+        return unsupported("WHERE (partial indexes)");
+    }
+    if !c.include.is_empty() {
+        return unsupported("INCLUDE");
+    }
+    let Some(name) = c.name.as_ref().and_then(last_ident) else {
+        return unsupported("no name");
+    };
+    let table = last_ident(&c.table_name)
+        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", c.table_name)))?;
+    let Some(meta) = session.catalog.table(&table).cloned() else {
+        return Err(ErrorKind::UndefinedTable { name: table }.into());
+    };
+    if session.catalog.index(&name).is_some() || session.catalog.has_relation(&name) {
+        if c.if_not_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::DuplicateTable { name }.into());
+    }
+    let mut columns = Vec::new();
+    for ic in &c.columns {
+        let col = match &ic.column.expr {
+            SqlExpr::Identifier(ident) => normalize(ident),
+            SqlExpr::CompoundIdentifier(parts) => parts.last().map(normalize).unwrap_or_default(),
+            other => return unsupported(&format!("expression {other}")),
+        };
+        let Some(pos) = meta.columns.iter().position(|m| m.name == col) else {
+            return Err(ErrorKind::Plan(format!("column {col} does not exist in {table}")).into());
+        };
+        if columns.contains(&pos) {
+            return Err(ErrorKind::Plan(format!("column {col} appears twice")).into());
+        }
+        columns.push(pos);
+    }
+    let mut catalog = session.catalog.as_ref().clone();
+    catalog.indexes.push(IndexMeta {
+        name,
+        table,
+        columns: columns
+            .iter()
+            .filter_map(|p| meta.columns.get(*p).map(|m| m.name.clone()))
+            .collect(),
+        unique: c.unique,
+    });
+    session.slot.with(|t| {
+        if c.unique {
+            t.add_unique(meta.table_id, &columns)?;
+        }
+        t.touch_schema(meta.table_id)?;
+        catalog.save(t)?;
+        t.build_index(meta.table_id, &columns)
+    })?;
+    Ok(())
+}
+
+/// DROP INDEX [IF EXISTS] name, ….
+pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) -> Result<()> {
+    let mut catalog = session.catalog.as_ref().clone();
+    for object in names {
+        let name = last_ident(object).unwrap_or_default();
+        let Some(index) = catalog.index(&name).cloned() else {
+            if if_exists {
+                continue;
+            }
+            return Err(ErrorKind::UndefinedObject {
+                kind: "index",
+                name,
+            }
+            .into());
+        };
+        catalog.indexes.retain(|i| i.name != index.name);
+    }
+    session.slot.with(|t| catalog.save(t))?;
+    Ok(())
+}
+
+fn last_ident(name: &ObjectName) -> Option<String> {
+    name.0.last().and_then(|p| p.as_ident()).map(normalize)
 }

@@ -17,10 +17,10 @@
 //! WHERE work because they are just part of the SELECT. EXPLAIN shows the
 //! SELECT's plan and changes nothing.
 
-use crate::constraints::check_unique;
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
-use crate::provider::{EntiTable, KEY_COLUMN, conform_columns};
+use crate::indexes::unique_sets;
+use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
 use crate::session::{Output, Session};
 use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
 use datafusion::sql::sqlparser::ast::{
@@ -208,8 +208,9 @@ pub async fn update(session: &mut Session, u: &Update) -> Result<u64> {
     let (target, select) = update_select(session, u)?;
     let batches = rows(with_keyed(session, &target, &select).await?);
     let def = target.table.def().clone();
+    let unique = unique_sets(target.table.indexes());
     let mut seen = HashSet::new();
-    let mut updated = 0;
+    let mut changes = Vec::new();
     for batch in &batches {
         let keys = keys_of(batch)?;
         // UPDATE … FROM may match a row several times: the first match wins.
@@ -225,14 +226,20 @@ pub async fn update(session: &mut Session, u: &Update) -> Result<u64> {
         }
         let keys = keys_of(&batch)?;
         let new_rows = conform_columns(&def, batch.columns().get(1..).unwrap_or_default())?;
-        session.slot.with(|t| {
-            t.delete(def.id, &keys)?;
-            t.insert(def.id, &new_rows)
-        })?;
-        updated += keys.len() as u64;
+        changes.push((keys, new_rows));
     }
-    check_unique(&session.slot, &def, target.table.meta())?;
-    Ok(updated)
+    // Every old version goes before any new one is checked against the
+    // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.
+    session.slot.with(|t| {
+        for (keys, _) in &changes {
+            t.delete(def.id, keys)?;
+        }
+        for (_, rows) in &changes {
+            insert_rows(t, &def, &unique, rows)?;
+        }
+        Ok(())
+    })?;
+    Ok(changes.iter().map(|(k, _)| k.len() as u64).sum())
 }
 
 /// EXPLAIN of a DELETE or UPDATE: the plan of the SELECT that finds the rows.

@@ -48,6 +48,14 @@ pub enum ErrorKind {
         /// Name.
         name: String,
     },
+    /// No such index (or other named object).
+    #[error("{kind} {name} does not exist")]
+    UndefinedObject {
+        /// What kind of object.
+        kind: &'static str,
+        /// Name.
+        name: String,
+    },
     /// The table or view already exists.
     #[error("relation {name} already exists")]
     DuplicateTable {
@@ -117,6 +125,7 @@ impl ErrorKind {
             ErrorKind::NotNullViolation { .. } => "23502",
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
+            ErrorKind::UndefinedObject { .. } => "42704",
             ErrorKind::Corruption { .. } => "XX001",
             ErrorKind::Locked { .. } => "55006",
             ErrorKind::Poisoned { .. } | ErrorKind::Io(_) => "58030",

@@ -3,10 +3,10 @@
 //! an EntiDB [`provider::EntiTable`]. See [`session`] for the life of a
 //! statement.
 
-mod constraints;
 mod ddl;
 mod dml;
 pub mod error;
+pub mod indexes;
 pub mod provider;
 mod pruning;
 pub mod session;

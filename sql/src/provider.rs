@@ -15,18 +15,22 @@
 //! appends the hidden row key as a last column.
 
 use crate::error::{ErrorKind, sql_to_df, to_df};
+use crate::indexes::{IndexInfo, choose, is_indexable, unique_sets};
 use crate::pruning::{is_prunable, row_group_filter};
 use crate::slot::TxnSlot;
-use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -36,7 +40,9 @@ use datafusion::physical_plan::{
 };
 use entidb_catalog::TableMeta;
 use entidb_engine::schema::append_fields;
-use entidb_engine::{ScanRequest, TableDef};
+use entidb_engine::{
+    Error as EngineError, IndexScanRequest, KeyRange, ScanRequest, TableDef, Transaction,
+};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::fmt;
@@ -53,6 +59,7 @@ pub struct EntiTable {
     meta: TableMeta,
     schema: SchemaRef,
     defaults: HashMap<String, Expr>,
+    indexes: Vec<IndexInfo>,
     keyed: bool,
 }
 
@@ -63,6 +70,7 @@ impl EntiTable {
         def: TableDef,
         meta: TableMeta,
         defaults: HashMap<String, Expr>,
+        indexes: Vec<IndexInfo>,
     ) -> Self {
         Self {
             schema: nullable(&def.schema),
@@ -70,8 +78,14 @@ impl EntiTable {
             def,
             meta,
             defaults,
+            indexes,
             keyed: false,
         }
+    }
+
+    /// The table's indexes.
+    pub fn indexes(&self) -> &[IndexInfo] {
+        &self.indexes
     }
 
     /// The same table with the row key as an extra last column.
@@ -85,6 +99,7 @@ impl EntiTable {
                 [Field::new(KEY_COLUMN, DataType::Binary, false)],
             ),
             defaults: self.defaults.clone(),
+            indexes: self.indexes.clone(),
             keyed: true,
         }
     }
@@ -125,7 +140,7 @@ impl TableProvider for EntiTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -135,31 +150,75 @@ impl TableProvider for EntiTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let include_key = self.keyed && wanted.contains(&nuser);
-        let user: Vec<usize> = wanted.iter().copied().filter(|c| *c < nuser).collect();
-        // Output order must follow `wanted`; the engine returns user columns
-        // in `user` order followed by the key, which matches as long as the
-        // key is requested last (DataFusion projects in schema order).
-        let schema = Arc::new(self.schema.project(&wanted)?);
         let names = self.column_names();
+        let exact: Vec<Expr> = filters
+            .iter()
+            .filter(|f| is_indexable(&self.indexes, f, &self.def.schema))
+            .cloned()
+            .collect();
+        // Columns read: the projection, plus those the exact filters need.
+        let mut read: Vec<usize> = wanted.clone();
+        for f in &exact {
+            for c in f.column_refs() {
+                if let Ok(i) = self.schema.index_of(&c.name)
+                    && !read.contains(&i)
+                {
+                    read.push(i);
+                }
+            }
+        }
+        // The engine returns user columns in request order, then the key.
+        read.sort_by_key(|c| (*c >= nuser, *c));
+        let include_key = self.keyed && read.contains(&nuser);
+        let user: Vec<usize> = read.iter().copied().filter(|c| *c < nuser).collect();
+        let read_schema = Arc::new(self.schema.project(&read)?);
+        let schema = Arc::new(self.schema.project(&wanted)?);
+        let output = wanted
+            .iter()
+            .map(|w| read.iter().position(|r| r == w).unwrap_or_default())
+            .collect();
+        let predicate = match conjunction(exact.iter().cloned()) {
+            Some(expr) => {
+                let df_schema = DFSchema::try_from(read_schema.as_ref().clone())?;
+                Some(state.create_physical_expr(expr, &df_schema)?)
+            }
+            None => None,
+        };
+        let index =
+            choose(&self.indexes, &exact, &self.def.schema).map(|(info, ranges)| IndexUse {
+                name: info.name,
+                columns: info.columns,
+                ranges,
+            });
         let request = ScanRequest {
-            projection: Some(user.clone()),
+            projection: Some(user),
             include_key,
             row_group_filter: row_group_filter(filters, &names),
         };
         let pushed: Vec<String> = filters
             .iter()
-            .filter(|f| is_prunable(f, &names))
+            .filter(|f| !exact.contains(f) && is_prunable(f, &names))
             .map(|f| f.to_string())
             .collect();
-        Ok(Arc::new(EntiScanExec::new(
-            self.slot.clone(),
-            self.def.clone(),
-            schema,
+        Ok(Arc::new(EntiScanExec {
+            slot: self.slot.clone(),
+            def: self.def.clone(),
+            schema: schema.clone(),
             request,
+            exact: Exact {
+                index,
+                filters: exact.iter().map(|f| f.to_string()).collect(),
+            },
+            finish: Arc::new(Finish {
+                read_schema,
+                schema: schema.clone(),
+                predicate,
+                output,
+            }),
             pushed,
             limit,
-        )))
+            properties: Arc::new(plan_properties(schema)),
+        }))
     }
 
     fn supports_filters_pushdown(
@@ -170,7 +229,9 @@ impl TableProvider for EntiTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if is_prunable(f, &names) {
+                if is_indexable(&self.indexes, f, &self.def.schema) {
+                    TableProviderFilterPushDown::Exact
+                } else if is_prunable(f, &names) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -190,9 +251,43 @@ impl TableProvider for EntiTable {
                 ErrorKind::NotSupported(format!("INSERT {insert_op}")).into(),
             ));
         }
-        let sink = EntiSink::new(self.slot.clone(), self.def.clone(), self.meta.clone());
+        let sink = EntiSink::new(
+            self.slot.clone(),
+            self.def.clone(),
+            unique_sets(&self.indexes),
+        );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+}
+
+/// An index chosen for a scan.
+#[derive(Debug, Clone)]
+struct IndexUse {
+    name: String,
+    columns: Vec<usize>,
+    ranges: Vec<KeyRange>,
+}
+
+/// The filters a scan applies exactly (reported as `Exact` pushdown).
+#[derive(Debug)]
+struct Exact {
+    /// The index that narrows the rows, when one applies.
+    index: Option<IndexUse>,
+    /// The filters, for EXPLAIN.
+    filters: Vec<String>,
+}
+
+/// Turns the batches read into the batches returned.
+#[derive(Debug)]
+struct Finish {
+    /// Columns read (projection plus the exact filters' columns).
+    read_schema: SchemaRef,
+    /// Columns returned.
+    schema: SchemaRef,
+    /// All exact filters, evaluated on every batch read.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// Positions of the returned columns among the columns read.
+    output: Vec<usize>,
 }
 
 /// The physical scan of an EntiDB table; shows in EXPLAIN as `EntiScan`.
@@ -202,35 +297,70 @@ pub struct EntiScanExec {
     def: TableDef,
     schema: SchemaRef,
     request: ScanRequest,
+    exact: Exact,
+    finish: Arc<Finish>,
     pushed: Vec<String>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
 }
 
+fn plan_properties(schema: SchemaRef) -> PlanProperties {
+    PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    )
+}
+
 impl EntiScanExec {
-    fn new(
-        slot: Arc<TxnSlot>,
-        def: TableDef,
-        schema: SchemaRef,
-        request: ScanRequest,
-        pushed: Vec<String>,
-        limit: Option<usize>,
-    ) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            slot,
-            def,
-            schema,
-            request,
-            pushed,
-            limit,
-            properties: Arc::new(properties),
-        }
+    /// Committed and own rows from the index, or `None` when the index would
+    /// return too large a share of the table (a scan is cheaper then).
+    fn index_rows(&self, index: &IndexUse) -> Result<Option<Vec<RecordBatch>>> {
+        self.slot.with_df(|t| {
+            let estimate = t.row_estimate(self.def.id)? as usize;
+            let request = IndexScanRequest {
+                index: index.columns.clone(),
+                ranges: index.ranges.clone(),
+                projection: self.request.projection.clone(),
+                include_key: self.request.include_key,
+                max_candidates: Some((estimate / 8).max(4096)),
+            };
+            t.index_scan(self.def.id, &request)
+        })
+    }
+}
+
+impl Finish {
+    /// Applies the exact filters and the output projection to one batch.
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let batch = RecordBatch::try_new_with_options(
+            self.read_schema.clone(),
+            batch.columns().to_vec(),
+            &options,
+        )?;
+        let batch = match &self.predicate {
+            Some(p) => {
+                let mask = p.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let mask = mask.as_boolean_opt().ok_or_else(|| {
+                    DataFusionError::Internal("filter did not produce booleans".into())
+                })?;
+                filter_record_batch(&batch, mask)?
+            }
+            None => batch,
+        };
+        let columns = self
+            .output
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 }
 
@@ -248,6 +378,12 @@ impl DisplayAs for EntiScanExec {
             self.def.name,
             names.join(", ")
         )?;
+        if let Some(index) = &self.exact.index {
+            write!(f, ", index={}", index.name)?;
+        }
+        if !self.exact.filters.is_empty() {
+            write!(f, ", filter=[{}]", self.exact.filters.join(", "))?;
+        }
         if !self.pushed.is_empty() {
             write!(f, ", pruning=[{}]", self.pushed.join(", "))?;
         }
@@ -295,23 +431,24 @@ impl ExecutionPlan for EntiScanExec {
                 "EntiScan has no partition {partition}"
             )));
         }
-        let scan = self
-            .slot
-            .with_df(|t| t.scan(self.def.id, self.request.clone()))?;
-        let schema = self.schema.clone();
+        let from_index = match &self.exact.index {
+            Some(index) => self.index_rows(index)?,
+            None => None,
+        };
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match from_index {
+            Some(batches) => Box::new(batches.into_iter().map(Ok)),
+            None => {
+                let scan = self
+                    .slot
+                    .with_df(|t| t.scan(self.def.id, self.request.clone()))?;
+                Box::new(scan.map(|r| r.map_err(to_df)))
+            }
+        };
+        let finish = self.finish.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);
-        let batches = scan
-            .map(move |r| {
-                r.map_err(to_df).and_then(|b| {
-                    let options = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-                    RecordBatch::try_new_with_options(
-                        schema.clone(),
-                        b.columns().to_vec(),
-                        &options,
-                    )
-                    .map_err(DataFusionError::from)
-                })
-            })
+        let batches = batches
+            .map(move |r| r.and_then(|b| finish.apply(b)))
+            .filter(|r| !matches!(r, Ok(b) if b.num_rows() == 0))
             .take_while(move |r| {
                 let go = remaining > 0;
                 if let Ok(b) = r {
@@ -331,19 +468,19 @@ impl ExecutionPlan for EntiScanExec {
 pub struct EntiSink {
     slot: Arc<TxnSlot>,
     def: TableDef,
-    meta: TableMeta,
+    unique: Vec<Vec<usize>>,
     /// The table schema with every column nullable: NOT NULL is checked here,
     /// with a typed error, rather than by DataFusion.
     schema: SchemaRef,
 }
 
 impl EntiSink {
-    fn new(slot: Arc<TxnSlot>, def: TableDef, meta: TableMeta) -> Self {
+    fn new(slot: Arc<TxnSlot>, def: TableDef, unique: Vec<Vec<usize>>) -> Self {
         Self {
             schema: nullable(&def.schema),
             slot,
             def,
-            meta,
+            unique,
         }
     }
 }
@@ -414,6 +551,19 @@ pub fn conform_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<RecordBat
         .map_err(|e| ErrorKind::Execution(e.to_string()).into())
 }
 
+/// Inserts `batch` into the table, enforcing its UNIQUE column sets.
+pub fn insert_rows(
+    t: &mut Transaction,
+    def: &TableDef,
+    unique: &[Vec<usize>],
+    batch: &RecordBatch,
+) -> Result<u64, EngineError> {
+    for set in unique {
+        t.declare_unique(def.id, set)?;
+    }
+    t.insert(def.id, batch)
+}
+
 #[async_trait]
 impl DataSink for EntiSink {
     fn schema(&self) -> &SchemaRef {
@@ -428,9 +578,10 @@ impl DataSink for EntiSink {
         let mut count = 0;
         while let Some(batch) = data.next().await {
             let batch = conform(&self.def, &batch?).map_err(sql_to_df)?;
-            count += self.slot.with_df(|t| t.insert(self.def.id, &batch))?;
+            count += self
+                .slot
+                .with_df(|t| insert_rows(t, &self.def, &self.unique, &batch))?;
         }
-        crate::constraints::check_unique(&self.slot, &self.def, &self.meta).map_err(sql_to_df)?;
         Ok(count)
     }
 }

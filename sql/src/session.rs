@@ -23,6 +23,7 @@
 //!    retry.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::indexes::table_indexes;
 use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::{ddl, dml};
@@ -35,7 +36,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use entidb_catalog::Catalog;
@@ -326,8 +327,16 @@ impl Session {
                 {
                     return dml::explain(self, statement).await;
                 }
-                SqlStatement::CreateIndex(_) => {
-                    return Err(ErrorKind::NotSupported("CREATE/DROP INDEX".into()).into());
+                SqlStatement::CreateIndex(c) => {
+                    return ddl::create_index(self, c).map(|()| Output::Count(0));
+                }
+                SqlStatement::Drop {
+                    object_type: ObjectType::Index,
+                    names,
+                    if_exists,
+                    ..
+                } => {
+                    return ddl::drop_index(self, names, *if_exists).map(|()| Output::Count(0));
                 }
                 _ => {}
             }
@@ -394,11 +403,13 @@ impl Session {
                     defaults.insert(c.name.clone(), self.ctx.parse_sql_expr(sql, &df_schema)?);
                 }
             }
+            let indexes = table_indexes(&catalog, meta);
             let table = Arc::new(EntiTable::new(
                 self.slot.clone(),
                 def,
                 meta.clone(),
                 defaults,
+                indexes,
             ));
             self.ctx.register_table(meta.name.as_str(), table.clone())?;
             self.tables.insert(meta.name.clone(), table);
