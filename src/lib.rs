@@ -17,7 +17,7 @@
 pub mod slt;
 
 pub use entidb_engine as engine;
-pub use entidb_sql::{Error, ErrorKind, Output, Result};
+pub use entidb_sql::{Error, ErrorKind, Output, Prepared, Result};
 
 use arrow::array::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
@@ -144,6 +144,46 @@ impl Connection {
         self.session.query(sql, params).await
     }
 
+    /// Parses one statement for repeated execution. Point queries
+    /// (`SELECT … FROM t WHERE k = $1`, `k` leading an index) then run
+    /// without query planning.
+    ///
+    /// # Errors
+    /// Syntax errors, or more than one statement.
+    pub fn prepare(&self, sql: &str) -> Result<Prepared> {
+        self.session.prepare(sql)
+    }
+
+    /// Runs a prepared query with `$1`, `$2`, … bound to `params`.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn query_prepared(
+        &mut self,
+        statement: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Vec<RecordBatch>> {
+        match self.session.run_prepared(statement, params).await? {
+            Output::Rows(_, batches) => Ok(batches),
+            Output::Count(n) => Ok(vec![entidb_sql::count_batch(n)?]),
+        }
+    }
+
+    /// Runs a prepared statement; returns the rows affected.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn execute_prepared(
+        &mut self,
+        statement: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<u64> {
+        Ok(match self.session.run_prepared(statement, params).await? {
+            Output::Count(n) => n,
+            Output::Rows(_, batches) => batches.iter().map(|b| b.num_rows() as u64).sum(),
+        })
+    }
+
     /// Runs one query and streams its result batches.
     ///
     /// # Errors
@@ -217,6 +257,40 @@ impl BlockingConnection {
     /// As [`Connection::execute`].
     pub fn query_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
         self.runtime.block_on(self.conn.query_with(sql, params))
+    }
+
+    /// See [`Connection::prepare`].
+    ///
+    /// # Errors
+    /// As [`Connection::prepare`].
+    pub fn prepare(&self, sql: &str) -> Result<Prepared> {
+        self.conn.prepare(sql)
+    }
+
+    /// See [`Connection::query_prepared`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn query_prepared(
+        &mut self,
+        statement: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Vec<RecordBatch>> {
+        self.runtime
+            .block_on(self.conn.query_prepared(statement, params))
+    }
+
+    /// See [`Connection::execute_prepared`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn execute_prepared(
+        &mut self,
+        statement: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<u64> {
+        self.runtime
+            .block_on(self.conn.execute_prepared(statement, params))
     }
 
     /// See [`Connection::run_script`].

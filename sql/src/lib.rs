@@ -7,10 +7,12 @@ mod ddl;
 mod dml;
 pub mod error;
 pub mod indexes;
+mod prepared;
 pub mod provider;
 mod pruning;
 pub mod session;
 mod slot;
 
 pub use error::{Error, ErrorKind, Result};
-pub use session::{Output, Session};
+pub use prepared::Prepared;
+pub use session::{Output, Session, count_batch};

@@ -198,7 +198,11 @@ impl Session {
         Ok(df.execute_stream().await?)
     }
 
-    async fn run_one(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+    pub(crate) async fn run_one(
+        &mut self,
+        stmt: DFStatement,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         if let DFStatement::Statement(s) = &stmt {
             match s.as_ref() {
                 SqlStatement::StartTransaction { .. } => {
@@ -219,7 +223,7 @@ impl Session {
 
     /// Runs `f` inside the explicit transaction or an autocommit one, with
     /// statement-level rollback on failure.
-    async fn in_transaction_scope<'a, T>(
+    pub(crate) async fn in_transaction_scope<'a, T>(
         &'a mut self,
         f: impl FnOnce(&'a mut Self) -> futures::future::BoxFuture<'a, Result<T>>,
     ) -> Result<T> {
@@ -432,7 +436,7 @@ impl Session {
 
 /// One parsed statement.
 #[derive(Debug)]
-enum Parsed {
+pub(crate) enum Parsed {
     /// `CHECKPOINT` (not known to sqlparser).
     Checkpoint,
     /// Anything sqlparser understands.
@@ -450,7 +454,7 @@ impl Parsed {
 
 /// Parses `sql` into statements. Statements sqlparser does not know
 /// (`CHECKPOINT`) are recognised by splitting the token stream at `;`.
-fn parse(sql: &str) -> Result<Vec<Parsed>> {
+pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let syntax =
         |e: &dyn std::fmt::Display| Error::from(ErrorKind::Syntax(e.to_string())).in_statement(sql);
     if let Ok(statements) = DFParser::parse_sql(sql) {
@@ -487,7 +491,8 @@ fn sum_counts(batches: &[RecordBatch]) -> u64 {
         .sum()
 }
 
-fn count_batch(n: u64) -> Result<RecordBatch> {
+/// A one-row `count` batch, the result of DML.
+pub fn count_batch(n: u64) -> Result<RecordBatch> {
     let schema = Arc::new(arrow::datatypes::Schema::new(vec![
         arrow::datatypes::Field::new("count", arrow::datatypes::DataType::UInt64, false),
     ]));

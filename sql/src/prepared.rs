@@ -1,0 +1,315 @@
+//! Prepared statements and the point-query fast path.
+//!
+//! [`Prepared`] keeps a parsed statement so repeated executions skip parsing.
+//! When the statement is a *point query* —
+//!
+//! ```sql
+//! SELECT a, b FROM t WHERE k = $1 [AND c = $2 …]    -- or SELECT *
+//! ```
+//!
+//! with `k` leading an index of `t` — it is answered straight from the engine
+//! (`Transaction::index_scan`) without DataFusion planning or execution: that
+//! is what makes `WHERE id = ?` lookups cost microseconds instead of a
+//! planner run. The shape is recognised on DataFusion's own (unoptimised)
+//! logical plan, once per catalog version: `Projection` of plain columns over
+//! a `Filter` that is an `AND` of `column = $n | literal`, over a bare
+//! `TableScan` of an EntiDB table. Anything else — ORDER BY, LIMIT,
+//! DISTINCT, aliases, expressions, joins — shows up as another plan node and
+//! takes the general path, as does a parameter whose value cannot be cast
+//! to the column's type without loss. The fast path returns exactly the rows
+//! and schema the general path would (the differential tests check it).
+
+use crate::error::{ErrorKind, Result};
+use crate::indexes::{IndexInfo, encode};
+use crate::session::{Output, Parsed, Session, parse};
+use arrow::array::{BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::Statement as DFStatement;
+use entidb_engine::index::index_keys;
+use entidb_engine::{IndexScanRequest, KeyRange};
+use std::sync::{Arc, Mutex};
+
+/// A parsed statement, ready to run many times with different parameters.
+#[derive(Debug)]
+pub struct Prepared {
+    pub(crate) text: String,
+    pub(crate) statement: DFStatement,
+    /// The point-query plan for one catalog version (`None`: not a point
+    /// query).
+    cache: Mutex<Option<CachedPlan>>,
+}
+
+/// A catalog blob and the point-query plan made under it.
+type CachedPlan = (Arc<Vec<u8>>, Option<Arc<PointQuery>>);
+
+impl Prepared {
+    pub(crate) fn new(text: String, statement: DFStatement) -> Self {
+        Self {
+            text,
+            statement,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// The statement's text.
+    pub fn sql(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A value compared with a column.
+#[derive(Debug, Clone)]
+enum Operand {
+    /// `$n`, zero-based.
+    Param(usize),
+    Value(ScalarValue),
+}
+
+/// A recognised point query.
+#[derive(Debug)]
+pub(crate) struct PointQuery {
+    table: String,
+    /// Output columns (table column positions).
+    columns: Vec<usize>,
+    /// Equalities `column = operand`.
+    equalities: Vec<(usize, Operand)>,
+    /// DataFusion's output schema for the statement.
+    schema: SchemaRef,
+}
+
+impl Session {
+    /// Parses `sql` (one statement) for repeated execution.
+    ///
+    /// # Errors
+    /// Syntax errors; more than one statement.
+    pub fn prepare(&self, sql: &str) -> Result<Prepared> {
+        let mut statements = parse(sql)?;
+        match (statements.pop(), statements.is_empty()) {
+            (Some(Parsed::Sql(statement)), true) => {
+                Ok(Prepared::new(sql.trim().to_string(), *statement))
+            }
+            _ => {
+                Err(ErrorKind::InvalidArgument("prepare takes exactly one statement".into()).into())
+            }
+        }
+    }
+
+    /// Runs a prepared statement with `params` bound to `$1`, `$2`, ….
+    ///
+    /// # Errors
+    /// As [`Session::run`].
+    pub async fn run_prepared(&mut self, p: &Prepared, params: &[ScalarValue]) -> Result<Output> {
+        let fast = self
+            .in_transaction_scope(|s| Box::pin(async move { s.try_point_query(p, params).await }))
+            .await
+            .map_err(|e| e.in_statement(&p.text))?;
+        if let Some(out) = fast {
+            return Ok(out);
+        }
+        self.run_one(p.statement.clone(), params)
+            .await
+            .map_err(|e| e.in_statement(&p.text))
+    }
+
+    /// Answers `p` from an index if it is a point query (inside the
+    /// transaction scope, catalog synced).
+    async fn try_point_query(
+        &mut self,
+        p: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Option<Output>> {
+        let Some(point) = self.point_plan(p).await? else {
+            return Ok(None);
+        };
+        let Some(table) = self.tables.get(&point.table).cloned() else {
+            return Ok(None);
+        };
+        let def = table.def();
+        let mut values = Vec::with_capacity(point.equalities.len());
+        for (col, operand) in &point.equalities {
+            let value = match operand {
+                Operand::Param(i) => match params.get(*i) {
+                    Some(v) => v,
+                    None => return Ok(None),
+                },
+                Operand::Value(v) => v,
+            };
+            match encode(def.schema.field(*col).data_type(), value) {
+                Some(bytes) => values.push((*col, bytes)),
+                None => return Ok(None),
+            }
+        }
+        let Some(index) = pick_index(table.indexes(), &values) else {
+            return Ok(None);
+        };
+        let lead = index.columns.first().copied().unwrap_or_default();
+        let Some((_, key)) = values.iter().find(|(c, _)| *c == lead) else {
+            return Ok(None);
+        };
+        let mut read: Vec<usize> = point.columns.clone();
+        read.extend(values.iter().map(|(c, _)| *c));
+        read.sort_unstable();
+        read.dedup();
+        let request = IndexScanRequest {
+            index: index.columns.clone(),
+            ranges: vec![KeyRange::point(key.clone())],
+            projection: Some(read.clone()),
+            include_key: false,
+            max_candidates: None,
+        };
+        let Some(batches) = self.slot.with(|t| t.index_scan(def.id, &request))? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            out.push(finish(&batch, &read, &values, &point)?);
+        }
+        Ok(Some(Output::Rows(point.schema.clone(), out)))
+    }
+
+    /// The point-query plan of `p` for the current catalog, cached.
+    async fn point_plan(&mut self, p: &Prepared) -> Result<Option<Arc<PointQuery>>> {
+        let blob = self.slot.with(|t| t.catalog())?;
+        if let Ok(cache) = p.cache.lock()
+            && let Some((seen, plan)) = cache.as_ref()
+            && Arc::ptr_eq(seen, &blob)
+        {
+            return Ok(plan.clone());
+        }
+        let plan = match self
+            .ctx
+            .state()
+            .statement_to_plan(p.statement.clone())
+            .await
+        {
+            Ok(plan) => recognise(&plan, self).map(Arc::new),
+            Err(_) => None,
+        };
+        if let Ok(mut cache) = p.cache.lock() {
+            *cache = Some((blob, plan.clone()));
+        }
+        Ok(plan)
+    }
+}
+
+/// Matches `Projection(columns) ← Filter(col = x AND …) ← TableScan`.
+fn recognise(plan: &LogicalPlan, session: &Session) -> Option<PointQuery> {
+    let LogicalPlan::Projection(projection) = plan else {
+        return None;
+    };
+    let LogicalPlan::Filter(filter) = projection.input.as_ref() else {
+        return None;
+    };
+    let LogicalPlan::TableScan(scan) = filter.input.as_ref() else {
+        return None;
+    };
+    if scan.fetch.is_some() || !scan.filters.is_empty() || scan.projection.is_some() {
+        return None;
+    }
+    let table = scan.table_name.table().to_string();
+    let provider = session.tables.get(&table)?;
+    let schema = &provider.def().schema;
+    let columns = projection
+        .expr
+        .iter()
+        .map(|e| match e {
+            Expr::Column(c) => schema.index_of(&c.name).ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let mut equalities = Vec::new();
+    conjuncts(&filter.predicate, &mut |e| {
+        let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) = e
+        else {
+            return false;
+        };
+        let (col, other) = match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), other) | (other, Expr::Column(c)) => (c, other),
+            _ => return false,
+        };
+        let Ok(col) = schema.index_of(&col.name) else {
+            return false;
+        };
+        let operand = match other {
+            Expr::Placeholder(p) => {
+                match p.id.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n >= 1 => Operand::Param(n - 1),
+                    _ => return false,
+                }
+            }
+            Expr::Literal(v, _) => Operand::Value(v.clone()),
+            _ => return false,
+        };
+        equalities.push((col, operand));
+        true
+    })
+    .then_some(())?;
+    Some(PointQuery {
+        table,
+        columns,
+        equalities,
+        schema: Arc::new(plan.schema().as_arrow().clone()),
+    })
+}
+
+/// Calls `f` on every `AND`ed term; false if `f` rejects one.
+fn conjuncts(e: &Expr, f: &mut impl FnMut(&Expr) -> bool) -> bool {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => conjuncts(left, f) && conjuncts(right, f),
+        other => f(other),
+    }
+}
+
+/// The best index led by one of the equality columns: unique first, then
+/// the one whose leading columns are most covered.
+fn pick_index<'a>(indexes: &'a [IndexInfo], values: &[(usize, Vec<u8>)]) -> Option<&'a IndexInfo> {
+    let has = |c: &usize| values.iter().any(|(v, _)| v == c);
+    indexes
+        .iter()
+        .filter(|i| i.columns.first().is_some_and(has))
+        .max_by_key(|i| {
+            let covered = i.columns.iter().take_while(|c| has(c)).count();
+            (i.unique && covered == i.columns.len(), covered)
+        })
+}
+
+/// Applies every equality to the rows the index returned and projects them.
+fn finish(
+    batch: &RecordBatch,
+    read: &[usize],
+    values: &[(usize, Vec<u8>)],
+    point: &PointQuery,
+) -> Result<RecordBatch> {
+    let exec = |e: arrow::error::ArrowError| ErrorKind::Execution(e.to_string());
+    let mut keep = vec![true; batch.num_rows()];
+    for (col, want) in values {
+        let Some(pos) = read.iter().position(|r| r == col) else {
+            continue;
+        };
+        let (keys, nulls) = index_keys(&[batch.column(pos).clone()])
+            .map_err(|e| ErrorKind::Execution(e.to_string()))?;
+        for ((k, null), flag) in keys.iter().zip(nulls).zip(keep.iter_mut()) {
+            *flag &= !null && k == Some(want.as_slice());
+        }
+    }
+    let batch = filter_record_batch(batch, &BooleanArray::from(keep)).map_err(exec)?;
+    let columns = point
+        .columns
+        .iter()
+        .filter_map(|c| read.iter().position(|r| r == c))
+        .map(|i| batch.column(i).clone())
+        .collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(point.schema.clone(), columns, &options).map_err(exec)?)
+}
