@@ -144,6 +144,16 @@ impl Connection {
         self.session.query(sql, params).await
     }
 
+    /// Appends the rows of an Arrow batch to `table` — the bulk-load path,
+    /// with the checks of INSERT (NOT NULL, keys, UNIQUE). Runs in the open
+    /// transaction, or commits on its own.
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub async fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64> {
+        self.session.append(table, batch).await
+    }
+
     /// Parses one statement for repeated execution. Point queries
     /// (`SELECT … FROM t WHERE k = $1`, `k` leading an index) then run
     /// without query planning.
@@ -257,6 +267,14 @@ impl BlockingConnection {
     /// As [`Connection::execute`].
     pub fn query_with(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
         self.runtime.block_on(self.conn.query_with(sql, params))
+    }
+
+    /// See [`Connection::append`].
+    ///
+    /// # Errors
+    /// As [`Connection::execute`].
+    pub fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64> {
+        self.runtime.block_on(self.conn.append(table, batch))
     }
 
     /// See [`Connection::prepare`].

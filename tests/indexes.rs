@@ -69,7 +69,10 @@ fn populate(c: &mut BlockingConnection, seed: u64) {
             };
             let s = match rng.next(8) {
                 0 => "NULL".to_string(),
-                n => format!("'{}'", ["a", "ab", "abc", "b", "", "ba", "z"][n as usize - 1]),
+                n => format!(
+                    "'{}'",
+                    ["a", "ab", "abc", "b", "", "ba", "z"][n as usize - 1]
+                ),
             };
             let v = (rng.next(2001) as f64 - 1000.0) / 10.0;
             values.push(format!("({next_id}, {k}, {s}, {v}, {})", rng.next(3)));
@@ -202,12 +205,20 @@ fn prepared_point_queries_agree_with_the_general_path() {
         .prepare("SELECT id FROM t WHERE s = $1 AND g = $2")
         .unwrap();
     for k in -45..45i64 {
-        let got = rows(&indexed.query_prepared(&by_k, &[ScalarValue::Int64(Some(k))]).unwrap());
+        let got = rows(
+            &indexed
+                .query_prepared(&by_k, &[ScalarValue::Int64(Some(k))])
+                .unwrap(),
+        );
         let want = query(&mut plain, &format!("SELECT id, s FROM t WHERE k = {k}"));
         assert_eq!(got, want, "k = {k}");
     }
     for id in (0..950).step_by(13) {
-        let got = rows(&indexed.query_prepared(&by_id, &[ScalarValue::Int64(Some(id))]).unwrap());
+        let got = rows(
+            &indexed
+                .query_prepared(&by_id, &[ScalarValue::Int64(Some(id))])
+                .unwrap(),
+        );
         let want = query(&mut plain, &format!("SELECT * FROM t WHERE id = {id}"));
         assert_eq!(got, want, "id = {id}");
     }
@@ -255,13 +266,16 @@ fn index_definitions_survive_reopen() {
         c.execute("INSERT INTO t VALUES (1, 10, 'x', 0, 0), (2, 20, 'y', 0, 0)")
             .unwrap();
         c.execute("CHECKPOINT").unwrap();
-        c.execute("INSERT INTO t VALUES (3, 10, 'z', 0, 0)").unwrap();
+        c.execute("INSERT INTO t VALUES (3, 10, 'z', 0, 0)")
+            .unwrap();
     }
     let db = Database::open(dir.path()).unwrap();
     let mut c = BlockingConnection::new(&db).unwrap();
     assert!(explain(&mut c, "SELECT id FROM t WHERE k = 10").contains("index=t_k"));
     assert_eq!(query(&mut c, "SELECT id FROM t WHERE k = 10"), ["1", "3"]);
-    let err = c.execute("INSERT INTO t VALUES (4, 0, 'y', 0, 0)").unwrap_err();
+    let err = c
+        .execute("INSERT INTO t VALUES (4, 0, 'y', 0, 0)")
+        .unwrap_err();
     assert_eq!(err.sqlstate(), "23505", "{err}");
     c.execute("DROP INDEX t_k").unwrap();
     drop(c);
@@ -298,7 +312,10 @@ fn power_loss_during_create_index_leaves_all_or_nothing() {
         c.execute(CREATE).unwrap();
         base.op_count() - before
     };
-    assert!(total > 4, "CREATE INDEX and CHECKPOINT must do I/O: {total}");
+    assert!(
+        total > 4,
+        "CREATE INDEX and CHECKPOINT must do I/O: {total}"
+    );
     let mut outcomes = [0usize; 2];
     for crash_at in 0..total + 2 {
         let disk = SimDisk::new();
@@ -410,7 +427,8 @@ fn unique_index_holds_across_concurrent_transactions() {
     a.execute("CREATE UNIQUE INDEX t_k_unique ON t (k)")
         .unwrap_err();
     a.execute("DELETE FROM t WHERE k = 0 OR id = 2").unwrap();
-    a.execute("CREATE UNIQUE INDEX t_k_unique ON t (k)").unwrap();
+    a.execute("CREATE UNIQUE INDEX t_k_unique ON t (k)")
+        .unwrap();
     let err = b.execute("COMMIT").unwrap_err();
     assert_eq!(err.sqlstate(), "40001", "{err}");
     // Creating a UNIQUE index over duplicates fails and leaves nothing.
@@ -418,7 +436,8 @@ fn unique_index_holds_across_concurrent_transactions() {
         .unwrap();
     a.execute("UPDATE t SET u = 'd' WHERE id IN (40, 41)")
         .unwrap_err();
-    a.execute("CREATE UNIQUE INDEX t_k2 ON t (id, u, k)").unwrap();
+    a.execute("CREATE UNIQUE INDEX t_k2 ON t (id, u, k)")
+        .unwrap();
     a.execute("CREATE TABLE d (x INT)").unwrap();
     a.execute("INSERT INTO d VALUES (1), (1)").unwrap();
     let err = a.execute("CREATE UNIQUE INDEX d_x ON d (x)").unwrap_err();
@@ -426,7 +445,8 @@ fn unique_index_holds_across_concurrent_transactions() {
     a.execute("INSERT INTO d VALUES (1)").unwrap();
     assert!(a.execute("DROP INDEX d_x").is_err(), "no index was left");
     // A rolled-back CREATE INDEX leaves nothing either.
-    a.execute("BEGIN; CREATE INDEX d_x ON d (x); ROLLBACK").unwrap();
+    a.execute("BEGIN; CREATE INDEX d_x ON d (x); ROLLBACK")
+        .unwrap();
     assert!(!explain(&mut a, "SELECT * FROM d WHERE x = 1").contains("index="));
     // `SET u = u || '!'` rewrites every value at once without colliding.
     a.execute("CREATE TABLE w (id INT PRIMARY KEY, n INT UNIQUE)")

@@ -249,8 +249,14 @@ impl ColumnIndex {
         Ok(())
     }
 
-    /// Locations of every version whose key is in one of `ranges`.
-    pub fn lookup(&self, ranges: &[KeyRange]) -> Result<Vec<RowLoc>> {
+    /// True once the entries exist.
+    pub fn is_built(&self) -> Result<bool> {
+        Ok(read(&self.entries)?.is_some())
+    }
+
+    /// Locations of every version whose key is in one of `ranges`; `None`
+    /// as soon as there are more than `max`.
+    pub fn lookup_at_most(&self, ranges: &[KeyRange], max: usize) -> Result<Option<Vec<RowLoc>>> {
         let guard = read(&self.entries)?;
         let Some(map) = guard.as_ref() else {
             return Err(Error::InvalidArgument(
@@ -261,9 +267,17 @@ impl ColumnIndex {
         for range in ranges {
             for (_, locs) in map.range::<[u8], _>(range.bounds()) {
                 out.extend(locs.iter().copied());
+                if out.len() > max {
+                    return Ok(None);
+                }
             }
         }
-        Ok(out)
+        Ok(Some(out))
+    }
+
+    /// Locations of every version whose key is in one of `ranges`.
+    pub fn lookup(&self, ranges: &[KeyRange]) -> Result<Vec<RowLoc>> {
+        Ok(self.lookup_at_most(ranges, usize::MAX)?.unwrap_or_default())
     }
 
     /// Visits every key with its versions (for whole-index checks).

@@ -33,6 +33,10 @@ pub struct IndexScanRequest {
     /// Give up (return `None`) when the index finds more candidate versions
     /// than this: a scan is cheaper then.
     pub max_candidates: Option<usize>,
+    /// Build the index if it was not built yet (since open). Without this
+    /// an unbuilt index gives up (`None`): worth it for point lookups, not
+    /// for a range that may cover much of the table.
+    pub build: bool,
 }
 
 /// The projected output schema of a request.
@@ -57,11 +61,15 @@ pub(crate) fn committed(
     schema: &SchemaRef,
     stored_cols: &[usize],
 ) -> Result<Option<Vec<RecordBatch>>> {
-    let index = table.index(&req.index)?;
-    let locs = index.lookup(&req.ranges)?;
-    if req.max_candidates.is_some_and(|m| locs.len() > m) {
+    let index = table.indexes.get_or_create(&req.index)?;
+    if !req.build && !index.is_built()? {
         return Ok(None);
     }
+    index.ensure_built(&table.chunks)?;
+    let max = req.max_candidates.unwrap_or(usize::MAX);
+    let Some(locs) = index.lookup_at_most(&req.ranges, max)? else {
+        return Ok(None);
+    };
     let mut by_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     for RowLoc { chunk, row } in locs {
         by_chunk.entry(chunk).or_default().push(row);

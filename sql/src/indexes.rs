@@ -217,13 +217,13 @@ pub fn encode(ty: &DataType, value: &ScalarValue) -> Option<Vec<u8>> {
 }
 
 /// The index a scan with `filters` should use, with the ranges of its
-/// leading column. Prefers equality over two-sided ranges over one-sided
+/// leading column and whether they are all single values. Prefers equality over two-sided ranges over one-sided
 /// ones, then unique indexes, then narrower ones.
 pub fn choose(
     indexes: &[IndexInfo],
     filters: &[Expr],
     schema: &Schema,
-) -> Option<(IndexInfo, Vec<KeyRange>)> {
+) -> Option<(IndexInfo, Vec<KeyRange>, bool)> {
     let predicates: Vec<ColumnPredicate> = filters
         .iter()
         .filter_map(|f| predicate_of(f, schema))
@@ -245,7 +245,7 @@ pub fn choose(
             Some((score, index, ranges))
         })
         .min_by_key(|(score, _, _)| *score)
-        .map(|(_, index, ranges)| (index.clone(), ranges))
+        .map(|(score, index, ranges)| (index.clone(), ranges, !score.0))
 }
 
 /// True when `filter` is indexable on the leading column of some index.

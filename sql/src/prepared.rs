@@ -159,6 +159,7 @@ impl Session {
             projection: Some(read.clone()),
             include_key: false,
             max_candidates: None,
+            build: true,
         };
         let Some(batches) = self.slot.with(|t| t.index_scan(def.id, &request))? else {
             return Ok(None);

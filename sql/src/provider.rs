@@ -185,10 +185,13 @@ impl TableProvider for EntiTable {
             None => None,
         };
         let index =
-            choose(&self.indexes, &exact, &self.def.schema).map(|(info, ranges)| IndexUse {
-                name: info.name,
-                columns: info.columns,
-                ranges,
+            choose(&self.indexes, &exact, &self.def.schema).map(|(info, ranges, points)| {
+                IndexUse {
+                    name: info.name,
+                    columns: info.columns,
+                    ranges,
+                    points,
+                }
             });
         let request = ScanRequest {
             projection: Some(user),
@@ -266,6 +269,8 @@ struct IndexUse {
     name: String,
     columns: Vec<usize>,
     ranges: Vec<KeyRange>,
+    /// Equality / IN only.
+    points: bool,
 }
 
 /// The filters a scan applies exactly (reported as `Exact` pushdown).
@@ -325,6 +330,7 @@ impl EntiScanExec {
                 projection: self.request.projection.clone(),
                 include_key: self.request.include_key,
                 max_candidates: Some((estimate / 8).max(4096)),
+                build: index.points,
             };
             t.index_scan(self.def.id, &request)
         })

@@ -162,6 +162,28 @@ impl Session {
         })
     }
 
+    /// Appends the rows of `batch` to `table` (columns in table order, any
+    /// castable types), in the current transaction or an autocommit one:
+    /// the Arrow-native bulk path, with the same constraint checks as
+    /// INSERT.
+    pub async fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64> {
+        let table = table.to_string();
+        let batch = batch.clone();
+        self.in_transaction_scope(|s| {
+            Box::pin(async move {
+                let Some(provider) = s.tables.get(&table).cloned() else {
+                    return Err(ErrorKind::UndefinedTable { name: table }.into());
+                };
+                let def = provider.def();
+                let rows = crate::provider::conform(def, &batch)?;
+                let unique = crate::indexes::unique_sets(provider.indexes());
+                Ok(s.slot
+                    .with(|t| crate::provider::insert_rows(t, def, &unique, &rows))?)
+            })
+        })
+        .await
+    }
+
     /// Runs one query and streams its rows. Only a single SELECT/EXPLAIN is
     /// accepted; in autocommit mode its snapshot is fixed when the stream is
     /// created.
