@@ -10,10 +10,12 @@
 //! `BETWEEN`, and `AND`/`OR` of those on the same column. Each becomes a
 //! union of [`KeyRange`]s over the column's memcomparable encoding (literals
 //! are cast to the column type first; a lossy cast makes the filter
-//! non-indexable). The provider reports indexable filters as `Exact`
-//! pushdown and applies every one of them itself (`provider.rs`): the chosen
-//! index narrows the rows, and the filters are evaluated on what it returns,
-//! so index use can never change a result.
+//! non-indexable). The provider reports equality and `IN` filters on an
+//! index as `Exact` pushdown and applies every one of them itself
+//! (`provider.rs`); ranges are `Inexact` (they may select most of the table,
+//! where DataFusion's parallel filter over a scan wins). The chosen index
+//! only narrows the rows read; the filters are always evaluated on what it
+//! returns, so index use can never change a result.
 
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Schema};
@@ -250,6 +252,18 @@ pub fn choose(
 
 /// True when `filter` is indexable on the leading column of some index.
 pub fn is_indexable(indexes: &[IndexInfo], filter: &Expr, schema: &Schema) -> bool {
-    predicate_of(filter, schema)
-        .is_some_and(|p| indexes.iter().any(|i| i.columns.first() == Some(&p.column)))
+    predicate_of(filter, schema).is_some_and(|p| leads_an_index(indexes, p.column))
+}
+
+/// True when `filter` is an equality / IN filter on the leading column of
+/// some index: the provider applies it itself and reports `Exact`. Range
+/// filters may select much of the table, so they stay `Inexact`: the index
+/// narrows the scan when it is selective and DataFusion's (parallel) filter
+/// has the last word.
+pub fn is_exact(indexes: &[IndexInfo], filter: &Expr, schema: &Schema) -> bool {
+    predicate_of(filter, schema).is_some_and(|p| p.points && leads_an_index(indexes, p.column))
+}
+
+fn leads_an_index(indexes: &[IndexInfo], column: usize) -> bool {
+    indexes.iter().any(|i| i.columns.first() == Some(&column))
 }

@@ -15,7 +15,7 @@
 //! appends the hidden row key as a last column.
 
 use crate::error::{ErrorKind, sql_to_df, to_df};
-use crate::indexes::{IndexInfo, choose, is_indexable, unique_sets};
+use crate::indexes::{IndexInfo, choose, is_exact, is_indexable, unique_sets};
 use crate::pruning::{is_prunable, row_group_filter};
 use crate::slot::TxnSlot;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
@@ -153,7 +153,7 @@ impl TableProvider for EntiTable {
         let names = self.column_names();
         let exact: Vec<Expr> = filters
             .iter()
-            .filter(|f| is_indexable(&self.indexes, f, &self.def.schema))
+            .filter(|f| is_exact(&self.indexes, f, &self.def.schema))
             .cloned()
             .collect();
         // Columns read: the projection, plus those the exact filters need.
@@ -185,7 +185,7 @@ impl TableProvider for EntiTable {
             None => None,
         };
         let index =
-            choose(&self.indexes, &exact, &self.def.schema).map(|(info, ranges, points)| {
+            choose(&self.indexes, filters, &self.def.schema).map(|(info, ranges, points)| {
                 IndexUse {
                     name: info.name,
                     columns: info.columns,
@@ -232,9 +232,10 @@ impl TableProvider for EntiTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if is_indexable(&self.indexes, f, &self.def.schema) {
+                if is_exact(&self.indexes, f, &self.def.schema) {
                     TableProviderFilterPushDown::Exact
-                } else if is_prunable(f, &names) {
+                } else if is_prunable(f, &names) || is_indexable(&self.indexes, f, &self.def.schema)
+                {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -329,7 +330,7 @@ impl EntiScanExec {
                 ranges: index.ranges.clone(),
                 projection: self.request.projection.clone(),
                 include_key: self.request.include_key,
-                max_candidates: Some((estimate / 8).max(4096)),
+                max_candidates: Some((estimate / if index.points { 8 } else { 32 }).max(4096)),
                 build: index.points,
             };
             t.index_scan(self.def.id, &request)
