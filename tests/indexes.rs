@@ -233,6 +233,8 @@ fn prepared_point_queries_agree_with_the_general_path() {
             assert_eq!(got, want, "s = {s}, g = {g}");
         }
     }
+    assert_eq!(by_k.fast_path(), Some("point query"));
+    assert_eq!(by_two.fast_path(), Some("point query"));
     // Parameters that are not exact values of the column type take the
     // general path and still answer correctly.
     let got = indexed

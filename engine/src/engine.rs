@@ -312,7 +312,7 @@ impl Inner {
             if table.def.key_columns.is_empty() {
                 self.bump_rowid(change.rows.as_ref());
             }
-            table.apply(seq, chunk_id, change.rows, &deleted)?;
+            table.apply(seq, chunk_id, change.rows, &deleted, &change.before)?;
         }
         for id in &changes.drops {
             if let Some(t) = tables.get(id) {

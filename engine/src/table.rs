@@ -21,14 +21,14 @@
 
 use crate::error::{Error, Result};
 use crate::index::{TableIndexes, add_rows};
-use crate::keys::{tombstone_hash, version_hash};
+use crate::keys::{ABSENT, tombstone_hash, version_hash};
 use crate::schema::TableDef;
 use crate::segment::SegmentReader;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat, take};
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -338,18 +338,27 @@ impl TableState {
         chunk_id: u64,
         batch: Option<RecordBatch>,
         deleted: &[Box<[u8]>],
+        before: &[u64],
     ) -> Result<()> {
-        self.ensure_index()?;
+        // Rows of keys that had no version retire nothing: when the key
+        // index is not built yet they need not build it (it is built from
+        // the chunks, this one included, at its first use). That keeps bulk
+        // loads and WAL replay of fresh rows free of key-index work.
+        let fresh_only = deleted.is_empty() && before.iter().all(|b| *b == ABSENT);
+        if !fresh_only {
+            self.ensure_index()?;
+        }
         let batch = batch.filter(|b| b.num_rows() > 0);
+        // Lock order everywhere: indexes, keys, chunks. Holding every index
+        // and the key index while the chunk appears keeps a concurrent build
+        // from indexing the chunk a second time.
+        let indexes = self.indexes.all()?;
+        let mut guards = indexes
+            .iter()
+            .map(|i| Ok((i, i.lock()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut keys_slot = write(&self.keys)?;
         if let Some(batch) = &batch {
-            // Lock order everywhere: indexes, keys, chunks. Holding every
-            // index while the chunk appears keeps a concurrent build from
-            // indexing the chunk a second time.
-            let indexes = self.indexes.all()?;
-            let mut guards = indexes
-                .iter()
-                .map(|i| Ok((i, i.lock()?)))
-                .collect::<Result<Vec<_>>>()?;
             let data = ChunkData::Mem {
                 batch: batch.clone(),
                 seq,
@@ -361,8 +370,10 @@ impl TableState {
                 }
             }
         }
-        // Lock order everywhere: keys before chunks.
-        let mut keys = KeysWrite(write(&self.keys)?);
+        drop(guards);
+        let Some(keys) = keys_slot.as_mut() else {
+            return Ok(());
+        };
         let chunks = read(&self.chunks)?;
         write(&self.tombstones)?.extend(deleted.iter().cloned());
         for key in deleted {
@@ -421,22 +432,6 @@ impl Deref for KeysRead<'_> {
     type Target = KeyMap;
     fn deref(&self) -> &KeyMap {
         self.0.as_ref().unwrap_or(&EMPTY_KEYS)
-    }
-}
-
-/// Write access to a built key index.
-pub struct KeysWrite<'a>(RwLockWriteGuard<'a, Option<KeyMap>>);
-
-impl Deref for KeysWrite<'_> {
-    type Target = KeyMap;
-    fn deref(&self) -> &KeyMap {
-        self.0.as_ref().unwrap_or(&EMPTY_KEYS)
-    }
-}
-
-impl DerefMut for KeysWrite<'_> {
-    fn deref_mut(&mut self) -> &mut KeyMap {
-        self.0.get_or_insert_with(KeyMap::new)
     }
 }
 

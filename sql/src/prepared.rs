@@ -1,4 +1,5 @@
-//! Prepared statements and the point-query fast path.
+//! Prepared statements and their fast paths: point queries and one-row
+//! INSERTs.
 //!
 //! [`Prepared`] keeps a parsed statement so repeated executions skip parsing.
 //! When the statement is a *point query* —
@@ -18,16 +19,28 @@
 //! takes the general path, as does a parameter whose value cannot be cast
 //! to the column's type without loss. The fast path returns exactly the rows
 //! and schema the general path would (the differential tests check it).
+//!
+//! Likewise `INSERT INTO t [(cols)] VALUES ($1, …)` — one row of parameters
+//! and literals, every omitted column without a DEFAULT — builds its one-row
+//! batch directly and goes through the same checks as any INSERT (types
+//! cast as INSERT casts them, NOT NULL, keys, UNIQUE): a durable single-row
+//! commit then costs little more than its fdatasync.
 
+use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
-use crate::indexes::{IndexInfo, encode};
+use crate::indexes::{IndexInfo, encode, unique_sets};
+use crate::provider::{conform_columns, insert_rows};
 use crate::session::{Output, Parsed, Session, parse};
-use arrow::array::{BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, SetExpr, Statement as SqlStatement, TableObject, UnaryOperator,
+    Value as SqlValue,
+};
 use entidb_engine::index::index_keys;
 use entidb_engine::{IndexScanRequest, KeyRange};
 use std::sync::{Arc, Mutex};
@@ -42,8 +55,24 @@ pub struct Prepared {
     cache: Mutex<Option<CachedPlan>>,
 }
 
-/// A catalog blob and the point-query plan made under it.
-type CachedPlan = (Arc<Vec<u8>>, Option<Arc<PointQuery>>);
+/// A catalog blob and the fast plan made under it.
+type CachedPlan = (Arc<Vec<u8>>, Option<Arc<FastPlan>>);
+
+/// A statement shape answered without DataFusion.
+#[derive(Debug)]
+enum FastPlan {
+    Point(PointQuery),
+    Insert(InsertRow),
+}
+
+/// `INSERT INTO t [(cols)] VALUES (…)` with one row of parameters and
+/// literals.
+#[derive(Debug)]
+pub(crate) struct InsertRow {
+    table: String,
+    /// One operand per table column (`None`: NULL).
+    values: Vec<Option<Operand>>,
+}
 
 impl Prepared {
     pub(crate) fn new(text: String, statement: DFStatement) -> Self {
@@ -57,6 +86,16 @@ impl Prepared {
     /// The statement's text.
     pub fn sql(&self) -> &str {
         &self.text
+    }
+
+    /// Which fast path the last execution could use: `"point query"`,
+    /// `"insert"`, or `None` (general path, or not run yet).
+    pub fn fast_path(&self) -> Option<&'static str> {
+        let cache = self.cache.lock().ok()?;
+        match cache.as_ref()?.1.as_deref()? {
+            FastPlan::Point(_) => Some("point query"),
+            FastPlan::Insert(_) => Some("insert"),
+        }
     }
 }
 
@@ -121,8 +160,11 @@ impl Session {
         p: &Prepared,
         params: &[ScalarValue],
     ) -> Result<Option<Output>> {
-        let Some(point) = self.point_plan(p).await? else {
-            return Ok(None);
+        let plan = self.fast_plan(p).await?;
+        let point = match plan.as_deref() {
+            Some(FastPlan::Point(point)) => point,
+            Some(FastPlan::Insert(row)) => return self.insert_row(row, params),
+            None => return Ok(None),
         };
         let Some(table) = self.tables.get(&point.table).cloned() else {
             return Ok(None);
@@ -166,13 +208,44 @@ impl Session {
         };
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
-            out.push(finish(&batch, &read, &values, &point)?);
+            out.push(finish(&batch, &read, &values, point)?);
         }
         Ok(Some(Output::Rows(point.schema.clone(), out)))
     }
 
-    /// The point-query plan of `p` for the current catalog, cached.
-    async fn point_plan(&mut self, p: &Prepared) -> Result<Option<Arc<PointQuery>>> {
+    /// Inserts one row built from the parameters.
+    fn insert_row(&mut self, row: &InsertRow, params: &[ScalarValue]) -> Result<Option<Output>> {
+        let Some(table) = self.tables.get(&row.table).cloned() else {
+            return Ok(None);
+        };
+        let def = table.def();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(row.values.len());
+        for (field, operand) in def.schema.fields().iter().zip(&row.values) {
+            let value = match operand {
+                Some(Operand::Param(i)) => match params.get(*i) {
+                    Some(v) => v.clone(),
+                    None => return Ok(None),
+                },
+                Some(Operand::Value(v)) => v.clone(),
+                None => ScalarValue::Null,
+            };
+            let array = if value.is_null() {
+                new_null_array(field.data_type(), 1)
+            } else {
+                value
+                    .to_array()
+                    .map_err(|e| ErrorKind::Execution(e.to_string()))?
+            };
+            columns.push(array);
+        }
+        let batch = conform_columns(def, &columns)?;
+        let unique = unique_sets(table.indexes());
+        let n = self.slot.with(|t| insert_rows(t, def, &unique, &batch))?;
+        Ok(Some(Output::Count(n)))
+    }
+
+    /// The fast plan of `p` for the current catalog, cached.
+    async fn fast_plan(&mut self, p: &Prepared) -> Result<Option<Arc<FastPlan>>> {
         let blob = self.slot.with(|t| t.catalog())?;
         if let Ok(cache) = p.cache.lock()
             && let Some((seen, plan)) = cache.as_ref()
@@ -180,14 +253,17 @@ impl Session {
         {
             return Ok(plan.clone());
         }
-        let plan = match self
-            .ctx
-            .state()
-            .statement_to_plan(p.statement.clone())
-            .await
-        {
-            Ok(plan) => recognise(&plan, self).map(Arc::new),
-            Err(_) => None,
+        let plan = match insert_shape(&p.statement, self) {
+            Some(row) => Some(Arc::new(FastPlan::Insert(row))),
+            None => match self
+                .ctx
+                .state()
+                .statement_to_plan(p.statement.clone())
+                .await
+            {
+                Ok(plan) => recognise(&plan, self).map(|q| Arc::new(FastPlan::Point(q))),
+                Err(_) => None,
+            },
         };
         if let Ok(mut cache) = p.cache.lock() {
             *cache = Some((blob, plan.clone()));
@@ -258,6 +334,111 @@ fn recognise(plan: &LogicalPlan, session: &Session) -> Option<PointQuery> {
         equalities,
         schema: Arc::new(plan.schema().as_arrow().clone()),
     })
+}
+
+/// Recognises `INSERT INTO t [(c, …)] VALUES (v, …)` with one row of `$n`
+/// parameters and plain literals, no column relying on a DEFAULT. The
+/// statement must print back exactly as that shape, so no clause sqlparser
+/// knows (ON CONFLICT, RETURNING, OVERWRITE, …) can slip through.
+fn insert_shape(statement: &DFStatement, session: &Session) -> Option<InsertRow> {
+    let DFStatement::Statement(stmt) = statement else {
+        return None;
+    };
+    let SqlStatement::Insert(insert) = stmt.as_ref() else {
+        return None;
+    };
+    let TableObject::TableName(name) = &insert.table else {
+        return None;
+    };
+    let table = name.0.last()?.as_ident().map(normalize)?;
+    let provider = session.tables.get(&table)?;
+    let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
+        return None;
+    };
+    let [row] = values.rows.as_slice() else {
+        return None;
+    };
+    let row = &row.content;
+    let columns: Vec<String> = insert
+        .columns
+        .iter()
+        .map(|c| c.0.last().and_then(|p| p.as_ident()).map(normalize))
+        .collect::<Option<_>>()?;
+    let canonical = format!(
+        "INSERT INTO {name}{} VALUES ({})",
+        if insert.columns.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
+            format!(" ({})", names.join(", "))
+        },
+        row.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if stmt.to_string() != canonical {
+        return None;
+    }
+    let meta = provider.meta();
+    let names: Vec<&str> = meta.columns.iter().map(|c| c.name.as_str()).collect();
+    let targets: Vec<usize> = if columns.is_empty() {
+        (0..names.len()).collect()
+    } else {
+        columns
+            .iter()
+            .map(|c| names.iter().position(|n| n == c))
+            .collect::<Option<_>>()?
+    };
+    if targets.len() != row.len() {
+        return None;
+    }
+    let mut out: Vec<Option<Operand>> = vec![None; names.len()];
+    for (target, expr) in targets.iter().zip(row) {
+        let slot = out.get_mut(*target)?;
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(operand(expr)?);
+    }
+    let missing_default = out
+        .iter()
+        .zip(&meta.columns)
+        .any(|(o, c)| o.is_none() && c.default.is_some());
+    (!missing_default).then_some(InsertRow { table, values: out })
+}
+
+/// A `$n` parameter or a plain literal.
+fn operand(expr: &SqlExpr) -> Option<Operand> {
+    let (negative, value) = match expr {
+        SqlExpr::Value(v) => (false, &v.value),
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            SqlExpr::Value(v) => (true, &v.value),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let scalar = match value {
+        SqlValue::Placeholder(p) if !negative => {
+            let n: usize = p.strip_prefix('$')?.parse().ok()?;
+            return n.checked_sub(1).map(Operand::Param);
+        }
+        SqlValue::Number(n, _) => {
+            let text = if negative { format!("-{n}") } else { n.clone() };
+            match text.parse::<i64>() {
+                Ok(i) => ScalarValue::Int64(Some(i)),
+                Err(_) => ScalarValue::Float64(Some(text.parse::<f64>().ok()?)),
+            }
+        }
+        SqlValue::SingleQuotedString(s) if !negative => ScalarValue::Utf8(Some(s.clone())),
+        SqlValue::Boolean(b) if !negative => ScalarValue::Boolean(Some(*b)),
+        SqlValue::Null if !negative => ScalarValue::Null,
+        _ => return None,
+    };
+    Some(Operand::Value(scalar))
 }
 
 /// Calls `f` on every `AND`ed term; false if `f` rejects one.
