@@ -51,7 +51,12 @@ struct TablePlan {
     table: Arc<TableState>,
     entry: TableEntry,
     chunks: Vec<Arc<Chunk>>,
-    moved: Vec<(Box<[u8]>, RowLoc, RowLoc)>,
+    /// Old → new location of every row carried into the new segment.
+    moved: Vec<(RowLoc, RowLoc)>,
+    /// The row keys of `moved`, collected only when the key index was built
+    /// (re-pointing it needs them; otherwise it is built later from the
+    /// new chunks).
+    moved_keys: Option<Vec<Box<[u8]>>>,
     rewritten: ahash::AHashSet<u64>,
     replaced: Vec<u64>,
 }
@@ -154,6 +159,7 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
     }
     let mut batches = Vec::new();
     let mut moved = Vec::new();
+    let mut moved_keys = table.keys_if_built()?.is_some().then(Vec::new);
     let mut carried = BTreeMap::new();
     let new_id = inner.next_id.fetch_add(1, Ordering::SeqCst);
     let mut next_row = 0u32;
@@ -175,7 +181,6 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
                 mask.push(live);
                 if live {
                     moved.push((
-                        keys.value(i as usize).into(),
                         RowLoc {
                             chunk: chunk.id,
                             row: old,
@@ -185,6 +190,9 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
                             row: next_row,
                         },
                     ));
+                    if let Some(mk) = moved_keys.as_mut() {
+                        mk.push(keys.value(i as usize).into());
+                    }
                     if let Some(d) = del {
                         carried.insert(next_row, d);
                     }
@@ -241,6 +249,7 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         table,
         chunks: new_chunks,
         moved,
+        moved_keys,
         rewritten: rewrite.iter().map(|c| c.id).collect(),
         replaced,
     })
@@ -293,15 +302,23 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         .map(|i| i.lock())
         .collect::<Result<Vec<_>>>()?;
     if index_guards.iter().any(|g| g.is_some()) {
-        let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().map(|(_, o, n)| (*o, *n)).collect();
+        let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().copied().collect();
         for map in index_guards.iter_mut().filter_map(|g| g.as_mut()) {
             crate::index::remap(map, &plan.rewritten, &moved);
         }
     }
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
+    let Some(moved_keys) = &plan.moved_keys else {
+        // The key index was built after the plan was made: drop it, the
+        // next use rebuilds it from the new chunks.
+        *guard = None;
+        write(&plan.table.tombstones)?.clear();
+        *chunks = ChunkList::new(plan.chunks.clone());
+        return Ok(());
+    };
     if let Some(keys) = guard.as_mut() {
-        for (key, old, new) in &plan.moved {
+        for (key, (old, new)) in moved_keys.iter().zip(&plan.moved) {
             if let Some(entry) = keys.get_mut(key)
                 && entry.loc == Some(*old)
             {

@@ -254,6 +254,19 @@ impl Inner {
                 });
             }
             crate::unique::check_commit(table, change, snapshot)?;
+            if !table.keys_built()? && read(&table.chunks)?.chunks.is_empty() {
+                // No committed version of any key: every before-image must
+                // say "absent". The key index stays unbuilt (see apply).
+                if change.deleted.iter().any(|(_, b)| *b != ABSENT)
+                    || change.before.iter().any(|b| *b != ABSENT)
+                {
+                    return Err(Error::Conflict {
+                        table: table.def.name.clone(),
+                        key: "rows changed concurrently".into(),
+                    });
+                }
+                continue;
+            }
             let keys = table.keys()?;
             let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.hash);
             let conflict = |key: &[u8]| Error::Conflict {

@@ -10,7 +10,7 @@
 //! hash their deleting sequence with a marker.
 
 use crate::error::Result;
-use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, BinaryArray, BinaryBuilder, RecordBatch, UInt64Array};
 use arrow::row::{RowConverter, SortField};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -26,9 +26,12 @@ pub fn encode_keys(columns: &[ArrayRef]) -> Result<BinaryArray> {
         .collect();
     let converter = RowConverter::new(fields)?;
     let rows = converter.convert_columns(columns)?;
-    Ok(BinaryArray::from_iter_values(
-        rows.iter().map(|r| r.as_ref().to_vec()),
-    ))
+    let bytes: usize = rows.iter().map(|r| r.as_ref().len()).sum();
+    let mut out = BinaryBuilder::with_capacity(rows.num_rows(), bytes);
+    for r in rows.iter() {
+        out.append_value(r.as_ref());
+    }
+    Ok(out.finish())
 }
 
 /// Keys for `n` new row ids starting at `first`.

@@ -310,6 +310,11 @@ impl TableState {
         Ok(index)
     }
 
+    /// True once the key index exists.
+    pub fn keys_built(&self) -> Result<bool> {
+        Ok(read(&self.keys)?.is_some())
+    }
+
     /// The key index if it was built, for maintenance that can skip it.
     pub fn keys_if_built(&self) -> Result<RwLockWriteGuard<'_, Option<KeyMap>>> {
         write(&self.keys)

@@ -338,22 +338,19 @@ impl Transaction {
     /// Fails with `Conflict` when a newer version was committed since.
     fn base_version(&mut self, def: &TableDef, key: &[u8]) -> Result<(u64, Option<RowLoc>)> {
         let snapshot = self.snapshot();
-        if self.created.contains_key(&def.id) {
-            return Ok((ABSENT, None));
-        }
-        let tables = read(&self.engine.tables)?;
-        let Some(table) = tables.get(&def.id) else {
+        let Some(table) = self.committed_table(def.id)? else {
             return Ok((ABSENT, None));
         };
         let keys = table.keys()?;
-        match keys.get(key) {
-            None => Ok((ABSENT, None)),
-            Some(e) if e.seq > snapshot => Err(Error::Conflict {
-                table: def.name.clone(),
-                key: display_key(key),
-            }),
-            Some(e) => Ok((e.hash, e.loc)),
+        base_of(&keys, def, key, snapshot)
+    }
+
+    /// The committed state of a table this transaction did not create.
+    fn committed_table(&self, id: u64) -> Result<Option<Arc<crate::table::TableState>>> {
+        if self.created.contains_key(&id) {
+            return Ok(None);
         }
+        Ok(read(&self.engine.tables)?.get(&id).cloned())
     }
 
     /// Inserts the rows of `batch` (the table's user columns). Fails with
@@ -404,6 +401,17 @@ impl Transaction {
         let mut columns = batch.columns().to_vec();
         let mut seen = AHashSet::with_capacity(keys.len());
         let mut bases = Vec::with_capacity(keys.len());
+        // One look at the committed table for the whole batch: an empty
+        // table (no chunks) has no versions, and its key index need not be
+        // built; otherwise the index is read under one guard.
+        let snapshot = self.snapshot();
+        let table = self.committed_table(def.id)?;
+        let table = match table {
+            Some(t) if !read(&t.chunks)?.chunks.is_empty() => Some(t),
+            _ => None,
+        };
+        let committed = table.as_ref().map(|t| t.keys()).transpose()?;
+        let local = self.local.get(&def.id);
         for key in keys.iter().flatten() {
             let duplicate = || Error::ConstraintViolation {
                 table: def.name.clone(),
@@ -412,21 +420,21 @@ impl Transaction {
             if !seen.insert(key) {
                 return Err(duplicate());
             }
-            let prior = self
-                .local
-                .get(&def.id)
-                .and_then(|l| l.writes.get(key))
-                .copied();
+            let prior = local.and_then(|l| l.writes.get(key)).copied();
             let (before, base) = match prior {
                 Some(w) if w.now.is_some() => return Err(duplicate()),
                 Some(w) => (w.before, w.base),
-                None => match self.base_version(def, key)? {
-                    (_, Some(_)) => return Err(duplicate()),
-                    (hash, None) => (hash, None),
+                None => match &committed {
+                    None => (ABSENT, None),
+                    Some(keys) => match base_of(keys, def, key, snapshot)? {
+                        (_, Some(_)) => return Err(duplicate()),
+                        (hash, None) => (hash, None),
+                    },
                 },
             };
             bases.push((before, base));
         }
+        drop(committed);
         let unique = self.check_unique_insert(def, batch)?;
         columns.push(Arc::new(keys.clone()));
         columns.push(Arc::new(hashes));
@@ -854,6 +862,24 @@ impl LocalTable {
             deleted,
             unique: self.unique.clone(),
         })
+    }
+}
+
+/// A key's committed version as seen at `snapshot`: `(hash, row)`; a
+/// version newer than the snapshot is a `Conflict`.
+fn base_of(
+    keys: &crate::table::KeyMap,
+    def: &TableDef,
+    key: &[u8],
+    snapshot: u64,
+) -> Result<(u64, Option<RowLoc>)> {
+    match keys.get(key) {
+        None => Ok((ABSENT, None)),
+        Some(e) if e.seq > snapshot => Err(Error::Conflict {
+            table: def.name.clone(),
+            key: display_key(key),
+        }),
+        Some(e) => Ok((e.hash, e.loc)),
     }
 }
 
