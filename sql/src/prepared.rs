@@ -206,9 +206,13 @@ impl Session {
         let Some(batches) = self.slot.with(|t| t.index_scan(def.id, &request))? else {
             return Ok(None);
         };
+        // The index matched the leading column exactly; the other
+        // equalities are checked on the rows it returned.
+        let residual: Vec<(usize, Vec<u8>)> =
+            values.into_iter().filter(|(c, _)| *c != lead).collect();
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
-            out.push(finish(&batch, &read, &values, point)?);
+            out.push(finish(&batch, &read, &residual, point)?);
         }
         Ok(Some(Output::Rows(point.schema.clone(), out)))
     }
@@ -475,17 +479,23 @@ fn finish(
 ) -> Result<RecordBatch> {
     let exec = |e: arrow::error::ArrowError| ErrorKind::Execution(e.to_string());
     let mut keep = vec![true; batch.num_rows()];
-    for (col, want) in values {
-        let Some(pos) = read.iter().position(|r| r == col) else {
-            continue;
-        };
-        let (keys, nulls) = index_keys(&[batch.column(pos).clone()])
-            .map_err(|e| ErrorKind::Execution(e.to_string()))?;
-        for ((k, null), flag) in keys.iter().zip(nulls).zip(keep.iter_mut()) {
-            *flag &= !null && k == Some(want.as_slice());
+    let filtered;
+    let batch = if values.is_empty() {
+        batch
+    } else {
+        for (col, want) in values {
+            let Some(pos) = read.iter().position(|r| r == col) else {
+                continue;
+            };
+            let (keys, nulls) = index_keys(&[batch.column(pos).clone()])
+                .map_err(|e| ErrorKind::Execution(e.to_string()))?;
+            for ((k, null), flag) in keys.iter().zip(nulls).zip(keep.iter_mut()) {
+                *flag &= !null && k == Some(want.as_slice());
+            }
         }
-    }
-    let batch = filter_record_batch(batch, &BooleanArray::from(keep)).map_err(exec)?;
+        filtered = filter_record_batch(batch, &BooleanArray::from(keep)).map_err(exec)?;
+        &filtered
+    };
     let columns = point
         .columns
         .iter()
