@@ -264,6 +264,9 @@ impl TableProvider for EntiTable {
     }
 }
 
+/// Most rows a range filter reads through an index before a scan wins.
+const RANGE_CANDIDATES: usize = 4096;
+
 /// An index chosen for a scan.
 #[derive(Debug, Clone)]
 struct IndexUse {
@@ -330,7 +333,14 @@ impl EntiScanExec {
                 ranges: index.ranges.clone(),
                 projection: self.request.projection.clone(),
                 include_key: self.request.include_key,
-                max_candidates: Some((estimate / if index.points { 8 } else { 32 }).max(4096)),
+                // Counting candidates walks the index, so a range gives up
+                // early: past 4,096 rows a scan with DataFusion's parallel
+                // filter is the better plan anyway.
+                max_candidates: Some(if index.points {
+                    (estimate / 8).max(4096)
+                } else {
+                    RANGE_CANDIDATES
+                }),
                 build: index.points,
             };
             t.index_scan(self.def.id, &request)
