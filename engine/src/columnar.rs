@@ -23,9 +23,10 @@
 
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
-use arrow::array::{Array, ArrayData, ArrayRef, RecordBatch, RecordBatchOptions, make_array};
+use arrow::array::{
+    Array, ArrayData, ArrayRef, MutableArrayData, RecordBatch, RecordBatchOptions, make_array,
+};
 use arrow::buffer::{Buffer, NullBuffer};
-use arrow::compute::concat;
 use arrow::datatypes::{DataType, Field, IntervalUnit, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 
@@ -194,14 +195,10 @@ pub fn decode_schema(d: &mut Decoder<'_>) -> Result<SchemaRef> {
 /// Encodes one array (self-describing).
 pub fn encode_array(e: &mut Encoder, array: &dyn Array) -> Result<()> {
     encode_type(e, array.data_type())?;
-    // Normalise slices to offset 0 so buffers can be written as they are.
-    let owned;
-    let data = if array.offset() != 0 {
-        owned = concat(&[array])?.to_data();
-        owned
-    } else {
-        array.to_data()
-    };
+    // Copy into fresh, tight buffers: a slice shares its parent's buffers
+    // (the whole values buffer of a string array, a null bitmap with a bit
+    // offset), and those must never be written as they are.
+    let data = compact(array)?;
     if !data.child_data().is_empty() {
         return Err(Error::InvalidArgument(
             "nested arrays cannot be stored".into(),
@@ -222,6 +219,15 @@ pub fn encode_array(e: &mut Encoder, array: &dyn Array) -> Result<()> {
         e.bytes(b.as_slice())?;
     }
     Ok(())
+}
+
+/// A copy of `array` whose buffers start at offset 0 and hold exactly its
+/// rows.
+fn compact(array: &dyn Array) -> Result<ArrayData> {
+    let source = array.to_data();
+    let mut copy = MutableArrayData::new(vec![&source], false, source.len());
+    copy.try_extend(0, 0, source.len())?;
+    Ok(copy.freeze())
 }
 
 /// Decodes and validates one array.

@@ -4,9 +4,11 @@
 
 mod common;
 
+use arrow::array::{Array, AsArray, RecordBatch};
 use common::*;
-use entidb_engine::storage::{PowerLoss, SimDisk};
-use entidb_engine::{Engine, EngineOptions, Error};
+use entidb_engine::storage::{PowerLoss, SimDisk, Storage};
+use entidb_engine::{Engine, EngineOptions, Error, ScanRequest};
+use std::sync::Arc;
 
 #[test]
 fn insert_commit_read_back() {
@@ -170,4 +172,76 @@ fn identical_operations_give_identical_files() {
     for n in names.iter().filter(|n| *n != "LOCK") {
         assert_eq!(a.contents(n), b.contents(n), "{n} differs");
     }
+}
+
+/// Row groups are slices of larger batches: their strings and NULL bitmaps
+/// must be stored as their own rows only (regression: a slice used to write
+/// its parent's whole values buffer and a bit-shifted null bitmap, making
+/// segments huge and misplacing NULLs after the first row group).
+#[test]
+fn sliced_row_groups_keep_their_nulls_and_stay_small() {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    let rows = 200_003usize;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("n", DataType::Int64, true),
+        Field::new("s", DataType::Utf8, true),
+    ]));
+    let ids: Vec<i64> = (0..rows as i64).collect();
+    let ns: Vec<Option<i64>> = ids.iter().map(|i| (i % 3 != 0).then_some(*i)).collect();
+    let ss: Vec<Option<String>> = ids
+        .iter()
+        .map(|i| (i % 5 != 1).then(|| format!("value-{i}")))
+        .collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(Int64Array::from(ns.clone())),
+            Arc::new(StringArray::from(ss.clone())),
+        ],
+    )
+    .unwrap();
+    let disk = SimDisk::new();
+    {
+        let engine = Engine::open(Arc::new(disk.clone()), EngineOptions::default()).unwrap();
+        let mut t = engine.begin();
+        let id = t.create_table("big", schema, vec![0]).unwrap().id;
+        t.insert(id, &batch).unwrap();
+        t.commit().unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let segment_bytes: usize = disk
+        .list()
+        .unwrap()
+        .iter()
+        .filter(|n| n.starts_with("seg-"))
+        .map(|n| disk.contents(n).unwrap().len())
+        .sum();
+    let engine = Engine::open(Arc::new(disk.clone()), EngineOptions::default()).unwrap();
+    let mut t = engine.begin();
+    let id = t.table("big").unwrap().id;
+    let mut seen = 0;
+    for b in t.scan(id, ScanRequest::default()).unwrap() {
+        let b = b.unwrap();
+        let id = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+        let n = b.column(1).as_primitive::<arrow::datatypes::Int64Type>();
+        let s = b.column(2).as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let i = id.value(r) as usize;
+            assert_eq!(n.is_valid(r), ns[i].is_some(), "row {i}");
+            assert_eq!(
+                s.is_valid(r).then(|| s.value(r).to_string()),
+                ss[i],
+                "row {i}"
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, rows);
+    assert!(
+        segment_bytes < rows * 80,
+        "segments take {segment_bytes} bytes"
+    );
 }
