@@ -262,6 +262,7 @@ pub fn create_index(session: &mut Session, c: &CreateIndex) -> Result<()> {
 /// DROP INDEX [IF EXISTS] name, ….
 pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) -> Result<()> {
     let mut catalog = session.catalog.as_ref().clone();
+    let mut dropped = Vec::new();
     for object in names {
         let name = last_ident(object).unwrap_or_default();
         let Some(index) = catalog.index(&name).cloned() else {
@@ -275,8 +276,25 @@ pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) 
             .into());
         };
         catalog.indexes.retain(|i| i.name != index.name);
+        dropped.push(index);
     }
     session.slot.with(|t| catalog.save(t))?;
+    // Release the memory of indexes nothing else covers (a rollback only
+    // means the next equality lookup rebuilds them).
+    for index in dropped {
+        let Some(meta) = catalog.table(&index.table) else {
+            continue;
+        };
+        let remaining = table_indexes(&catalog, meta);
+        let columns: Vec<usize> = index
+            .columns
+            .iter()
+            .filter_map(|c| meta.columns.iter().position(|m| &m.name == c))
+            .collect();
+        if !remaining.iter().any(|i| i.columns == columns) {
+            session.engine().forget_index(meta.table_id, &columns)?;
+        }
+    }
     Ok(())
 }
 
