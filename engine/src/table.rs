@@ -25,7 +25,7 @@ use crate::keys::{ABSENT, tombstone_hash, version_hash};
 use crate::schema::TableDef;
 use crate::segment::SegmentReader;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{concat, take};
+use arrow::compute::{interleave, take};
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Deref;
@@ -180,34 +180,31 @@ impl Chunk {
                     .collect()
             }
             ChunkData::Segment(seg) => {
-                let mut parts: Vec<Vec<ArrayRef>> = vec![Vec::new(); cols.len()];
+                // One source array per (row group, column) touched, and one
+                // interleave per column: scattered rows cost a gather each,
+                // not a take and a concat per row group.
+                let mut sources: Vec<Vec<ArrayRef>> = vec![Vec::new(); cols.len()];
+                let mut picks: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
                 let mut i = 0;
                 while let Some(&row) = rows.get(i) {
                     let (g, first) = self.locate(row).ok_or_else(|| self.no_row(row))?;
                     let end = first + seg.footer.row_groups.get(g).map_or(0, |m| m.rows);
-                    let mut local = Vec::new();
+                    let source = sources.first().map_or(0, Vec::len);
+                    for (s, c) in sources.iter_mut().zip(cols) {
+                        s.push(seg.read_column(g, *c)?);
+                    }
                     while let Some(&r) = rows.get(i)
                         && r < end
                     {
-                        local.push(r - first);
+                        picks.push((source, (r - first) as usize));
                         i += 1;
                     }
-                    let idx = UInt32Array::from(local);
-                    for (part, c) in parts.iter_mut().zip(cols) {
-                        let array = seg.read_column(g, *c)?;
-                        part.push(take(array.as_ref(), &idx, None)?);
-                    }
                 }
-                parts
+                sources
                     .iter()
-                    .zip(cols)
-                    .map(|(part, c)| match part.as_slice() {
-                        [one] => Ok(one.clone()),
-                        [] => Err(Error::InvalidArgument(format!("no rows for column {c}"))),
-                        many => {
-                            let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
-                            Ok(concat(&refs)?)
-                        }
+                    .map(|s| {
+                        let refs: Vec<&dyn Array> = s.iter().map(|a| a.as_ref()).collect();
+                        Ok(interleave(&refs, &picks)?)
                     })
                     .collect()
             }
