@@ -17,8 +17,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use arrow::array::{AsArray, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+mod common;
+
+use common::{Rng, batches, schema};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -34,53 +38,6 @@ use std::time::{Duration, Instant};
 const SCHEMA_SQL: &str = "(id BIGINT PRIMARY KEY, k BIGINT, v DOUBLE, s VARCHAR(16))";
 const FILTER: &str = "SELECT sum(v) FROM t WHERE k < 500000";
 const GROUP_BY: &str = "SELECT k % 100, count(*), sum(v), avg(v) FROM t GROUP BY 1";
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("k", DataType::Int64, true),
-        Field::new("v", DataType::Float64, true),
-        Field::new("s", DataType::Utf8, true),
-    ]))
-}
-
-/// xorshift64: deterministic data for every system.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn batches(rows: usize) -> Vec<RecordBatch> {
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
-    (0..rows)
-        .step_by(65536)
-        .map(|start| {
-            let n = 65536.min(rows - start);
-            let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
-            let ks: Vec<i64> = (0..n).map(|_| (rng.next() % 1_000_000) as i64).collect();
-            let vs: Vec<f64> = (0..n)
-                .map(|_| (rng.next() % 10_000) as f64 / 100.0)
-                .collect();
-            let ss: Vec<String> = ids.iter().map(|i| format!("s{i:014}")).collect();
-            RecordBatch::try_new(
-                schema(),
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(Int64Array::from(ks)),
-                    Arc::new(Float64Array::from(vs)),
-                    Arc::new(StringArray::from(ss)),
-                ],
-            )
-            .unwrap()
-        })
-        .collect()
-}
 
 /// One measured value.
 struct Measure {
@@ -558,6 +515,25 @@ fn k_round(c: &mut BlockingConnection, queries: usize, prepared: bool) -> Durati
     start.elapsed() / queries as u32
 }
 
+/// `count` prepared `k = ?` queries on SQLite; the time per query.
+fn lite_k_queries(lite: &rusqlite::Connection, count: usize) -> Duration {
+    let mut q = lite
+        .prepare("SELECT id, k, v, s FROM t WHERE k = ?1")
+        .unwrap();
+    let mut rng = Rng(7);
+    let start = Instant::now();
+    for _ in 0..count {
+        let k = (rng.next() % 1_000_000) as i64;
+        let rows: Vec<i64> = q
+            .query_map([k], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        std::hint::black_box(rows);
+    }
+    start.elapsed() / count as u32
+}
+
 fn w4_index(report: &mut Report, db: &Database, lite: &rusqlite::Connection, n: usize, full: bool) {
     let mut c = BlockingConnection::new(db).unwrap();
     let queries = 200;
@@ -598,24 +574,7 @@ fn w4_index(report: &mut Report, db: &Database, lite: &rusqlite::Connection, n: 
     report.ratio("W4_entidb_lookups_per_s", rate);
 
     let lite_queries = if full { 20 } else { 5 };
-    let mut q = lite
-        .prepare("SELECT id, k, v, s FROM t WHERE k = ?1")
-        .unwrap();
-    let mut run = |count: usize| {
-        let mut rng = Rng(7);
-        let start = Instant::now();
-        for _ in 0..count {
-            let k = (rng.next() % 1_000_000) as i64;
-            let rows: Vec<i64> = q
-                .query_map([k], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            std::hint::black_box(rows);
-        }
-        start.elapsed() / count as u32
-    };
-    let lite_scan = run(lite_queries);
+    let lite_scan = lite_k_queries(lite, lite_queries);
     report.add(
         "W4",
         "sqlite",
@@ -626,22 +585,8 @@ fn w4_index(report: &mut Report, db: &Database, lite: &rusqlite::Connection, n: 
     let t = Instant::now();
     lite.execute("CREATE INDEX t_k ON t (k)", []).unwrap();
     report.add("W4", "sqlite", "create_index", ms(t.elapsed()), "ms");
-    drop(q);
-    let mut q = lite
-        .prepare("SELECT id, k, v, s FROM t WHERE k = ?1")
-        .unwrap();
-    let mut rng = Rng(7);
-    let start = Instant::now();
-    for _ in 0..n {
-        let k = (rng.next() % 1_000_000) as i64;
-        let rows: Vec<i64> = q
-            .query_map([k], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        std::hint::black_box(rows);
-    }
-    let lite_rate = n as f64 / start.elapsed().as_secs_f64();
+    let per = lite_k_queries(lite, n);
+    let lite_rate = 1.0 / per.as_secs_f64();
     report.add(
         "W4",
         "sqlite",

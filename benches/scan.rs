@@ -4,52 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+mod common;
+
+use common::{batches, schema};
+
+use arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use entidb::{Connection, Database, OpenOptions, Secret};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("k", DataType::Int64, true),
-        Field::new("v", DataType::Float64, true),
-        Field::new("s", DataType::Utf8, true),
-    ]))
-}
-
-fn batches(rows: usize) -> Vec<RecordBatch> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    (0..rows)
-        .step_by(65536)
-        .map(|start| {
-            let n = 65536.min(rows - start);
-            let ids: Vec<i64> = (start..start + n).map(|i| i as i64).collect();
-            let ks: Vec<i64> = (0..n).map(|_| (next() % 1_000_000) as i64).collect();
-            let vs: Vec<f64> = (0..n).map(|_| (next() % 10_000) as f64 / 100.0).collect();
-            let ss: Vec<String> = ids.iter().map(|i| format!("s{:014}", i)).collect();
-            RecordBatch::try_new(
-                schema(),
-                vec![
-                    Arc::new(Int64Array::from(ids)),
-                    Arc::new(Int64Array::from(ks)),
-                    Arc::new(Float64Array::from(vs)),
-                    Arc::new(StringArray::from(ss)),
-                ],
-            )
-            .unwrap()
-        })
-        .collect()
-}
 
 fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
     (0..runs)

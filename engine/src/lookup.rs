@@ -90,12 +90,7 @@ pub(crate) fn committed(
             continue;
         }
         let arrays = chunk.read_rows(stored_cols, &rows)?;
-        let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-        out.push(RecordBatch::try_new_with_options(
-            schema.clone(),
-            arrays,
-            &options,
-        )?);
+        out.push(batch_of(schema, arrays, rows.len())?);
     }
     Ok(Some(out))
 }
@@ -173,12 +168,18 @@ pub(crate) fn local(
             .iter()
             .map(|c| picked.column(*c).clone())
             .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(picked.num_rows()));
-        out.push(RecordBatch::try_new_with_options(
-            schema.clone(),
-            arrays,
-            &options,
-        )?);
+        out.push(batch_of(schema, arrays, picked.num_rows())?);
     }
     Ok(out)
+}
+
+/// A batch of `schema` from `arrays` holding `rows` rows (also for zero
+/// columns).
+fn batch_of(schema: &SchemaRef, arrays: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &options,
+    )?)
 }

@@ -88,19 +88,28 @@ fn run_bank(engine: &Engine, table: u64, per_thread: usize) -> (u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
     let conflicts = Arc::new(AtomicU64::new(0));
+    // The auditor audits once before any transfer starts, so it provably
+    // ran even when the disk fails at the first write.
+    let started = Arc::new(std::sync::Barrier::new(2));
     let auditor = {
-        let (engine, stop) = (engine.clone(), stop.clone());
+        let (engine, stop, started) = (engine.clone(), stop.clone(), started.clone());
         thread::spawn(move || {
             let mut audits = 0;
-            while !stop.load(Ordering::SeqCst) {
+            let mut first = true;
+            while first || !stop.load(Ordering::SeqCst) {
                 if let Ok(sum) = total(&engine, table) {
                     assert_eq!(sum, TOTAL, "a snapshot saw a partial transfer");
                     audits += 1;
+                }
+                if first {
+                    first = false;
+                    started.wait();
                 }
             }
             audits
         })
     };
+    started.wait();
     let workers: Vec<_> = (0..8)
         .map(|w| {
             let engine = engine.clone();
