@@ -29,14 +29,28 @@ use entidb_sql::Session;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Options for [`Database::open_with`].
-#[derive(Debug, Clone, Default)]
+/// Options for [`Database::open_with`]. The default checkpoints the WAL when
+/// the database is closed (its last handle dropped), so the next open has
+/// nothing to replay.
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Engine tunables (checkpoint size…).
     pub engine: EngineOptions,
     /// Encrypt every file with this key or passphrase (AES-256-GCM-SIV, see
     /// docs/encryption.md). Must be given again on every open.
     pub encryption: Option<Secret>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            engine: EngineOptions {
+                checkpoint_on_close: true,
+                ..EngineOptions::default()
+            },
+            encryption: None,
+        }
+    }
 }
 
 /// An open database.

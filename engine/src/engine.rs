@@ -38,6 +38,12 @@ pub struct EngineOptions {
     pub checkpoint_wal_bytes: u64,
     /// Bytes of decoded column chunks kept in memory for warm scans.
     pub cache_bytes: usize,
+    /// When the last handle of the engine is dropped, checkpoint a non-empty
+    /// WAL, so the next open replays nothing (SQLite and DuckDB do the same
+    /// on close). A failure is ignored: the WAL is still there and recovery
+    /// replays it. Off by default for the engine; the `entidb` facade turns
+    /// it on.
+    pub checkpoint_on_close: bool,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +51,7 @@ impl Default for EngineOptions {
         Self {
             checkpoint_wal_bytes: 64 << 20,
             cache_bytes: 1 << 30,
+            checkpoint_on_close: false,
         }
     }
 }
@@ -176,6 +183,16 @@ impl Engine {
             t.indexes.remove(columns)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.options.checkpoint_on_close && !self.wal.is_empty() && self.wal.check().is_ok() {
+            // Nothing can report an error from here; a failed checkpoint
+            // leaves the WAL for recovery, as after a crash.
+            let _ = crate::checkpoint::run(self);
+        }
     }
 }
 
