@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{Rng, batches, schema};
+use common::{Rng, batches, best_of, schema};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Float64Type, Int64Type};
@@ -139,17 +139,6 @@ fn reset_peak_rss() {
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p) as usize]
-}
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
 }
 
 fn ms(d: Duration) -> f64 {

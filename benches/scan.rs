@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{batches, schema};
+use common::{batches, best_of, schema};
 
 use arrow::array::RecordBatch;
 use datafusion::datasource::MemTable;
@@ -14,17 +14,6 @@ use datafusion::prelude::SessionContext;
 use entidb::{Connection, Database, OpenOptions, Secret};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
 
 const QUERIES: [(&str, &str); 2] = [
     ("filter_sum", "SELECT sum(v) FROM t WHERE k < 500000"),

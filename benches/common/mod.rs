@@ -3,6 +3,19 @@
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The fastest of `runs` runs of `f`.
+pub fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
 
 /// `id BIGINT NOT NULL, k BIGINT, v DOUBLE, s VARCHAR` as Arrow.
 pub fn schema() -> Arc<Schema> {
