@@ -296,7 +296,7 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
 /// Installs a plan's chunks and re-points the key index.
 fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
     // Lock order everywhere: indexes, keys, chunks.
-    let indexes = plan.table.indexes.all()?;
+    let indexes = plan.table.indexes.list()?;
     let mut index_guards = indexes
         .iter()
         .map(|i| i.lock())

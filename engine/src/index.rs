@@ -31,6 +31,9 @@
 //! 3. Checkpoints move rows into new segments and drop versions no snapshot
 //!    needs; they re-point the index entries in the same step that swaps the
 //!    chunk lists, holding the index lock (`checkpoint.rs`).
+//! 4. Lock order: the table's index list (read), each index, the key index,
+//!    the chunk list. Apply and checkpoint hold the list while they change
+//!    chunks, so an index created concurrently is built after the change.
 //!
 //! Contents are not persisted: an index is built from the table's chunks the
 //! first time it is used after open (`CREATE INDEX` builds it at once), so
@@ -57,7 +60,7 @@ use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Locations of the versions that share one index key.
 pub(crate) type Locs = SmallVec<[RowLoc; 1]>;
@@ -356,9 +359,11 @@ impl TableIndexes {
         Ok(index)
     }
 
-    /// Every index.
-    pub fn all(&self) -> Result<Vec<Arc<ColumnIndex>>> {
-        Ok(read(&self.list)?.clone())
+    /// The list, read-locked: while it is held no index can be added, so
+    /// maintenance that locks every listed index misses none (a new index
+    /// built right after sees the maintained chunks).
+    pub fn list(&self) -> Result<RwLockReadGuard<'_, Vec<Arc<ColumnIndex>>>> {
+        read(&self.list)
     }
 
     /// Forgets the index over `columns` (its memory is released).

@@ -354,7 +354,7 @@ impl TableState {
         // Lock order everywhere: indexes, keys, chunks. Holding every index
         // and the key index while the chunk appears keeps a concurrent build
         // from indexing the chunk a second time.
-        let indexes = self.indexes.all()?;
+        let indexes = self.indexes.list()?;
         let mut guards = indexes
             .iter()
             .map(|i| Ok((i, i.lock()?)))
