@@ -460,3 +460,74 @@ fn unique_index_holds_across_concurrent_transactions() {
     let err = a.execute("UPDATE w SET n = 2").unwrap_err();
     assert_eq!(err.sqlstate(), "23505");
 }
+
+/// Writers update indexed values, a thread checkpoints, another re-creates
+/// an index, while readers compare index lookups with scans inside one
+/// snapshot: they must always agree.
+#[test]
+fn index_lookups_agree_with_scans_under_concurrent_writes_and_checkpoints() {
+    let db = Database::open_in_memory().unwrap();
+    let mut setup = BlockingConnection::new(&db).unwrap();
+    setup
+        .execute("CREATE TABLE t (id INT PRIMARY KEY, k INT)")
+        .unwrap();
+    let values: Vec<String> = (0..300).map(|i| format!("({i}, {})", i % 20)).collect();
+    setup
+        .execute(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .unwrap();
+    setup.execute("CREATE INDEX t_k ON t (k)").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for w in 0..2u64 {
+            let db = db.clone();
+            s.spawn(move || {
+                let mut c = BlockingConnection::new(&db).unwrap();
+                let mut rng = Lcg(w + 100);
+                for _ in 0..150 {
+                    let sql = format!(
+                        "UPDATE t SET k = {} WHERE id = {}",
+                        rng.next(20),
+                        rng.next(300)
+                    );
+                    if let Err(e) = c.execute(&sql) {
+                        assert_eq!(e.sqlstate(), "40001", "{e}");
+                    }
+                }
+            });
+        }
+        s.spawn(|| {
+            let mut c = BlockingConnection::new(&db).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                c.execute("CHECKPOINT").unwrap();
+                let _ = c.execute("CREATE INDEX t_k2 ON t (k, id)");
+                let _ = c.execute("DROP INDEX t_k2");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        });
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let db = db.clone();
+                s.spawn(move || {
+                    let mut c = BlockingConnection::new(&db).unwrap();
+                    let mut rng = Lcg(r + 7);
+                    for _ in 0..60 {
+                        let k = rng.next(20);
+                        c.execute("BEGIN").unwrap();
+                        let by_index = query(&mut c, &format!("SELECT id FROM t WHERE k = {k}"));
+                        let by_scan = query(&mut c, &format!("SELECT id FROM t WHERE k + 0 = {k}"));
+                        c.execute("COMMIT").unwrap();
+                        assert_eq!(by_index, by_scan, "k = {k}");
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in results {
+            if let Err(panic) = r {
+                std::panic::resume_unwind(panic);
+            }
+        }
+    });
+    assert_eq!(query(&mut setup, "SELECT count(*) FROM t"), ["300"]);
+}
