@@ -4,9 +4,20 @@
 //! session transaction's snapshot (plus its own writes) straight from the
 //! engine's columnar chunks: only projected columns are read, row groups are
 //! skipped by sequence range and by min/max statistics of the pushed-down
-//! filters (`Inexact`), and a `LIMIT` stops the stream early. `insert_into`
-//! returns a `DataSinkExec` whose [`EntiSink`] writes into the session's
-//! transaction when the plan executes — never while planning.
+//! filters (`Inexact`), and a `LIMIT` stops the stream early.
+//!
+//! INDEXES. When a filter is answerable by an index (see `indexes.rs`), the
+//! scan asks the engine for the rows of the chosen index's key ranges
+//! instead of reading everything — and falls back to the full scan at run
+//! time when the index names too many rows (a range over much of the
+//! table). Equality / `IN` filters are reported `Exact`: the scan evaluates
+//! all of them (as one physical predicate, over the projected columns plus
+//! the ones the filters need) on whatever it returns, from the index or
+//! not, then projects. Ranges are `Inexact`: the index only narrows.
+//!
+//! `insert_into` returns a `DataSinkExec` whose [`EntiSink`] writes into the
+//! session's transaction when the plan executes — never while planning,
+//! enforcing the table's UNIQUE column sets through the engine.
 //!
 //! DELETE and UPDATE are not implemented here on purpose: DataFusion 55 calls
 //! `delete_from`/`update` with an empty filter list for subquery predicates

@@ -13,8 +13,11 @@
 //! 5. DELETE and UPDATE (and EXPLAIN of them) are rewritten into a SELECT of
 //!    the hidden row key plus the new values, evaluated by DataFusion, and
 //!    applied by key (`dml.rs`). CREATE/DROP TABLE/VIEW are planned by
-//!    DataFusion and executed by us (`ddl.rs`). Everything else — SELECT,
-//!    INSERT, EXPLAIN, SET — is executed by DataFusion over our providers.
+//!    DataFusion and executed by us (`ddl.rs`); CREATE/DROP INDEX, which
+//!    DataFusion cannot plan or run, are taken from the parsed statement
+//!    (`ddl.rs`). Everything else — SELECT, INSERT, EXPLAIN, SET — is
+//!    executed by DataFusion over our providers. (Prepared statements may
+//!    skip DataFusion for point queries and one-row INSERTs: `prepared.rs`.)
 //! 6. On success an autocommit transaction commits; on failure the statement's
 //!    changes are undone back to the savepoint. A failed statement inside an
 //!    explicit transaction does **not** abort the transaction: the statement
