@@ -10,8 +10,13 @@ use super::WAL_FILE;
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bytes appended so far (the file length).
+    /// Bytes appended since the writer was opened: a *logical* position
+    /// that only grows. The file holds the bytes after `base`.
     appended: u64,
+    /// Logical position of the file's first byte (moved by [`WalWriter::reset`]).
+    /// Positions never go back, so a committer that appended before a
+    /// checkpoint emptied the file still finds its bytes counted as durable.
+    base: u64,
     /// Highest commit sequence whose records end at or before `appended`.
     appended_seq: u64,
     /// Bytes known durable.
@@ -59,6 +64,7 @@ impl WalWriter {
             file,
             state: Mutex::new(State {
                 appended: len,
+                base: 0,
                 appended_seq: seq,
                 durable: len,
                 durable_seq: seq,
@@ -179,15 +185,20 @@ impl WalWriter {
             self.poison(err.to_string());
             return Err(err);
         }
+        // Every appended byte is durable here (the checkpoint synced them
+        // and holds the commit lock, so none were appended since): the file
+        // restarts at the current logical position.
         let mut st = self.lock()?;
-        st.appended = 0;
-        st.durable = 0;
+        st.base = st.appended;
+        st.durable = st.durable.max(st.appended);
         Ok(())
     }
 
     /// Bytes in the log.
     pub fn len(&self) -> u64 {
-        self.lock().map(|st| st.appended).unwrap_or(0)
+        self.lock()
+            .map(|st| st.appended.saturating_sub(st.base))
+            .unwrap_or(0)
     }
 
     /// True when the log is empty.
@@ -198,5 +209,38 @@ impl WalWriter {
     /// fdatasync calls made so far.
     pub fn sync_count(&self) -> u64 {
         self.lock().map(|st| st.syncs).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{MemStorage, Storage};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A committer appends, then a checkpoint empties the log before the
+    /// committer waits for durability: the wait must see its bytes as
+    /// durable (it once looped forever, comparing its old end offset with
+    /// positions that had restarted at zero).
+    #[test]
+    fn a_wait_after_a_reset_returns() {
+        let storage = MemStorage::new();
+        let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0));
+        let end = wal.append(b"commit one", 1).unwrap();
+        wal.sync_all().unwrap();
+        wal.reset().unwrap();
+        assert_eq!(wal.len(), 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = wal.clone();
+        std::thread::spawn(move || tx.send(waiter.wait_durable(end)).unwrap());
+        let seq = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("wait_durable hung after a reset");
+        assert_eq!(seq.unwrap(), 1);
+        // Appends after the reset are counted from the new start.
+        let end2 = wal.append(b"two", 2).unwrap();
+        assert_eq!(wal.wait_durable(end2).unwrap(), 2);
+        assert_eq!(wal.len(), 3);
     }
 }
