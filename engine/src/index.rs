@@ -257,9 +257,16 @@ impl ColumnIndex {
         Ok(read(&self.entries)?.is_some())
     }
 
-    /// Locations of every version whose key is in one of `ranges`; `None`
-    /// as soon as there are more than `max`.
-    pub fn lookup_at_most(&self, ranges: &[KeyRange], max: usize) -> Result<Option<Vec<RowLoc>>> {
+    /// Locations of every version whose key is in one of `ranges` (`None`
+    /// as soon as there are more than `max`), handed to `then` while the
+    /// index is still read-locked: a checkpoint cannot
+    /// re-point the entries (and swap the chunks they name) in between.
+    pub fn lookup_then<T>(
+        &self,
+        ranges: &[KeyRange],
+        max: usize,
+        then: impl FnOnce(Vec<RowLoc>) -> Result<T>,
+    ) -> Result<Option<T>> {
         let guard = read(&self.entries)?;
         let Some(map) = guard.as_ref() else {
             return Err(Error::InvalidArgument(
@@ -275,12 +282,14 @@ impl ColumnIndex {
                 }
             }
         }
-        Ok(Some(out))
+        then(out).map(Some)
     }
 
     /// Locations of every version whose key is in one of `ranges`.
     pub fn lookup(&self, ranges: &[KeyRange]) -> Result<Vec<RowLoc>> {
-        Ok(self.lookup_at_most(ranges, usize::MAX)?.unwrap_or_default())
+        Ok(self
+            .lookup_then(ranges, usize::MAX, Ok)?
+            .unwrap_or_default())
     }
 
     /// Visits every key with its versions (for whole-index checks).

@@ -67,19 +67,21 @@ pub(crate) fn committed(
     }
     index.ensure_built(&table.chunks)?;
     let max = req.max_candidates.unwrap_or(usize::MAX);
-    let Some(locs) = index.lookup_at_most(&req.ranges, max)? else {
-        return Ok(None);
-    };
-    let mut by_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-    for RowLoc { chunk, row } in locs {
-        by_chunk.entry(chunk).or_default().push(row);
-    }
-    let chunks: Vec<(Arc<Chunk>, Vec<u32>)> = {
+    // Resolve locations to chunks while the index is read-locked, so a
+    // concurrent checkpoint cannot swap the chunks under them.
+    let resolved = index.lookup_then(&req.ranges, max, |locs| {
+        let mut by_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
+        for RowLoc { chunk, row } in locs {
+            by_chunk.entry(chunk).or_default().push(row);
+        }
         let list = read(&table.chunks)?;
-        by_chunk
+        Ok(by_chunk
             .into_iter()
             .filter_map(|(id, rows)| list.get(id).map(|c| (c.clone(), rows)))
-            .collect()
+            .collect::<Vec<(Arc<Chunk>, Vec<u32>)>>())
+    })?;
+    let Some(chunks) = resolved else {
+        return Ok(None);
     };
     let mut out = Vec::new();
     for (chunk, mut rows) in chunks {

@@ -517,19 +517,23 @@ impl Transaction {
             return Ok(false);
         };
         let index = table.index(cols)?;
-        let locs = index.lookup(&[KeyRange::point(key.to_vec())])?;
         let hidden = self.local.get(&def.id).map(|l| &l.hidden);
-        let chunks = read(&table.chunks)?;
-        for loc in locs {
-            let Some(chunk) = chunks.get(loc.chunk) else {
-                continue;
-            };
-            let own = hidden.and_then(|h| h.get(&loc.chunk));
-            if !crate::lookup::visible(chunk, vec![loc.row], snapshot, own)?.is_empty() {
-                return Ok(true);
+        // Locations are resolved while the index is read-locked (a
+        // checkpoint cannot move them in between).
+        let taken = index.lookup_then(&[KeyRange::point(key.to_vec())], usize::MAX, |locs| {
+            let chunks = read(&table.chunks)?;
+            for loc in locs {
+                let Some(chunk) = chunks.get(loc.chunk) else {
+                    continue;
+                };
+                let own = hidden.and_then(|h| h.get(&loc.chunk));
+                if !crate::lookup::visible(chunk, vec![loc.row], snapshot, own)?.is_empty() {
+                    return Ok(true);
+                }
             }
-        }
-        Ok(false)
+            Ok(false)
+        })?;
+        Ok(taken.unwrap_or(false))
     }
 
     /// Declares that `columns` of the table are UNIQUE (NULLs never collide):
