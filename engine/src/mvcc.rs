@@ -74,6 +74,21 @@ impl Snapshots {
         }
     }
 
+    /// Takes the current value of `visible` as a snapshot and registers it,
+    /// atomically with respect to [`Snapshots::oldest`]: a checkpoint can
+    /// never compute its garbage-collection horizon between the read and
+    /// the registration and then drop versions this snapshot needs.
+    pub fn take(&self, visible: &std::sync::atomic::AtomicU64) -> u64 {
+        match self.open.lock() {
+            Ok(mut open) => {
+                let seq = visible.load(std::sync::atomic::Ordering::SeqCst);
+                *open.entry(seq).or_default() += 1;
+                seq
+            }
+            Err(_) => visible.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
     /// Releases a snapshot registered earlier.
     pub fn release(&self, seq: u64) {
         if let Ok(mut open) = self.open.lock()

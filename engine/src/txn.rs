@@ -119,11 +119,9 @@ impl Transaction {
 
     /// The snapshot sequence, fixed at the first read.
     pub fn snapshot(&mut self) -> u64 {
-        *self.snapshot.get_or_insert_with(|| {
-            let seq = self.engine.visible_seq.load(Ordering::SeqCst);
-            self.engine.snapshots.register(seq);
-            seq
-        })
+        *self
+            .snapshot
+            .get_or_insert_with(|| self.engine.snapshots.take(&self.engine.visible_seq))
     }
 
     fn active(&self) -> Result<()> {
