@@ -67,13 +67,6 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// Registers a snapshot.
-    pub fn register(&self, seq: u64) {
-        if let Ok(mut open) = self.open.lock() {
-            *open.entry(seq).or_default() += 1;
-        }
-    }
-
     /// Takes the current value of `visible` as a snapshot and registers it,
     /// atomically with respect to [`Snapshots::oldest`]: a checkpoint can
     /// never compute its garbage-collection horizon between the read and
