@@ -285,7 +285,7 @@ impl Inner {
                 continue;
             }
             let keys = table.keys()?;
-            let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.hash);
+            let current = |key: &[u8]| keys.get(key).map_or(ABSENT, |e| e.before_image(snapshot));
             let conflict = |key: &[u8]| Error::Conflict {
                 table: table.def.name.clone(),
                 key: display_key(key),

@@ -18,6 +18,7 @@ mod checkpoint;
 pub mod codec;
 pub mod columnar;
 mod engine;
+mod hidden;
 pub mod error;
 pub mod index;
 pub mod keys;

@@ -16,7 +16,8 @@ use crate::table::{Chunk, ChunkData, RowLoc, TableState, read};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::hidden::{HiddenRows, HiddenView};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What an index scan reads.
@@ -57,7 +58,7 @@ pub(crate) fn committed(
     table: &TableState,
     req: &IndexScanRequest,
     snapshot: u64,
-    hidden: &HashMap<u64, BTreeSet<u32>>,
+    hidden: &HiddenRows,
     schema: &SchemaRef,
     stored_cols: &[usize],
 ) -> Result<Option<Vec<RecordBatch>>> {
@@ -69,25 +70,29 @@ pub(crate) fn committed(
     let max = req.max_candidates.unwrap_or(usize::MAX);
     // Resolve locations to chunks while the index is read-locked, so a
     // concurrent checkpoint cannot swap the chunks under them.
+    // The transaction's hidden rows are resolved against the same list.
     let resolved = index.lookup_then(&req.ranges, max, |locs| {
         let mut by_chunk: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
         for RowLoc { chunk, row } in locs {
             by_chunk.entry(chunk).or_default().push(row);
         }
         let list = read(&table.chunks)?;
-        Ok(by_chunk
+        let own = hidden.view(|id| list.get(id).is_some());
+        let chunks = by_chunk
             .into_iter()
             .filter_map(|(id, rows)| list.get(id).map(|c| (c.clone(), rows)))
-            .collect::<Vec<(Arc<Chunk>, Vec<u32>)>>())
+            .collect::<Vec<(Arc<Chunk>, Vec<u32>)>>();
+        Ok((chunks, own))
     })?;
-    let Some(chunks) = resolved else {
+    let Some((chunks, own)) = resolved else {
         return Ok(None);
     };
+    let key_column = table.def.schema.fields().len();
     let mut out = Vec::new();
     for (chunk, mut rows) in chunks {
         rows.sort_unstable();
         rows.dedup();
-        let rows = visible(&chunk, rows, snapshot, hidden.get(&chunk.id))?;
+        let rows = visible(&chunk, rows, snapshot, &own, key_column)?;
         if rows.is_empty() {
             continue;
         }
@@ -97,13 +102,17 @@ pub(crate) fn committed(
     Ok(Some(out))
 }
 
-/// The rows of `rows` (sorted) visible at `snapshot`.
+/// The rows of `rows` (sorted) visible at `snapshot` and not hidden by the
+/// transaction (`own`; `key_column` is the stored `_key` column, read only
+/// when hidden rows must be matched by key).
 pub(crate) fn visible(
     chunk: &Chunk,
     rows: Vec<u32>,
     snapshot: u64,
-    own_deletes: Option<&BTreeSet<u32>>,
+    own: &HiddenView,
+    key_column: usize,
 ) -> Result<Vec<u32>> {
+    let own_deletes = own.located(chunk.id);
     let mut keep = Vec::with_capacity(rows.len());
     let mut seqs: Option<(usize, u32, ArrayRef)> = None;
     for row in rows {
@@ -141,6 +150,21 @@ pub(crate) fn visible(
         if created <= snapshot {
             keep.push(row);
         }
+    }
+    if own.by_key(chunk.id) && !keep.is_empty() {
+        let keys = chunk.read_rows(&[key_column], &keep)?;
+        let keys = keys
+            .first()
+            .and_then(|k| k.as_binary_opt::<i32>())
+            .ok_or_else(|| {
+                crate::Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column")
+            })?;
+        let hidden: Vec<bool> = keys.iter().map(|k| own.hides_key(k.unwrap_or_default())).collect();
+        keep = keep
+            .into_iter()
+            .zip(hidden)
+            .filter_map(|(row, h)| (!h).then_some(row))
+            .collect();
     }
     Ok(keep)
 }

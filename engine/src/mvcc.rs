@@ -49,12 +49,32 @@
 //!                                          → Conflict, T2 retries and reads 90
 //! ```
 //!
+//! A tombstone at or before the reader's snapshot counts as "absent" in both
+//! places the comparison is made (the before-image and the newest version at
+//! commit), because a checkpoint may forget it in between; a tombstone after
+//! the snapshot keeps its own hash, so a concurrent insert-and-delete of the
+//! key still conflicts (see `KeyEntry::before_image`).
+//!
 //! GARBAGE COLLECTION
 //!
 //! Open snapshots are registered in [`Snapshots`]. A checkpoint drops only
 //! versions deleted at or before the oldest registered snapshot, so no open
 //! transaction ever loses a version it can see; tombstones are forgotten
 //! under the same rule.
+//!
+//! ROW LOCATIONS ACROSS CHECKPOINTS
+//!
+//! A checkpoint moves committed rows into new segments while transactions
+//! are open. INVARIANT: nothing a transaction keeps across statements
+//! depends on a row location staying valid. Its own inserted rows live in
+//! its own batches; the committed versions it deleted or replaced are
+//! recorded by location *and* row key, and every read resolves them against
+//! the chunk list it reads (`crate::hidden`): locations in chunks that still
+//! exist are exact, versions whose chunk vanished are matched by key in the
+//! chunks a checkpoint created. Before-images are hashes, not locations.
+//! Only the key map and the secondary indexes hold locations, and a
+//! checkpoint re-points them under their locks in the same step that swaps
+//! the chunk lists.
 
 use crate::error::Result;
 use std::collections::BTreeMap;

@@ -16,7 +16,8 @@ use crate::table::{Chunk, ChunkData};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use crate::hidden::HiddenView;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
@@ -70,7 +71,7 @@ pub struct TableScan {
     key_column: usize,
     include_key: bool,
     snapshot: u64,
-    hidden: HashMap<u64, BTreeSet<u32>>,
+    hidden: HiddenView,
     schema: SchemaRef,
     /// Counters.
     pub stats: ScanStats,
@@ -91,7 +92,7 @@ impl TableScan {
         request: ScanRequest,
         snapshot: u64,
         committed: Vec<Arc<Chunk>>,
-        hidden: HashMap<u64, BTreeSet<u32>>,
+        hidden: HiddenView,
         local: Vec<RecordBatch>,
     ) -> Result<Self> {
         let nuser = def.schema.fields().len();
@@ -171,7 +172,8 @@ impl TableScan {
                 let ChunkData::Mem { batch, .. } = &chunk.data else {
                     return Ok(None);
                 };
-                let mask = self.mask(&chunk, 0, chunk.rows, None)?;
+                let keys = batch.columns().get(self.key_column);
+                let mask = self.mask(&chunk, 0, chunk.rows, None, keys)?;
                 (pick(batch, &cols), mask, batch.num_rows())
             }
             Piece::Group {
@@ -196,7 +198,13 @@ impl TableScan {
                 } else {
                     None
                 };
-                let mask = self.mask(&chunk, first_row, meta.rows, seqs.as_ref())?;
+                let keys = if self.hidden.by_key(chunk.id) {
+                    Some(seg.read_column(group, self.key_column)?)
+                } else {
+                    None
+                };
+                let mask =
+                    self.mask(&chunk, first_row, meta.rows, seqs.as_ref(), keys.as_ref())?;
                 (arrays, mask, meta.rows as usize)
             }
         };
@@ -210,18 +218,30 @@ impl TableScan {
     }
 
     /// Visibility mask for `rows` rows of `chunk` starting at `first`, or
-    /// `None` when all are visible.
+    /// `None` when all are visible. `keys` are the rows' `_key` values,
+    /// needed when the transaction's hidden rows moved into this chunk.
     fn mask(
         &self,
         chunk: &Chunk,
         first: u32,
         rows: u32,
         seqs: Option<&ArrayRef>,
+        keys: Option<&ArrayRef>,
     ) -> Result<Option<BooleanArray>> {
         let end = first + rows;
         let mut hide: Vec<u32> = chunk.deleted_in(first, end, self.snapshot)?;
-        if let Some(own) = self.hidden.get(&chunk.id) {
+        if let Some(own) = self.hidden.located(chunk.id) {
             hide.extend(own.range(first..end));
+        }
+        if self.hidden.by_key(chunk.id) {
+            let keys = keys
+                .and_then(|k| k.as_binary_opt::<i32>())
+                .ok_or_else(|| Error::corruption(format!("chunk {}", chunk.id), 0, "no _key"))?;
+            for (i, key) in keys.iter().enumerate() {
+                if self.hidden.hides_key(key.unwrap_or_default()) {
+                    hide.push(first + i as u32);
+                }
+            }
         }
         let seqs = seqs.and_then(|s| s.as_primitive_opt::<UInt64Type>());
         if hide.is_empty() && seqs.is_none() {

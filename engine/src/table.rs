@@ -223,6 +223,24 @@ pub struct KeyEntry {
     pub hash: u64,
 }
 
+impl KeyEntry {
+    /// The before-image hash this entry stands for, as a transaction with
+    /// `snapshot` sees it: a tombstone at or before the snapshot is
+    /// "absent". Checkpoints forget such tombstones once no snapshot is
+    /// older (the key map then has no entry: also absent), so the two must
+    /// compare equal, or a re-insert of a deleted key would conflict with
+    /// nothing. A tombstone *after* the snapshot keeps its own hash: a
+    /// concurrent insert-and-delete of the key is still a conflict, and it
+    /// cannot be forgotten while the snapshot is open.
+    pub fn before_image(&self, snapshot: u64) -> u64 {
+        if self.loc.is_none() && self.seq <= snapshot {
+            ABSENT
+        } else {
+            self.hash
+        }
+    }
+}
+
 /// The chunks of a table, in order, with an id index.
 #[derive(Debug, Default, Clone)]
 pub struct ChunkList {

@@ -11,6 +11,7 @@
 use crate::changes::{Changes, TableChange};
 use crate::engine::Inner;
 use crate::error::{Error, Result};
+use crate::hidden::{HiddenRows, HiddenView};
 use crate::index::{KeyRange, index_keys};
 use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
 use crate::lookup::IndexScanRequest;
@@ -21,7 +22,7 @@ use ahash::{AHashMap, AHashSet};
 use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -44,7 +45,10 @@ struct LocalTable {
     def: TableDef,
     batches: Vec<RecordBatch>,
     dead: HashSet<(u32, u32)>,
-    hidden: HashMap<u64, BTreeSet<u32>>,
+    /// Committed versions this transaction deleted or replaced (by location
+    /// and key, so a concurrent checkpoint cannot bring them back: see
+    /// [`crate::hidden`]).
+    hidden: HiddenRows,
     writes: AHashMap<Box<[u8]>, KeyWrite>,
     /// Declared unique column sets; `true` = check existing rows at commit.
     unique: Vec<(Vec<usize>, bool)>,
@@ -283,12 +287,8 @@ impl Transaction {
                 }
             }
             Undo::Hidden(t, loc) => {
-                if let Some(rows) = self
-                    .local
-                    .get_mut(&t)
-                    .and_then(|l| l.hidden.get_mut(&loc.chunk))
-                {
-                    rows.remove(&loc.row);
+                if let Some(l) = self.local.get_mut(&t) {
+                    l.hidden.remove(loc);
                 }
             }
             Undo::Write(t, key, prev) => {
@@ -516,16 +516,20 @@ impl Transaction {
         };
         let index = table.index(cols)?;
         let hidden = self.local.get(&def.id).map(|l| &l.hidden);
+        let key_column = def.schema.fields().len();
         // Locations are resolved while the index is read-locked (a
         // checkpoint cannot move them in between).
         let taken = index.lookup_then(&[KeyRange::point(key.to_vec())], usize::MAX, |locs| {
             let chunks = read(&table.chunks)?;
+            let own = hidden
+                .map(|h| h.view(|id| chunks.get(id).is_some()))
+                .unwrap_or_default();
             for loc in locs {
                 let Some(chunk) = chunks.get(loc.chunk) else {
                     continue;
                 };
-                let own = hidden.and_then(|h| h.get(&loc.chunk));
-                if !crate::lookup::visible(chunk, vec![loc.row], snapshot, own)?.is_empty() {
+                let rows = vec![loc.row];
+                if !crate::lookup::visible(chunk, rows, snapshot, &own, key_column)?.is_empty() {
                     return Ok(true);
                 }
             }
@@ -631,7 +635,7 @@ impl Transaction {
             stored.push(nuser);
         }
         let schema = crate::lookup::output_schema(&def, &columns, req.include_key);
-        let empty = HashMap::new();
+        let empty = HiddenRows::default();
         let (hidden, live) = match self.local.get(&table_id) {
             Some(l) => (&l.hidden, l.live_batches()?),
             None => (&empty, Vec::new()),
@@ -704,7 +708,7 @@ impl Transaction {
                 local.dead.insert(at);
                 undo.push(Undo::Dead(def.id, at));
             } else if let Some(loc) = write.base {
-                local.hidden.entry(loc.chunk).or_default().insert(loc.row);
+                local.hidden.insert(loc, key);
                 undo.push(Undo::Hidden(def.id, loc));
             }
             let prev = local
@@ -732,8 +736,11 @@ impl Transaction {
             }
         };
         let (local, hidden) = match self.local.get(&table_id) {
-            Some(l) => (l.live_batches()?, l.hidden.clone()),
-            None => (Vec::new(), HashMap::new()),
+            Some(l) => {
+                let ids: AHashSet<u64> = committed.iter().map(|c| c.id).collect();
+                (l.live_batches()?, l.hidden.view(|id| ids.contains(&id)))
+            }
+            None => (Vec::new(), HiddenView::default()),
         };
         TableScan::new(&def, request, snapshot, committed, hidden, local)
     }
@@ -806,7 +813,7 @@ impl LocalTable {
             def,
             batches: Vec::new(),
             dead: HashSet::new(),
-            hidden: HashMap::new(),
+            hidden: HiddenRows::default(),
             writes: AHashMap::new(),
             unique: Vec::new(),
             unique_keys: UniqueKeys::default(),
@@ -881,7 +888,7 @@ fn base_of(
             table: def.name.clone(),
             key: display_key(key),
         }),
-        Some(e) => Ok((e.hash, e.loc)),
+        Some(e) => Ok((e.before_image(snapshot), e.loc)),
     }
 }
 
