@@ -11,7 +11,11 @@
 //! 3. Wait until a (shared) fdatasync covers the bytes — group commit.
 //! 4. Publish: `visible_seq = max(visible_seq, durable_seq)`. Because appends
 //!    happen in sequence order, everything up to `durable_seq` is applied.
-//! 5. If the WAL has grown past the configured size, checkpoint.
+//! 5. If the WAL has grown past the configured size, start a checkpoint on
+//!    the background thread (see [`EngineOptions::background_checkpoints`]).
+//!    The commit is already durable and visible: it succeeds whatever
+//!    happens to that checkpoint, whose failure poisons the database for
+//!    later writes instead.
 //!
 //! A failure in step 2 or 3 poisons the database (the WAL writer remembers
 //! it): the commit returns the error, nothing more is written, and the caller
@@ -28,8 +32,9 @@ use crate::txn::Transaction;
 use crate::wal::WalWriter;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
@@ -44,6 +49,12 @@ pub struct EngineOptions {
     /// replays it. Off by default for the engine; the `entidb` facade turns
     /// it on.
     pub checkpoint_on_close: bool,
+    /// Run threshold checkpoints (`checkpoint_wal_bytes`) on a background
+    /// thread (the default). When off they run on the committing thread,
+    /// after the commit is durable and visible: deterministic I/O order for
+    /// tests. Either way a failed checkpoint never fails the commit that
+    /// triggered it; it poisons the database and the next write reports it.
+    pub background_checkpoints: bool,
 }
 
 impl Default for EngineOptions {
@@ -52,6 +63,7 @@ impl Default for EngineOptions {
             checkpoint_wal_bytes: 64 << 20,
             cache_bytes: 1 << 30,
             checkpoint_on_close: false,
+            background_checkpoints: true,
         }
     }
 }
@@ -86,7 +98,26 @@ pub(crate) struct Inner {
     pub checkpoint_seq: AtomicU64,
     pub encryption: Vec<u8>,
     pub cache: Arc<ChunkCache>,
+    pub checkpointer: Checkpointer,
     pub _lock: Box<dyn LockGuard>,
+}
+
+/// The background thread of threshold checkpoints: at most one at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Checkpointer {
+    running: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    /// Waits for a running background checkpoint to finish.
+    fn join(&self) {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            // A panicking checkpoint thread has nothing left to report.
+            let _ = handle.join();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +217,17 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The last handle (besides a running background checkpoint's)
+        // waits for that checkpoint, so the database is closed — its LOCK
+        // released — when the handle is gone.
+        if Arc::strong_count(&self.inner) <= 2 {
+            self.inner.checkpointer.join();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.options.checkpoint_on_close && !self.wal.is_empty() && self.wal.check().is_ok() {
@@ -210,7 +252,7 @@ impl Inner {
     }
 
     /// Runs the commit pipeline described in the module docs.
-    pub fn commit(&self, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
+    pub fn commit(self: &Arc<Self>, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
         self.wal.check()?;
         let in_flight = self.wal.announce();
         let (seq, end) = {
@@ -233,10 +275,45 @@ impl Inner {
         drop(in_flight);
         let durable = self.wal.wait_durable(end)?;
         self.visible_seq.fetch_max(durable, Ordering::SeqCst);
+        // The commit is durable and visible: nothing below may fail it.
         if self.wal.len() > self.options.checkpoint_wal_bytes {
-            crate::checkpoint::run(self)?;
+            self.threshold_checkpoint();
         }
         Ok(seq)
+    }
+
+    /// Starts the checkpoint the WAL size asks for (step 5 of the module
+    /// docs). Its failure poisons the database (see `checkpoint::run`) and
+    /// is reported by the next write; it is never the committer's error.
+    fn threshold_checkpoint(self: &Arc<Self>) {
+        if !self.options.background_checkpoints {
+            let _ = crate::checkpoint::run(self);
+            return;
+        }
+        if self.checkpointer.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("entidb-checkpoint".into())
+            .spawn(move || {
+                if let Some(inner) = weak.upgrade() {
+                    let _ = crate::checkpoint::run(&inner);
+                    inner.checkpointer.running.store(false, Ordering::SeqCst);
+                }
+            });
+        match (spawned, self.checkpointer.thread.lock()) {
+            (Ok(handle), Ok(mut slot)) => {
+                // The previous thread, if any, has finished (`running`).
+                *slot = Some(handle);
+            }
+            (Ok(_), Err(_)) => {}
+            // No thread to be had: checkpoint here, still after the commit.
+            (Err(_), _) => {
+                let _ = crate::checkpoint::run(self);
+                self.checkpointer.running.store(false, Ordering::SeqCst);
+            }
+        }
     }
 
     /// First-committer-wins validation (see [`crate::mvcc`]).

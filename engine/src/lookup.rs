@@ -10,13 +10,13 @@
 //! row in the ranges, no other.
 
 use crate::error::Result;
+use crate::hidden::{HiddenRows, HiddenView};
 use crate::index::{KeyRange, in_ranges, index_keys};
 use crate::schema::{KEY_COLUMN, TableDef};
 use crate::table::{Chunk, ChunkData, RowLoc, TableState, read};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
-use crate::hidden::{HiddenRows, HiddenView};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -159,7 +159,10 @@ pub(crate) fn visible(
             .ok_or_else(|| {
                 crate::Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column")
             })?;
-        let hidden: Vec<bool> = keys.iter().map(|k| own.hides_key(k.unwrap_or_default())).collect();
+        let hidden: Vec<bool> = keys
+            .iter()
+            .map(|k| own.hides_key(k.unwrap_or_default()))
+            .collect();
         keep = keep
             .into_iter()
             .zip(hidden)

@@ -14,9 +14,10 @@
 //!
 //! LAYOUT: `"EMAN" | major u16 | minor u16 | payload_len u32 | payload | crc32`
 //! where the CRC covers everything before it; the payload is described in
-//! `docs/format.md`. A major version other than [`MAJOR`] refuses to open with
-//! [`Error::IncompatibleVersion`]; any checksum or decoding failure is
-//! [`Error::Corruption`].
+//! `docs/format.md`. The checksum is verified first: any checksum or
+//! decoding failure is [`Error::Corruption`]; a checksummed manifest of a
+//! major version other than [`MAJOR`] refuses to open with
+//! [`Error::IncompatibleVersion`].
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
@@ -120,13 +121,8 @@ impl Manifest {
             return Err(Error::corruption(file, 0, "bad manifest magic"));
         }
         let (major, minor) = (d.u16()?, d.u16()?);
-        if major != MAJOR {
-            return Err(Error::IncompatibleVersion {
-                file: file.into(),
-                found: format!("{major}.{minor}"),
-                supported: MAJOR,
-            });
-        }
+        // Checksum first, version second: a flipped version byte is damage,
+        // not a file from a newer EntiDB.
         let stored = u32::from_le_bytes(crc.try_into().unwrap_or_default());
         if crc32fast::hash(body) != stored {
             return Err(Error::corruption(
@@ -134,6 +130,13 @@ impl Manifest {
                 body_len as u64,
                 "manifest checksum mismatch",
             ));
+        }
+        if major != MAJOR {
+            return Err(Error::IncompatibleVersion {
+                file: file.into(),
+                found: format!("{major}.{minor}"),
+                supported: MAJOR,
+            });
         }
         let payload = d.bytes()?;
         d.finish()?;

@@ -24,7 +24,7 @@ use crate::mvcc::Snapshots;
 use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
 use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
-use crate::wal::{WAL_FILE, WalRecord, WalWriter, scan_wal};
+use crate::wal::{WAL_FILE, WalRecord, WalWriter, base_record, scan_wal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,54 +38,63 @@ struct Replay {
     changes: Changes,
 }
 
-pub(crate) fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Inner> {
+pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Result<Inner> {
     let lock = storage
         .lock()
         .map_err(Error::io(LOCK_FILE))?
         .ok_or_else(|| Error::Locked {
             path: storage.describe(),
         })?;
-    // Phase 1: validate, read-only.
+    // Phase 1: read and validate everything, build the state in memory.
+    // Nothing on disk changes until all of it succeeded.
     let loaded = Manifest::load(storage.as_ref())?;
+    let wal_exists = storage.exists(WAL_FILE).map_err(Error::io(WAL_FILE))?;
     let wal_bytes = read_wal(storage.as_ref())?;
     let scan = scan_wal(&wal_bytes, WAL_FILE)?;
     let fresh = loaded.is_none();
     let manifest = match loaded {
-        Some(m) => m,
-        None if scan.records.is_empty() => Manifest {
-            next_id: 1,
-            next_rowid: 1,
-            ..Manifest::default()
-        },
-        None => {
+        Some(m) if !wal_exists => {
             return Err(Error::corruption(
-                MANIFEST_FILE,
+                WAL_FILE,
                 0,
-                "the WAL holds records but the manifest is missing",
+                format!(
+                    "the WAL is missing (MANIFEST covers commits up to {}); restore it from a backup",
+                    m.checkpoint_seq
+                ),
             ));
         }
+        Some(m) => m,
+        None => {
+            refuse_without_manifest(storage.as_ref(), &scan.records)?;
+            Manifest {
+                next_id: 1,
+                next_rowid: 1,
+                ..Manifest::default()
+            }
+        }
     };
+    check_wal_follows_manifest(&scan.records, &manifest)?;
     let cache = Arc::new(ChunkCache::new(options.cache_bytes));
     let tables = load_tables(storage.as_ref(), &manifest, &cache)?;
+    let header_len = match scan.records.first() {
+        Some((0, WalRecord::Checkpoint { .. })) => base_record(0)?.len() as u64,
+        _ => 0,
+    };
     let replay = committed_transactions(scan.records, manifest.checkpoint_seq)?;
 
-    // Phase 2: build memory, repair the WAL tail, clean up.
-    let wal_file = storage.open(WAL_FILE, true).map_err(Error::io(WAL_FILE))?;
-    if scan.torn {
-        wal_file
-            .truncate(scan.valid_len)
-            .and_then(|()| wal_file.sync())
-            .map_err(Error::io(WAL_FILE))?;
-    }
+    let wal_file = storage.open(WAL_FILE, fresh).map_err(Error::io(WAL_FILE))?;
     let last_seq = replay.last().map_or(manifest.checkpoint_seq, |r| r.seq);
     let mut catalog = CatalogHistory::default();
     catalog
         .versions
         .push((manifest.catalog_seq, Arc::new(manifest.catalog.clone())));
-    let inner = Inner {
+    // No checkpoint on close until the open has fully succeeded: dropping a
+    // half-built engine must leave the files as they are.
+    let checkpoint_on_close = std::mem::replace(&mut options.checkpoint_on_close, false);
+    let mut inner = Inner {
         storage: storage.clone(),
         options,
-        wal: WalWriter::new(wal_file, scan.valid_len, last_seq),
+        wal: WalWriter::new(wal_file.clone(), scan.valid_len, header_len, last_seq),
         commit_lock: Mutex::new(CommitState { last_seq }),
         visible_seq: AtomicU64::new(last_seq),
         next_id: AtomicU64::new(manifest.next_id.max(1)),
@@ -97,16 +106,123 @@ pub(crate) fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<
         checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
         encryption: manifest.encryption.clone(),
         cache,
+        checkpointer: Default::default(),
         _lock: lock,
     };
     for r in replay {
         inner.apply(r.seq, r.changes)?;
     }
+
+    // Phase 2: repair (the state is complete in memory).
     if fresh {
+        // A new database: the WAL starts with its base record, then the
+        // first manifest makes the database exist.
+        let base = base_record(0)?;
+        wal_file
+            .truncate(0)
+            .and_then(|()| wal_file.append(&base))
+            .and_then(|_| wal_file.sync())
+            .map_err(Error::io(WAL_FILE))?;
+        inner.wal = WalWriter::new(wal_file, base.len() as u64, base.len() as u64, last_seq);
         manifest.save(storage.as_ref())?;
+    } else if scan.torn {
+        wal_file
+            .truncate(scan.valid_len)
+            .and_then(|()| wal_file.sync())
+            .map_err(Error::io(WAL_FILE))?;
     }
     remove_orphans(storage.as_ref(), &manifest)?;
+    inner.options.checkpoint_on_close = checkpoint_on_close;
     Ok(inner)
+}
+
+/// Without a manifest the directory must hold nothing of a database: no
+/// segment and no WAL beyond the base record of a new one (a crash while
+/// creating it). Otherwise the MANIFEST was lost, and opening it as a new
+/// database would discard every table.
+fn refuse_without_manifest(storage: &dyn Storage, records: &[(u64, WalRecord)]) -> Result<()> {
+    let names = storage.list().map_err(Error::io("."))?;
+    if let Some(segment) = names.iter().find(|n| n.ends_with(".eseg")) {
+        return Err(Error::corruption(
+            MANIFEST_FILE,
+            0,
+            format!(
+                "MANIFEST is missing but the database holds segment files ({segment}, …); \
+                 restore MANIFEST from a backup"
+            ),
+        ));
+    }
+    let holds_data = records
+        .iter()
+        .any(|(_, r)| !matches!(r, WalRecord::Checkpoint { checkpoint_seq: 0 }));
+    if holds_data {
+        return Err(Error::corruption(
+            MANIFEST_FILE,
+            0,
+            "MANIFEST is missing but the WAL holds committed data; restore MANIFEST from a backup",
+        ));
+    }
+    Ok(())
+}
+
+/// The WAL must continue the manifest (see docs/recovery.md, "The WAL
+/// follows the manifest"). Every WAL begins with a base CHECKPOINT record
+/// naming the checkpoint it follows; commits continue from there without
+/// gaps. A manifest older than that lost commits (an old copy was put back);
+/// a WAL older than the manifest lost them the other way round.
+fn check_wal_follows_manifest(records: &[(u64, WalRecord)], manifest: &Manifest) -> Result<()> {
+    let covered = manifest.checkpoint_seq;
+    if let Some((
+        0,
+        WalRecord::Checkpoint {
+            checkpoint_seq: base,
+        },
+    )) = records.first()
+    {
+        if *base > covered {
+            return Err(Error::corruption(
+                MANIFEST_FILE,
+                0,
+                format!(
+                    "MANIFEST is older than the WAL: it covers commits up to {covered}, \
+                     the WAL follows a checkpoint at {base}; restore the current MANIFEST"
+                ),
+            ));
+        }
+        // A crash between saving the manifest and emptying the WAL leaves
+        // the checkpoint's own record at the WAL's end: the WAL still holds
+        // exactly what the manifest covers.
+        let finished_here = records.iter().any(
+            |(_, r)| matches!(r, WalRecord::Checkpoint { checkpoint_seq } if *checkpoint_seq == covered),
+        );
+        if *base < covered && !finished_here {
+            return Err(Error::corruption(
+                WAL_FILE,
+                0,
+                format!(
+                    "the WAL is older than MANIFEST: it follows a checkpoint at {base}, \
+                     MANIFEST covers commits up to {covered}; restore the current WAL"
+                ),
+            ));
+        }
+    }
+    let first_commit = records.iter().find_map(|(_, r)| match r {
+        WalRecord::Commit { commit_seq, .. } => Some(*commit_seq),
+        _ => None,
+    });
+    if let Some(first) = first_commit
+        && first > covered.saturating_add(1)
+    {
+        return Err(Error::corruption(
+            MANIFEST_FILE,
+            0,
+            format!(
+                "MANIFEST is older than the WAL: it covers commits up to {covered} \
+                 but the WAL starts at commit {first}; restore the current MANIFEST"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn read_wal(storage: &dyn Storage) -> Result<Vec<u8>> {

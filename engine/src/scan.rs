@@ -10,13 +10,13 @@
 //! one row group, whatever the table size.
 
 use crate::error::{Error, Result};
+use crate::hidden::HiddenView;
 use crate::schema::{KEY_COLUMN, TableDef};
 use crate::segment::RowGroupMeta;
 use crate::table::{Chunk, ChunkData};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
-use crate::hidden::HiddenView;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -203,8 +203,7 @@ impl TableScan {
                 } else {
                     None
                 };
-                let mask =
-                    self.mask(&chunk, first_row, meta.rows, seqs.as_ref(), keys.as_ref())?;
+                let mask = self.mask(&chunk, first_row, meta.rows, seqs.as_ref(), keys.as_ref())?;
                 (arrays, mask, meta.rows as usize)
             }
         };

@@ -101,7 +101,10 @@ fn an_updated_row_shows_one_version_across_a_checkpoint() {
     put(&mut t, kv, 1, "a2").unwrap();
     engine.checkpoint().unwrap();
     // read_kv asserts that no key appears twice.
-    assert_eq!(read_kv(&mut t, "kv").unwrap(), model(&[(1, "a2"), (2, "b")]));
+    assert_eq!(
+        read_kv(&mut t, "kv").unwrap(),
+        model(&[(1, "a2"), (2, "b")])
+    );
     let mut ids = pk_lookup(&mut t, kv, 1);
     ids.sort_unstable();
     assert_eq!(ids, vec![1]);
@@ -130,11 +133,16 @@ fn own_deletes_survive_compaction_and_repeated_moves() {
     t.delete(kv, &keys).unwrap();
     for round in 0..7 {
         let mut other = engine.begin();
-        other.insert(kv, &kv_batch(&[(100 + round, "new")])).unwrap();
+        other
+            .insert(kv, &kv_batch(&[(100 + round, "new")]))
+            .unwrap();
         other.commit().unwrap();
         engine.checkpoint().unwrap();
         let seen = read_kv(&mut t, "kv").unwrap();
-        assert!(!seen.contains_key(&5) && !seen.contains_key(&6), "round {round}: {seen:?}");
+        assert!(
+            !seen.contains_key(&5) && !seen.contains_key(&6),
+            "round {round}: {seen:?}"
+        );
         assert_eq!(seen.len(), 40 - 15 - 2, "round {round}");
         assert!(pk_lookup(&mut t, kv, 5).is_empty(), "round {round}");
         assert_eq!(pk_lookup(&mut t, kv, 7), vec![7], "round {round}");
@@ -163,7 +171,10 @@ fn reinserting_a_deleted_key_commits_after_the_tombstone_is_forgotten() {
     // checkpoint forgets the tombstone.
     engine.checkpoint().unwrap();
     t.commit().unwrap();
-    assert_eq!(snapshot_kv(&engine).unwrap(), model(&[(1, "again"), (2, "b")]));
+    assert_eq!(
+        snapshot_kv(&engine).unwrap(),
+        model(&[(1, "again"), (2, "b")])
+    );
 }
 
 /// The same tombstone rule must still catch a concurrent insert-and-delete

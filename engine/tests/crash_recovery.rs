@@ -18,6 +18,8 @@ const TXNS: usize = 240;
 fn options() -> EngineOptions {
     EngineOptions {
         checkpoint_wal_bytes: 12 * 1024,
+        // Deterministic I/O order: the crash points are enumerated.
+        background_checkpoints: false,
         ..EngineOptions::default()
     }
 }

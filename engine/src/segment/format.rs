@@ -144,22 +144,53 @@ pub fn encode_trailer(footer_offset: u64, footer: &[u8]) -> Vec<u8> {
     e.finish()
 }
 
-/// Decoded trailer: `(footer_offset, footer_len, footer_crc)`.
-pub fn decode_trailer(bytes: &[u8], file: &str, base: u64) -> Result<(u64, u32, u32)> {
+/// A format version as found in a header or trailer: `(major, minor)`.
+pub type Version = (u16, u16);
+
+/// Decoded trailer: `(footer_offset, footer_len, footer_crc, version)`.
+/// The version is checked by [`check_versions`], against the header's.
+pub fn decode_trailer(bytes: &[u8], file: &str, base: u64) -> Result<(u64, u32, u32, Version)> {
     let mut d = Decoder::new(bytes, file, base);
     let (offset, len, crc) = (d.u64()?, d.u32()?, d.u32()?);
-    let (major, minor) = (d.u16()?, d.u16()?);
+    let version = (d.u16()?, d.u16()?);
     if d.take(4)? != SEGMENT_MAGIC {
         return Err(Error::corruption(file, base, "bad segment trailer magic"));
     }
-    if major != MAJOR {
+    Ok((offset, len, crc, version))
+}
+
+/// Header and trailer carry no checksum of their own, but each states the
+/// format version: a segment of another major version has the same one in
+/// both (`IncompatibleVersion`); versions that disagree are a damaged byte
+/// (`Corruption`), never a reason to ask for a newer EntiDB.
+pub fn check_versions(
+    header: Version,
+    trailer: Version,
+    file: &str,
+    trailer_at: u64,
+) -> Result<()> {
+    if header != trailer {
+        return Err(Error::corruption(
+            file,
+            if header.0 == MAJOR {
+                trailer_at + 16
+            } else {
+                4
+            },
+            format!(
+                "format version {}.{} in the header but {}.{} in the trailer",
+                header.0, header.1, trailer.0, trailer.1
+            ),
+        ));
+    }
+    if header.0 != MAJOR {
         return Err(Error::IncompatibleVersion {
             file: file.to_string(),
-            found: format!("{major}.{minor}"),
+            found: format!("{}.{}", header.0, header.1),
             supported: MAJOR,
         });
     }
-    Ok((offset, len, crc))
+    Ok(())
 }
 
 /// Encodes the header.
@@ -169,19 +200,13 @@ pub fn encode_header(segment_id: u64) -> Vec<u8> {
     e.finish()
 }
 
-/// Checks the header and returns the segment id.
-pub fn decode_header(bytes: &[u8], file: &str) -> Result<u64> {
+/// Checks the header's magic and returns `(segment id, version)`; the
+/// version is checked by [`check_versions`].
+pub fn decode_header(bytes: &[u8], file: &str) -> Result<(u64, Version)> {
     let mut d = Decoder::new(bytes, file, 0);
     if d.take(4)? != SEGMENT_MAGIC {
         return Err(Error::corruption(file, 0, "bad segment header magic"));
     }
-    let (major, minor) = (d.u16()?, d.u16()?);
-    if major != MAJOR {
-        return Err(Error::IncompatibleVersion {
-            file: file.to_string(),
-            found: format!("{major}.{minor}"),
-            supported: MAJOR,
-        });
-    }
-    d.u64()
+    let version = (d.u16()?, d.u16()?);
+    Ok((d.u64()?, version))
 }

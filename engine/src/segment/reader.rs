@@ -2,7 +2,9 @@
 #![deny(clippy::indexing_slicing)]
 
 use super::cache::ChunkCache;
-use super::format::{Footer, HEADER_LEN, TRAILER_LEN, decode_header, decode_trailer};
+use super::format::{
+    Footer, HEADER_LEN, TRAILER_LEN, check_versions, decode_header, decode_trailer,
+};
 use super::segment_file_name;
 use crate::codec::Decoder;
 use crate::columnar::decode_array;
@@ -43,7 +45,7 @@ impl SegmentReader {
         }
         let mut header = [0u8; HEADER_LEN as usize];
         file.read_at(0, &mut header).map_err(Error::io(&name))?;
-        let header_id = decode_header(&header, &name)?;
+        let (header_id, header_version) = decode_header(&header, &name)?;
         if header_id != id {
             return Err(Error::corruption(
                 &name,
@@ -55,7 +57,9 @@ impl SegmentReader {
         let mut trailer = [0u8; TRAILER_LEN as usize];
         file.read_at(trailer_at, &mut trailer)
             .map_err(Error::io(&name))?;
-        let (footer_at, footer_len, footer_crc) = decode_trailer(&trailer, &name, trailer_at)?;
+        let (footer_at, footer_len, footer_crc, trailer_version) =
+            decode_trailer(&trailer, &name, trailer_at)?;
+        check_versions(header_version, trailer_version, &name, trailer_at)?;
         if footer_at < HEADER_LEN
             || footer_at.checked_add(u64::from(footer_len)) != Some(trailer_at)
         {

@@ -38,6 +38,13 @@
 //! `Poisoned` until the database is re-opened and recovery decides from what
 //! is actually on disk. The fsync is never retried.
 //!
+//! BASE RECORD. Every WAL file begins with a CHECKPOINT record naming the
+//! checkpoint it follows (0 for a new database): written when the database
+//! is created and each time a checkpoint empties the log. Recovery compares
+//! it with the manifest's `checkpoint_seq`, so an old copy of either file is
+//! refused instead of silently losing commits. It is not counted in
+//! [`writer::WalWriter::len`]: a log holding only its base record is empty.
+//!
 //! RECOVERY (see [`reader`] and `docs/recovery.md`): a torn tail is cut off, a
 //! damaged record followed by valid ones is corruption and refuses the open.
 
@@ -51,3 +58,11 @@ pub use writer::WalWriter;
 
 /// Name of the log file in the database directory.
 pub const WAL_FILE: &str = "WAL";
+
+/// The framed base record of a log that follows checkpoint `checkpoint_seq`
+/// (see BASE RECORD above).
+pub fn base_record(checkpoint_seq: u64) -> crate::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    WalRecord::Checkpoint { checkpoint_seq }.encode_into(&mut out)?;
+    Ok(out)
+}

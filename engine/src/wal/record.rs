@@ -297,9 +297,8 @@ pub fn unframe(buf: &[u8]) -> Framed<'_> {
     if word(0) != MAGIC {
         return Framed::Damaged("bad record magic".into());
     }
-    if byte(4) != MAJOR {
-        return Framed::UnknownMajor(byte(4));
-    }
+    // The checksum is checked before the version: a header torn by a crash
+    // (magic written, the rest zeros) is damage, not a newer format.
     let len = word(8);
     if len > MAX_PAYLOAD {
         return Framed::Damaged(format!("record length {len} too large"));
@@ -317,6 +316,9 @@ pub fn unframe(buf: &[u8]) -> Framed<'_> {
     let body = record.get(..body_len).unwrap_or_default();
     if crc32fast::hash(body) != stored {
         return Framed::Damaged("record checksum mismatch".into());
+    }
+    if byte(4) != MAJOR {
+        return Framed::UnknownMajor(byte(4));
     }
     Framed::Record {
         kind: byte(6),

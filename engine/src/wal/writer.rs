@@ -59,12 +59,14 @@ impl Drop for InFlight<'_> {
 impl WalWriter {
     /// A writer for `file`, which currently holds `len` durable bytes covering
     /// commits up to `seq`.
-    pub fn new(file: FileHandle, len: u64, seq: u64) -> Self {
+    /// A writer appending to `file`, which holds `len` valid bytes of which
+    /// the first `header_len` are the base record; `seq` is the last commit.
+    pub fn new(file: FileHandle, len: u64, header_len: u64, seq: u64) -> Self {
         Self {
             file,
             state: Mutex::new(State {
                 appended: len,
-                base: 0,
+                base: header_len.min(len),
                 appended_seq: seq,
                 durable: len,
                 durable_seq: seq,
@@ -175,11 +177,16 @@ impl WalWriter {
         self.wait_durable(end)
     }
 
-    /// Empties the log (after a checkpoint made its contents redundant) and
-    /// makes the truncation durable.
-    pub fn reset(&self) -> Result<()> {
+    /// Empties the log (after a checkpoint made its contents redundant),
+    /// writes its new base record `header` and makes both durable. A crash
+    /// in between leaves an empty log, which recovery accepts.
+    pub fn reset(&self, header: &[u8]) -> Result<()> {
         self.check()?;
-        let result = self.file.truncate(0).and_then(|()| self.file.sync());
+        let result = self
+            .file
+            .truncate(0)
+            .and_then(|()| self.file.append(header))
+            .and_then(|_| self.file.sync());
         if let Err(e) = result {
             let err = Error::io(WAL_FILE)(e);
             self.poison(err.to_string());
@@ -187,8 +194,9 @@ impl WalWriter {
         }
         // Every appended byte is durable here (the checkpoint synced them
         // and holds the commit lock, so none were appended since): the file
-        // restarts at the current logical position.
+        // restarts at the current logical position, after its base record.
         let mut st = self.lock()?;
+        st.appended += header.len() as u64;
         st.base = st.appended;
         st.durable = st.durable.max(st.appended);
         Ok(())
@@ -226,10 +234,10 @@ mod tests {
     #[test]
     fn a_wait_after_a_reset_returns() {
         let storage = MemStorage::new();
-        let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0));
+        let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0, 0));
         let end = wal.append(b"commit one", 1).unwrap();
         wal.sync_all().unwrap();
-        wal.reset().unwrap();
+        wal.reset(&[]).unwrap();
         assert_eq!(wal.len(), 0);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = wal.clone();

@@ -111,6 +111,8 @@ pub fn crash_and_reopen(
 pub fn small_checkpoints() -> EngineOptions {
     EngineOptions {
         checkpoint_wal_bytes: 16 * 1024,
+        // Deterministic I/O order: the crash points are enumerated.
+        background_checkpoints: false,
         ..EngineOptions::default()
     }
 }
