@@ -168,8 +168,7 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         for (first_row, batch) in chunk_batches(chunk)? {
             let deleted: HashMap<u32, u64> = chunk.deletes()?.into_iter().collect();
             let key_col = batch.num_columns().saturating_sub(3);
-            let keys = batch
-                .column(key_col)
+            let keys = crate::schema::col(&batch, key_col)?
                 .as_binary_opt::<i32>()
                 .ok_or_else(|| {
                     Error::corruption(format!("chunk {}", chunk.id), 0, "_key column missing")

@@ -374,8 +374,7 @@ impl Inner {
             }
             if let Some(rows) = &change.rows {
                 let key_col = rows.num_columns().saturating_sub(2);
-                let key_arr = rows
-                    .column(key_col)
+                let key_arr = crate::schema::col(rows, key_col)?
                     .as_any()
                     .downcast_ref::<arrow::array::BinaryArray>()
                     .ok_or_else(|| Error::InvalidArgument("stored batch lacks _key".into()))?;
@@ -437,10 +436,9 @@ impl Inner {
     /// Keeps the row-id counter above every replayed row id.
     fn bump_rowid(&self, rows: Option<&arrow::array::RecordBatch>) {
         let Some(rows) = rows else { return };
-        let Some(keys) = rows
-            .column(rows.num_columns().saturating_sub(2))
-            .as_any()
-            .downcast_ref::<arrow::array::BinaryArray>()
+        let Some(keys) = crate::schema::col(rows, rows.num_columns().saturating_sub(2))
+            .ok()
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::BinaryArray>())
         else {
             return;
         };

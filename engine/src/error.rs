@@ -82,6 +82,14 @@ pub enum Error {
         /// What was violated.
         detail: String,
     },
+    /// A NULL in a column that cannot hold one (a primary-key column).
+    #[error("null value in column {column} of table {table} violates not-null constraint")]
+    NotNullViolation {
+        /// Name of the table.
+        table: String,
+        /// Name of the column.
+        column: String,
+    },
     /// No table with this name or id exists in the transaction's view.
     #[error("table {name} does not exist")]
     TableNotFound {

@@ -309,7 +309,10 @@ pub(crate) fn add_rows(
     chunk_id: u64,
     batch: &RecordBatch,
 ) -> Result<()> {
-    let arrays: Vec<ArrayRef> = columns.iter().map(|c| batch.column(*c).clone()).collect();
+    let arrays = columns
+        .iter()
+        .map(|c| crate::schema::col(batch, *c).cloned())
+        .collect::<Result<Vec<ArrayRef>>>()?;
     let (keys, _) = index_keys(&arrays)?;
     for (row, key) in keys.iter().enumerate() {
         let loc = RowLoc {

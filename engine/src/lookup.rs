@@ -44,7 +44,7 @@ pub struct IndexScanRequest {
 pub(crate) fn output_schema(def: &TableDef, columns: &[usize], include_key: bool) -> SchemaRef {
     let mut fields: Vec<Field> = columns
         .iter()
-        .map(|c| def.schema.field(*c).clone())
+        .filter_map(|c| def.schema.fields().get(*c).map(|f| f.as_ref().clone()))
         .collect();
     if include_key {
         fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
@@ -183,7 +183,7 @@ pub(crate) fn local(
 ) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for batch in batches {
-        let (keys, has_null) = index_keys(&[batch.column(leading).clone()])?;
+        let (keys, has_null) = index_keys(&[crate::schema::col(batch, leading)?.clone()])?;
         let mask: BooleanArray = keys
             .iter()
             .zip(&has_null)
@@ -195,8 +195,8 @@ pub(crate) fn local(
         }
         let arrays = stored_cols
             .iter()
-            .map(|c| picked.column(*c).clone())
-            .collect();
+            .map(|c| crate::schema::col(&picked, *c).cloned())
+            .collect::<Result<Vec<_>>>()?;
         out.push(batch_of(schema, arrays, picked.num_rows())?);
     }
     Ok(out)

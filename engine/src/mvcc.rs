@@ -78,35 +78,40 @@
 
 use crate::error::Result;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The multiset of snapshot sequences held by open transactions.
+///
+/// Its lock is never held across anything that can panic, and every update
+/// is a single map operation, so a poisoned lock (a panic elsewhere on the
+/// thread) still guards a consistent map: it is used as is. A snapshot is
+/// therefore always registered — an unregistered one could have its versions
+/// collected under it.
 #[derive(Debug, Default)]
 pub struct Snapshots {
     open: Mutex<BTreeMap<u64, usize>>,
 }
 
 impl Snapshots {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Takes the current value of `visible` as a snapshot and registers it,
     /// atomically with respect to [`Snapshots::oldest`]: a checkpoint can
     /// never compute its garbage-collection horizon between the read and
     /// the registration and then drop versions this snapshot needs.
     pub fn take(&self, visible: &std::sync::atomic::AtomicU64) -> u64 {
-        match self.open.lock() {
-            Ok(mut open) => {
-                let seq = visible.load(std::sync::atomic::Ordering::SeqCst);
-                *open.entry(seq).or_default() += 1;
-                seq
-            }
-            Err(_) => visible.load(std::sync::atomic::Ordering::SeqCst),
-        }
+        let mut open = self.lock();
+        let seq = visible.load(std::sync::atomic::Ordering::SeqCst);
+        *open.entry(seq).or_default() += 1;
+        seq
     }
 
     /// Releases a snapshot registered earlier.
     pub fn release(&self, seq: u64) {
-        if let Ok(mut open) = self.open.lock()
-            && let Some(n) = open.get_mut(&seq)
-        {
+        let mut open = self.lock();
+        if let Some(n) = open.get_mut(&seq) {
             *n -= 1;
             if *n == 0 {
                 open.remove(&seq);
@@ -116,9 +121,40 @@ impl Snapshots {
 
     /// The oldest open snapshot, or `default` when none is open.
     pub fn oldest(&self, default: u64) -> Result<u64> {
-        let open = self.open.lock().map_err(|_| crate::Error::Poisoned {
-            cause: "snapshot registry lock poisoned".into(),
-        })?;
+        let open = self.lock();
         Ok(open.keys().next().copied().unwrap_or(default).min(default))
+    }
+
+    /// Number of registered snapshots (for tests).
+    pub fn count(&self) -> usize {
+        self.lock().values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// Issue 12.7: a poisoned lock returned an unregistered snapshot, whose
+    /// versions a checkpoint could then collect.
+    #[test]
+    fn a_poisoned_registry_still_registers_snapshots() {
+        let snapshots = std::sync::Arc::new(Snapshots::default());
+        let s = snapshots.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = s.open.lock();
+            #[allow(clippy::panic)]
+            {
+                panic!("poison the registry");
+            }
+        })
+        .join();
+        assert!(snapshots.open.is_poisoned());
+        let visible = AtomicU64::new(7);
+        assert_eq!(snapshots.take(&visible), 7);
+        assert_eq!(snapshots.oldest(100).ok(), Some(7));
+        snapshots.release(7);
+        assert_eq!(snapshots.count(), 0);
     }
 }

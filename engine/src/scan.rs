@@ -105,7 +105,7 @@ impl TableScan {
         }
         let mut fields: Vec<Field> = columns
             .iter()
-            .map(|c| def.schema.field(*c).clone())
+            .filter_map(|c| def.schema.fields().get(*c).map(|f| f.as_ref().clone()))
             .collect();
         if request.include_key {
             fields.push(Field::new(KEY_COLUMN, DataType::Binary, false));
@@ -167,14 +167,14 @@ impl TableScan {
     fn read_piece(&mut self, piece: Piece) -> Result<Option<RecordBatch>> {
         let cols = self.wanted_columns();
         let (arrays, mask, rows) = match piece {
-            Piece::Local(batch) => (pick(&batch, &cols), None, batch.num_rows()),
+            Piece::Local(batch) => (pick(&batch, &cols)?, None, batch.num_rows()),
             Piece::Mem(chunk) => {
                 let ChunkData::Mem { batch, .. } = &chunk.data else {
                     return Ok(None);
                 };
                 let keys = batch.columns().get(self.key_column);
                 let mask = self.mask(&chunk, 0, chunk.rows, None, keys)?;
-                (pick(batch, &cols), mask, batch.num_rows())
+                (pick(batch, &cols)?, mask, batch.num_rows())
             }
             Piece::Group {
                 chunk,
@@ -261,8 +261,10 @@ impl TableScan {
     }
 }
 
-fn pick(batch: &RecordBatch, cols: &[usize]) -> Vec<ArrayRef> {
-    cols.iter().map(|c| batch.column(*c).clone()).collect()
+fn pick(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<ArrayRef>> {
+    cols.iter()
+        .map(|c| crate::schema::col(batch, *c).cloned())
+        .collect()
 }
 
 impl Iterator for TableScan {

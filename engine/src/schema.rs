@@ -72,6 +72,33 @@ impl TableDef {
         })
     }
 
+    /// Checks that `columns` name user columns of the table, and that there
+    /// is at least one: index and constraint column sets come from callers.
+    pub fn check_columns(&self, columns: &[usize]) -> Result<()> {
+        if columns.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "an index or constraint on {} needs a column",
+                self.name
+            )));
+        }
+        let n = self.schema.fields().len();
+        match columns.iter().find(|c| **c >= n) {
+            Some(bad) => Err(Error::InvalidArgument(format!(
+                "no column {bad} in {} (it has {n})",
+                self.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The name of user column `i` (`#i` when out of range).
+    pub fn column_name(&self, i: usize) -> String {
+        self.schema
+            .fields()
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |f| f.name().clone())
+    }
+
     /// The schema of stored batches: user columns, `_key`, `_hash`.
     pub fn stored_schema(&self) -> SchemaRef {
         append_fields(
@@ -113,4 +140,15 @@ pub fn append_fields(schema: &Schema, extra: impl IntoIterator<Item = Field>) ->
     let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     fields.extend(extra);
     Arc::new(Schema::new(fields))
+}
+
+/// Column `i` of `batch`: an error, never a panic, when it is missing
+/// (`RecordBatch::column` panics; it is disallowed in engine code).
+pub(crate) fn col(batch: &arrow::array::RecordBatch, i: usize) -> Result<&arrow::array::ArrayRef> {
+    batch.columns().get(i).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "batch has {} columns, column {i} was asked for",
+            batch.num_columns()
+        ))
+    })
 }

@@ -176,7 +176,7 @@ impl Chunk {
             ChunkData::Mem { batch, .. } => {
                 let idx = UInt32Array::from(rows.to_vec());
                 cols.iter()
-                    .map(|c| Ok(take(batch.column(*c).as_ref(), &idx, None)?))
+                    .map(|c| Ok(take(crate::schema::col(batch, *c)?.as_ref(), &idx, None)?))
                     .collect()
             }
             ChunkData::Segment(seg) => {
@@ -412,12 +412,10 @@ impl TableState {
         };
         let ncols = batch.num_columns();
         let bad = || Error::InvalidArgument("stored batch lacks _key/_hash".into());
-        let key_arr = batch
-            .column(ncols.saturating_sub(2))
+        let key_arr = crate::schema::col(&batch, ncols.saturating_sub(2))?
             .as_binary_opt::<i32>()
             .ok_or_else(bad)?;
-        let hash_arr = batch
-            .column(ncols.saturating_sub(1))
+        let hash_arr = crate::schema::col(&batch, ncols.saturating_sub(1))?
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(bad)?;
         for i in 0..batch.num_rows() {
@@ -484,12 +482,10 @@ fn index_chunk(chunk: &Chunk, map: &mut KeyMap) -> Result<()> {
     match &chunk.data {
         ChunkData::Mem { batch, seq } => {
             let n = batch.num_columns();
-            let key = batch
-                .column(n - 2)
+            let key = crate::schema::col(batch, n.saturating_sub(2))?
                 .as_binary_opt::<i32>()
                 .ok_or_else(corrupt)?;
-            let hash = batch
-                .column(n - 1)
+            let hash = crate::schema::col(batch, n.saturating_sub(1))?
                 .as_primitive_opt::<UInt64Type>()
                 .ok_or_else(corrupt)?;
             for i in 0..batch.num_rows() {

@@ -352,7 +352,8 @@ impl Transaction {
     }
 
     /// Inserts the rows of `batch` (the table's user columns). Fails with
-    /// `ConstraintViolation` on a duplicate or NULL primary key, leaving the
+    /// `ConstraintViolation` on a duplicate primary key, `NotNullViolation` on
+    /// a NULL one, leaving the
     /// transaction unchanged. Returns the number of rows inserted.
     pub fn insert(&mut self, table_id: u64, batch: &RecordBatch) -> Result<u64> {
         self.writable()?;
@@ -376,13 +377,13 @@ impl Transaction {
         let cols: Vec<ArrayRef> = def
             .key_columns
             .iter()
-            .map(|i| batch.column(*i).clone())
-            .collect();
+            .map(|i| crate::schema::col(batch, *i).cloned())
+            .collect::<Result<_>>()?;
         for (i, c) in def.key_columns.iter().zip(&cols) {
             if c.null_count() > 0 {
-                return Err(Error::ConstraintViolation {
+                return Err(Error::NotNullViolation {
                     table: def.name.clone(),
-                    detail: format!("NULL in primary key column {}", def.schema.field(*i).name()),
+                    column: def.column_name(*i),
                 });
             }
         }
@@ -480,7 +481,10 @@ impl Transaction {
         };
         let mut out = Vec::new();
         for cols in sets {
-            let arrays: Vec<ArrayRef> = cols.iter().map(|c| batch.column(*c).clone()).collect();
+            let arrays = cols
+                .iter()
+                .map(|c| crate::schema::col(batch, *c).cloned())
+                .collect::<Result<Vec<ArrayRef>>>()?;
             let (keys, has_null) = index_keys(&arrays)?;
             let mut fresh = Vec::new();
             let mut seen = AHashSet::new();
@@ -544,6 +548,7 @@ impl Transaction {
     /// row. Declaring the same set twice is a no-op.
     pub fn declare_unique(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
         self.active()?;
+        self.table_by_id(table_id)?.check_columns(columns)?;
         let local = self.local_table(table_id)?;
         if local.unique.iter().any(|(c, _)| c == columns) {
             return Ok(());
@@ -560,6 +565,7 @@ impl Transaction {
     pub fn add_unique(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
         self.writable()?;
         let def = self.table_by_id(table_id)?;
+        def.check_columns(columns)?;
         let request = ScanRequest {
             projection: Some(columns.to_vec()),
             ..ScanRequest::default()
@@ -597,6 +603,7 @@ impl Transaction {
     /// first use.
     pub fn build_index(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
         self.active()?;
+        self.table_by_id(table_id)?.check_columns(columns)?;
         let table = read(&self.engine.tables)?.get(&table_id).cloned();
         if let Some(table) = table {
             table.index(columns)?;
@@ -847,9 +854,8 @@ impl LocalTable {
         };
         let mut before = Vec::new();
         if let Some(rows) = &rows {
-            let key_col = rows.num_columns() - 2;
-            let keys = rows
-                .column(key_col)
+            let key_col = rows.num_columns().saturating_sub(2);
+            let keys = crate::schema::col(rows, key_col)?
                 .as_any()
                 .downcast_ref::<BinaryArray>()
                 .ok_or_else(|| Error::InvalidArgument("stored batch lacks _key".into()))?;
@@ -893,10 +899,7 @@ fn base_of(
 }
 
 fn unique_violation(def: &TableDef, cols: &[usize]) -> Error {
-    let names: Vec<&str> = cols
-        .iter()
-        .map(|c| def.schema.field(*c).name().as_str())
-        .collect();
+    let names: Vec<String> = cols.iter().map(|c| def.column_name(*c)).collect();
     Error::ConstraintViolation {
         table: def.name.clone(),
         detail: format!("duplicate value in UNIQUE ({})", names.join(", ")),

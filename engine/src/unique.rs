@@ -58,8 +58,7 @@ pub(crate) fn check_commit(table: &TableState, change: &TableChange, snapshot: u
 fn own_keys(change: &TableChange) -> Result<AHashSet<Box<[u8]>>> {
     let mut own: AHashSet<Box<[u8]>> = change.deleted.iter().map(|(k, _)| k.clone()).collect();
     if let Some(rows) = &change.rows {
-        let keys = rows
-            .column(rows.num_columns().saturating_sub(2))
+        let keys = crate::schema::col(rows, rows.num_columns().saturating_sub(2))?
             .as_binary_opt::<i32>()
             .ok_or_else(|| Error::InvalidArgument("stored batch lacks _key".into()))?;
         own.extend(keys.iter().flatten().map(Box::<[u8]>::from));
@@ -77,7 +76,10 @@ fn new_keys(
     let Some(rows) = &change.rows else {
         return Ok(out);
     };
-    let arrays: Vec<ArrayRef> = cols.iter().map(|c| rows.column(*c).clone()).collect();
+    let arrays = cols
+        .iter()
+        .map(|c| crate::schema::col(rows, *c).cloned())
+        .collect::<Result<Vec<ArrayRef>>>()?;
     let (keys, nulls) = index_keys(&arrays)?;
     for (key, null) in keys.iter().zip(nulls) {
         if !null && out.insert(key.unwrap_or_default().into(), ()).is_some() {
@@ -129,10 +131,7 @@ fn has_null(table: &TableState, cols: &[usize], locs: &[RowLoc]) -> Result<bool>
 }
 
 fn violation(table: &TableState, cols: &[usize]) -> Error {
-    let names: Vec<&str> = cols
-        .iter()
-        .map(|c| table.def.schema.field(*c).name().as_str())
-        .collect();
+    let names: Vec<String> = cols.iter().map(|c| table.def.column_name(*c)).collect();
     Error::ConstraintViolation {
         table: table.def.name.clone(),
         detail: format!("duplicate value in UNIQUE ({})", names.join(", ")),

@@ -8,6 +8,7 @@
 //! statement's text.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use entidb_engine::Error as EngineError;
 use std::fmt;
 
@@ -114,6 +115,19 @@ pub enum ErrorKind {
     /// Invalid input to the API.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The statement nests too deeply to be planned safely.
+    #[error("statement too complex: {0}")]
+    StatementTooComplex(String),
+    /// The statement needs more memory than the session's limit allows.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// A value would exceed a size limit (string or array too long).
+    #[error("{0}")]
+    ProgramLimitExceeded(String),
+    /// The statement needs a permission the session does not have (file
+    /// access from SQL).
+    #[error("permission denied: {0}")]
+    InsufficientPrivilege(String),
 }
 
 impl ErrorKind {
@@ -138,6 +152,10 @@ impl ErrorKind {
             ErrorKind::InvalidArgument(_) => "22023",
             ErrorKind::WrongKey => "28P01",
             ErrorKind::EncryptionRequired => "28000",
+            ErrorKind::StatementTooComplex(_) => "54001",
+            ErrorKind::OutOfMemory(_) => "53200",
+            ErrorKind::ProgramLimitExceeded(_) => "54000",
+            ErrorKind::InsufficientPrivilege(_) => "42501",
         }
     }
 }
@@ -229,7 +247,13 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
     }
     let msg = strip_df_prefix(&root.to_string());
     match root {
+        DataFusionError::SQL(e, _) if matches!(e.as_ref(), ParserError::RecursionLimitExceeded) => {
+            ErrorKind::StatementTooComplex(format!(
+                "parentheses or subqueries nest too deeply ({msg})"
+            ))
+        }
         DataFusionError::SQL(..) => ErrorKind::Syntax(msg),
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory(msg),
         DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
             ErrorKind::UndefinedTable {
                 name: between_quotes(m)
@@ -257,6 +281,7 @@ fn strip_df_prefix(msg: &str) -> String {
         "SQL error: ",
         "This feature is not implemented: ",
         "Arrow error: ",
+        "Resources exhausted: ",
     ] {
         if let Some(rest) = msg.strip_prefix(p) {
             return rest.to_string();
@@ -274,6 +299,10 @@ fn kind_of_engine(e: &EngineError) -> ErrorKind {
         EngineError::ConstraintViolation { table, detail } => ErrorKind::UniqueViolation {
             table: table.clone(),
             detail: detail.clone(),
+        },
+        EngineError::NotNullViolation { table, column } => ErrorKind::NotNullViolation {
+            table: table.clone(),
+            column: column.clone(),
         },
         EngineError::TableNotFound { name } => ErrorKind::UndefinedTable { name: name.clone() },
         EngineError::TableExists { name } => ErrorKind::DuplicateTable { name: name.clone() },
