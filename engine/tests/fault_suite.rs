@@ -6,12 +6,17 @@
 //!
 //! ```text
 //!   file:    MANIFEST, WAL, every seg-*.eseg
-//!   damage:  flip one byte (every byte of files ≤ FULL_FLIP_LIMIT bytes, a
-//!            seeded sample of larger ones, always including their first and
-//!            last EDGE bytes) | truncate (0, 1, …, len-1, and every commit
-//!            boundary of the WAL ± 1) | delete | replace with an older copy of
-//!            the same file (kept from earlier states of the same database) |
-//!            swap two files (every pair of segments, MANIFEST <-> WAL)
+//!   damage:  flip one bit of a byte (plain: every byte of files ≤
+//!            FULL_FLIP_LIMIT bytes, a seeded sample of larger ones, always
+//!            including their first and last EDGE bytes; encrypted: every
+//!            field of both header slots and of every chunk header, plus a
+//!            sample) | truncate (0, 1, …, len-1, and every commit boundary of
+//!            the WAL ± 1) | zero-tail (zeros from a point to the end: a torn
+//!            write; at every WAL record/chunk start +0/+4/+12) | append (a
+//!            torn append: record magic then zeros, a zero sector, garbage) |
+//!            delete | replace with an older copy of the same file (kept from
+//!            earlier states of the same database) | swap two files (every
+//!            pair of segments, MANIFEST <-> WAL)
 //!   backend: plain SimDisk | EncryptedStorage over SimDisk
 //!   state:   clean  = closed with checkpoint_on_close (WAL essentially empty)
 //!            wal    = un-checkpointed WAL holding several committed txns
@@ -34,10 +39,11 @@
 //!   blob) equals the reference model after the last acknowledged commit,
 //!   and still does after closing and re-opening.
 //! - "tolerated": the one data loss docs/recovery.md allows — a torn WAL
-//!   tail. A WAL damaged so that it is a byte prefix of the original (a
-//!   truncation, or an older copy that is a prefix), may recover exactly the
-//!   commits wholly inside the prefix; a flip inside the WAL's last record
-//!   (no valid record after it) may recover everything but the last commit.
+//!   tail. A WAL damaged so that it is a prefix of the original (as the
+//!   engine reads it: a truncation, or an older copy that is a prefix) or
+//!   zero-filled from some point may recover exactly the commits wholly
+//!   before the damage; a flip inside the WAL's last record (no valid record
+//!   after it) may recover everything but the last commit.
 //!   Nothing can tell these apart from a crash before the lost commits were
 //!   durable. Counted separately, not as failures (set
 //!   `FAULT_SUITE_STRICT=1` to count them as failures).
@@ -661,6 +667,16 @@ enum Damage {
         file: String,
         len: usize,
     },
+    /// Bytes from `from` to the end read back as zeros (a torn write).
+    ZeroFrom {
+        file: String,
+        from: usize,
+    },
+    /// Bytes appended at the end (a torn, never-acknowledged append).
+    Append {
+        file: String,
+        tail: Tail,
+    },
     Delete {
         file: String,
     },
@@ -678,11 +694,51 @@ enum Damage {
     },
 }
 
+/// What a torn append leaves behind.
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    /// A WAL record magic followed by zeros (a torn record header).
+    MagicThenZeros,
+    /// A zero-filled sector.
+    ZeroSector,
+    /// Pseudo-random bytes.
+    Garbage,
+}
+
+impl Tail {
+    const ALL: [Tail; 3] = [Tail::MagicThenZeros, Tail::ZeroSector, Tail::Garbage];
+
+    fn name(self) -> &'static str {
+        match self {
+            Tail::MagicThenZeros => "magic+zeros",
+            Tail::ZeroSector => "zero-sector",
+            Tail::Garbage => "garbage",
+        }
+    }
+
+    fn bytes(self) -> Vec<u8> {
+        match self {
+            Tail::MagicThenZeros => {
+                let mut b = b"EWAL".to_vec();
+                b.resize(16, 0);
+                b
+            }
+            Tail::ZeroSector => vec![0; 512],
+            Tail::Garbage => {
+                let mut rng = Rng(seed());
+                (0..37).map(|_| rng.next() as u8).collect()
+            }
+        }
+    }
+}
+
 impl Damage {
     fn kind(&self) -> &'static str {
         match self {
             Damage::Flip { .. } => "flip",
             Damage::Truncate { .. } => "truncate",
+            Damage::ZeroFrom { .. } => "zero-tail",
+            Damage::Append { .. } => "append",
             Damage::Delete { .. } => "delete",
             Damage::Older { .. } => "older-copy",
             Damage::Swap { .. } => "swap",
@@ -705,6 +761,8 @@ impl Damage {
         match self {
             Damage::Flip { file, .. }
             | Damage::Truncate { file, .. }
+            | Damage::ZeroFrom { file, .. }
+            | Damage::Append { file, .. }
             | Damage::Delete { file }
             | Damage::Older { file, .. } => kind(file).to_string(),
             Damage::Swap { a, b } => format!("{}<->{}", kind(a), kind(b)),
@@ -716,6 +774,8 @@ impl Damage {
         match self {
             Damage::Flip { file, at, mask } => format!("flip:{file}@{at}^{mask:02x}"),
             Damage::Truncate { file, len } => format!("truncate:{file}@{len}"),
+            Damage::ZeroFrom { file, from } => format!("zero-tail:{file}@{from}"),
+            Damage::Append { file, tail } => format!("append:{file}+{}", tail.name()),
             Damage::Delete { file } => format!("delete:{file}"),
             Damage::Older { file, from } => format!("older:{file}<-{from}"),
             Damage::Swap { a, b } => format!("swap:{a}<->{b}"),
@@ -728,6 +788,8 @@ impl Damage {
         match self {
             Damage::Flip { file, .. }
             | Damage::Truncate { file, .. }
+            | Damage::ZeroFrom { file, .. }
+            | Damage::Append { file, .. }
             | Damage::Delete { file }
             | Damage::Older { file, .. } => vec![file.clone()],
             Damage::Swap { a, b } => vec![a.clone(), b.clone()],
@@ -742,6 +804,8 @@ impl Damage {
                 out.get_mut(file).unwrap()[*at] ^= mask;
             }
             Damage::Truncate { file, len } => out.get_mut(file).unwrap().truncate(*len),
+            Damage::ZeroFrom { file, from } => out.get_mut(file).unwrap()[*from..].fill(0),
+            Damage::Append { file, tail } => out.get_mut(file).unwrap().extend(tail.bytes()),
             Damage::Delete { file } => {
                 out.remove(file);
             }
@@ -802,17 +866,66 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// Byte positions to flip in a file of `len` bytes.
-fn flip_positions(name: &str, len: usize, rng: &mut Rng) -> BTreeSet<usize> {
+/// Byte positions to flip in a plain file of `len` bytes.
+fn flip_positions(len: usize, rng: &mut Rng) -> BTreeSet<usize> {
     if len <= FULL_FLIP_LIMIT {
         return (0..len).collect();
     }
     let mut out: BTreeSet<usize> = (0..EDGE).chain(len - EDGE..len).collect();
-    let _ = name;
     while out.len() < 2 * EDGE + FLIP_SAMPLE {
         out.insert((rng.next() % len as u64) as usize);
     }
     out
+}
+
+/// `(offset, size)` of the chunks of an encrypted file image (after its two
+/// 128-byte header slots; see docs/encryption.md).
+fn enc_chunks(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 256;
+    while at + 32 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let size = 16 + len + 16;
+        if len == 0 || at + size > bytes.len() {
+            break;
+        }
+        out.push((at, size));
+        at += size;
+    }
+    out
+}
+
+/// Byte positions to flip in an encrypted file. Flipping any byte of a
+/// sealed chunk's body fails the same authentication, so the sample is
+/// structural: both ends of every field of both header slots, the length,
+/// epoch and counter fields and the body ends of every chunk, and a few more.
+fn enc_flip_positions(bytes: &[u8], rng: &mut Rng) -> BTreeSet<usize> {
+    // magic, major, minor, db_id, file_id, salt, base_epoch, cur_epoch,
+    // key_check, slot_tag, slot_nonce, padding.
+    const SLOT_FIELDS: [usize; 24] = [
+        0, 3, 4, 5, 6, 7, 8, 23, 24, 39, 40, 55, 56, 59, 60, 63, 64, 95, 96, 111, 112, 119, 120,
+        127,
+    ];
+    let len = bytes.len();
+    let mut out: BTreeSet<usize> = SLOT_FIELDS.iter().flat_map(|f| [*f, 128 + f]).collect();
+    for (at, size) in enc_chunks(bytes) {
+        out.extend([0, 3, 4, 8, 16, size - 1].map(|d| at + d));
+    }
+    for _ in 0..FLIP_SAMPLE / 8 {
+        out.insert((rng.next() % len.max(1) as u64) as usize);
+    }
+    out.retain(|at| *at < len);
+    out
+}
+
+/// Where records (plain) or chunks (encrypted) of a WAL image start.
+fn wal_units(backend: Backend, bytes: &[u8]) -> Vec<usize> {
+    match backend {
+        Backend::Plain => scan_wal(bytes, "WAL")
+            .map(|s| s.records.iter().map(|(at, _)| *at as usize).collect())
+            .unwrap_or_default(),
+        Backend::Encrypted => enc_chunks(bytes).iter().map(|(at, _)| *at).collect(),
+    }
 }
 
 fn build_cases(db: &Db, state: DiskState) -> Vec<Case> {
@@ -824,7 +937,11 @@ fn build_cases(db: &Db, state: DiskState) -> Vec<Case> {
     for (name, bytes) in files {
         let len = bytes.len();
         let mut rng = Rng(seed() ^ name_hash(name) ^ (db.backend as u64) << 1 ^ state as u64);
-        for at in flip_positions(name, len, &mut rng) {
+        let positions = match db.backend {
+            Backend::Plain => flip_positions(len, &mut rng),
+            Backend::Encrypted => enc_flip_positions(bytes, &mut rng),
+        };
+        for at in positions {
             let mask = 1u8 << (rng.next() % 8);
             damages.push(Damage::Flip {
                 file: name.clone(),
@@ -848,6 +965,25 @@ fn build_cases(db: &Db, state: DiskState) -> Vec<Case> {
             damages.push(Damage::Truncate {
                 file: name.clone(),
                 len: l,
+            });
+        }
+        // A torn write: zeros from a point to the end of the file.
+        let mut zero_from: BTreeSet<usize> = [0, len / 2, len.saturating_sub(8)].into();
+        if name == "WAL" {
+            for at in wal_units(db.backend, bytes) {
+                zero_from.extend([at, at + 4, at + 12]);
+            }
+        }
+        for from in zero_from.into_iter().filter(|f| *f < len) {
+            damages.push(Damage::ZeroFrom {
+                file: name.clone(),
+                from,
+            });
+        }
+        for tail in Tail::ALL {
+            damages.push(Damage::Append {
+                file: name.clone(),
+                tail,
             });
         }
         damages.push(Damage::Delete { file: name.clone() });
@@ -1009,6 +1145,16 @@ fn tolerated_state<'a>(db: &'a Db, case: &Case, damaged: &Images) -> Option<&'a 
         // A flip in the last record: nothing valid follows the damage.
         Damage::Flip { at, .. } if *at as u64 >= db.last_record => {
             Some(&db.tail[db.tail.len() - 2].state)
+        }
+        // A torn write: every commit before the zeros survives.
+        Damage::ZeroFrom { from, .. } => {
+            let point = db
+                .tail
+                .iter()
+                .rev()
+                .find(|p| p.phys <= *from as u64)
+                .unwrap_or(&db.tail[0]);
+            Some(&point.state)
         }
         // The WAL (as the engine reads it) is a prefix of the original:
         // every commit wholly inside the prefix survives.
