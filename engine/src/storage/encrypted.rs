@@ -89,7 +89,8 @@ pub type NonceObserver = Arc<dyn Fn(NonceUse) + Send + Sync>;
 /// reports it as `Corruption` with the offset.
 #[derive(Debug)]
 pub struct AuthFailure {
-    /// Logical offset of the damaged chunk.
+    /// Physical file offset of the damaged header slot or chunk (the reason
+    /// names the plaintext offset where there is one).
     pub offset: u64,
     /// What failed.
     pub reason: String,
