@@ -10,8 +10,8 @@
 //! 3. fsync the directory so the new segment files are durable;
 //! 4. append a CHECKPOINT record and fsync the WAL;
 //! 5. save the manifest atomically with `checkpoint_seq` = last commit;
-//! 6. truncate the WAL, write its new base record (naming this checkpoint)
-//!    and fsync it;
+//! 6. replace the WAL by one holding only its new base record (naming this
+//!    checkpoint): `WAL.tmp`, fdatasync, rename over `WAL`, directory fsync;
 //! 7. swap the in-memory chunk lists, re-point the key index at the new rows,
 //!    forget tombstones no snapshot needs, and remove replaced segment files.
 //!
@@ -102,7 +102,9 @@ fn checkpoint_locked(inner: &Inner, state: &CommitState) -> Result<()> {
     };
     manifest.save(storage)?;
     inner.checkpoint_seq.store(seq, Ordering::SeqCst);
-    inner.wal.reset(&crate::wal::base_record(seq)?)?;
+    inner
+        .wal
+        .reset(inner.storage.as_ref(), &crate::wal::base_record(seq)?)?;
 
     let mut obsolete = Vec::new();
     for plan in plans {

@@ -197,6 +197,13 @@ impl Engine {
         self.inner.wal.sync_count()
     }
 
+    /// Waits until a running background checkpoint (see
+    /// [`EngineOptions::background_checkpoints`]) has finished; returns at
+    /// once when none runs. Its outcome shows in [`Engine::check_healthy`].
+    pub fn wait_for_background_checkpoint(&self) {
+        self.inner.checkpointer.join();
+    }
+
     /// Fails with `Poisoned` if an earlier I/O failure poisoned the database.
     pub fn check_healthy(&self) -> Result<()> {
         self.inner.wal.check()

@@ -24,7 +24,7 @@ use crate::mvcc::Snapshots;
 use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
 use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
-use crate::wal::{WAL_FILE, WalRecord, WalWriter, base_record, scan_wal};
+use crate::wal::{WAL_FILE, WAL_TMP, WalRecord, WalWriter, base_record, scan_wal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
@@ -73,7 +73,9 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
             }
         }
     };
-    check_wal_follows_manifest(&scan.records, &manifest)?;
+    if !fresh {
+        check_wal_follows_manifest(&scan.records, &manifest)?;
+    }
     let cache = Arc::new(ChunkCache::new(options.cache_bytes));
     let tables = load_tables(storage.as_ref(), &manifest, &cache)?;
     let header_len = match scan.records.first() {
@@ -167,44 +169,49 @@ fn refuse_without_manifest(storage: &dyn Storage, records: &[(u64, WalRecord)]) 
 
 /// The WAL must continue the manifest (see docs/recovery.md, "The WAL
 /// follows the manifest"). Every WAL begins with a base CHECKPOINT record
-/// naming the checkpoint it follows; commits continue from there without
-/// gaps. A manifest older than that lost commits (an old copy was put back);
-/// a WAL older than the manifest lost them the other way round.
+/// naming the checkpoint it follows (a checkpoint replaces the log whole, by
+/// rename, so there is never a legitimately empty one); commits continue
+/// from there without gaps. A manifest older than that lost commits (an old
+/// copy was put back); a WAL older than the manifest lost them the other way
+/// round.
 fn check_wal_follows_manifest(records: &[(u64, WalRecord)], manifest: &Manifest) -> Result<()> {
     let covered = manifest.checkpoint_seq;
-    if let Some((
-        0,
-        WalRecord::Checkpoint {
-            checkpoint_seq: base,
-        },
-    )) = records.first()
-    {
-        if *base > covered {
-            return Err(Error::corruption(
-                MANIFEST_FILE,
-                0,
-                format!(
-                    "MANIFEST is older than the WAL: it covers commits up to {covered}, \
-                     the WAL follows a checkpoint at {base}; restore the current MANIFEST"
-                ),
-            ));
-        }
-        // A crash between saving the manifest and emptying the WAL leaves
-        // the checkpoint's own record at the WAL's end: the WAL still holds
-        // exactly what the manifest covers.
-        let finished_here = records.iter().any(
-            |(_, r)| matches!(r, WalRecord::Checkpoint { checkpoint_seq } if *checkpoint_seq == covered),
-        );
-        if *base < covered && !finished_here {
+    let base = match records.first() {
+        Some((0, WalRecord::Checkpoint { checkpoint_seq })) => *checkpoint_seq,
+        _ => {
             return Err(Error::corruption(
                 WAL_FILE,
                 0,
-                format!(
-                    "the WAL is older than MANIFEST: it follows a checkpoint at {base}, \
-                     MANIFEST covers commits up to {covered}; restore the current WAL"
-                ),
+                "the WAL does not start with its base record (it is empty or its start is \
+                 damaged); restore it from a backup",
             ));
         }
+    };
+    if base > covered {
+        return Err(Error::corruption(
+            MANIFEST_FILE,
+            0,
+            format!(
+                "MANIFEST is older than the WAL: it covers commits up to {covered}, \
+                 the WAL follows a checkpoint at {base}; restore the current MANIFEST"
+            ),
+        ));
+    }
+    // A crash between saving the manifest and replacing the WAL leaves the
+    // checkpoint's own record at the WAL's end: the WAL still holds exactly
+    // what the manifest covers.
+    let finished_here = records.iter().any(
+        |(_, r)| matches!(r, WalRecord::Checkpoint { checkpoint_seq } if *checkpoint_seq == covered),
+    );
+    if base < covered && !finished_here {
+        return Err(Error::corruption(
+            WAL_FILE,
+            0,
+            format!(
+                "the WAL is older than MANIFEST: it follows a checkpoint at {base}, \
+                 MANIFEST covers commits up to {covered}; restore the current WAL"
+            ),
+        ));
     }
     let first_commit = records.iter().find_map(|(_, r)| match r {
         WalRecord::Commit { commit_seq, .. } => Some(*commit_seq),
@@ -247,8 +254,15 @@ fn load_tables(
         let state = TableState::new(entry.def.clone(), entry.created_seq);
         let mut chunks = Vec::new();
         for seg in &entry.segments {
-            let reader = SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?;
             let name = segment_file_name(seg.id);
+            if !storage.exists(&name).map_err(Error::io(&name))? {
+                return Err(Error::corruption(
+                    &name,
+                    0,
+                    "the segment file named by MANIFEST is missing; restore it from a backup",
+                ));
+            }
+            let reader = SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?;
             let columns = entry.def.schema.fields().len() as u32 + 3;
             if reader.footer.table_id != entry.def.id
                 || reader.footer.rows != seg.rows
@@ -333,7 +347,9 @@ fn remove_orphans(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
         .collect();
     let mut removed = false;
     for name in storage.list().map_err(Error::io("."))? {
-        let orphan = name == MANIFEST_TMP || (name.ends_with(".eseg") && !live.contains(&name));
+        let orphan = name == MANIFEST_TMP
+            || name == WAL_TMP
+            || (name.ends_with(".eseg") && !live.contains(&name));
         if orphan {
             storage.remove(&name).map_err(Error::io(&name))?;
             removed = true;

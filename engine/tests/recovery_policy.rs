@@ -37,16 +37,16 @@ fn wal_database(n: i64) -> (SimDisk, Model) {
 }
 
 /// Seed finding #2: a crash after the manifest is saved and before the WAL
-/// is truncated must not re-apply checkpointed transactions, so segment
+/// is replaced must not re-apply checkpointed transactions, so segment
 /// bytes stay constant however often it happens.
 #[test]
 fn crashes_inside_the_checkpoint_window_do_not_grow_segments() {
     let (disk, model) = wal_database(20);
     let engine = open_sim(&disk, EngineOptions::default()).unwrap();
     // The WAL as a checkpoint leaves it when power is lost just before the
-    // truncation: every commit, then the checkpoint's own record.
+    // WAL is replaced: every commit, then the checkpoint's own record.
     disk.inject(Fault::CrashBefore {
-        op: "truncate",
+        op: "rename",
         file: "WAL",
     })
     .unwrap();
@@ -60,9 +60,9 @@ fn crashes_inside_the_checkpoint_window_do_not_grow_segments() {
         disk.set_contents("WAL", stale_wal.clone()).unwrap();
         let engine = open_sim(&disk, EngineOptions::default()).unwrap();
         assert_eq!(snapshot_kv(&engine).unwrap(), model, "round {round}");
-        // Checkpoint again and lose power just before the WAL truncation.
+        // Checkpoint again and lose power just before the WAL is replaced.
         disk.inject(Fault::CrashBefore {
-            op: "truncate",
+            op: "rename",
             file: "WAL",
         })
         .unwrap();

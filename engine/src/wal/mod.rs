@@ -58,6 +58,8 @@ pub use writer::WalWriter;
 
 /// Name of the log file in the database directory.
 pub const WAL_FILE: &str = "WAL";
+/// The next log while a checkpoint writes it (see `WalWriter::reset`).
+pub const WAL_TMP: &str = "WAL.tmp";
 
 /// The framed base record of a log that follows checkpoint `checkpoint_seq`
 /// (see BASE RECORD above).

@@ -1,12 +1,12 @@
 //! Appending to the WAL with group commit and fsync poisoning.
 
 use crate::error::{Error, Result};
-use crate::storage::FileHandle;
+use crate::storage::{FileHandle, Storage};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use super::WAL_FILE;
+use super::{WAL_FILE, WAL_TMP};
 
 #[derive(Debug, Default)]
 struct State {
@@ -35,7 +35,8 @@ struct State {
 /// commit lock); waiting for durability is concurrent.
 #[derive(Debug)]
 pub struct WalWriter {
-    file: FileHandle,
+    /// The log file; replaced whole by [`WalWriter::reset`].
+    file: RwLock<FileHandle>,
     state: Mutex<State>,
     synced: Condvar,
     /// Committers between the start of their commit and their append.
@@ -63,7 +64,7 @@ impl WalWriter {
     /// the first `header_len` are the base record; `seq` is the last commit.
     pub fn new(file: FileHandle, len: u64, header_len: u64, seq: u64) -> Self {
         Self {
-            file,
+            file: RwLock::new(file),
             state: Mutex::new(State {
                 appended: len,
                 base: header_len.min(len),
@@ -113,7 +114,7 @@ impl WalWriter {
     /// returns the end offset to wait for. Callers serialise appends.
     pub fn append(&self, bytes: &[u8], seq: u64) -> Result<u64> {
         self.check()?;
-        if let Err(e) = self.file.append(bytes) {
+        if let Err(e) = self.file()?.append(bytes) {
             let err = Error::io(WAL_FILE)(e);
             self.poison(err.to_string());
             return Err(err);
@@ -152,7 +153,11 @@ impl WalWriter {
             st = self.lock()?;
             let (target, target_seq) = (st.appended, st.appended_seq);
             drop(st);
-            let synced = self.file.sync();
+            // Bytes synced before a reset are durable already: syncing the
+            // replaced file is harmless.
+            let synced = self
+                .file()
+                .and_then(|f| f.sync().map_err(Error::io(WAL_FILE)));
             st = self.lock()?;
             st.syncing = false;
             match synced {
@@ -161,8 +166,7 @@ impl WalWriter {
                     st.durable = st.durable.max(target);
                     st.durable_seq = st.durable_seq.max(target_seq);
                 }
-                Err(e) => {
-                    let err = Error::io(WAL_FILE)(e);
+                Err(err) => {
                     st.poisoned
                         .get_or_insert(format!("fdatasync failed: {err}"));
                 }
@@ -177,21 +181,38 @@ impl WalWriter {
         self.wait_durable(end)
     }
 
-    /// Empties the log (after a checkpoint made its contents redundant),
-    /// writes its new base record `header` and makes both durable. A crash
-    /// in between leaves an empty log, which recovery accepts.
-    pub fn reset(&self, header: &[u8]) -> Result<()> {
+    /// Empties the log after a checkpoint made its contents redundant: a
+    /// new log holding only the base record `header` is written to
+    /// `WAL.tmp`, fdatasync'ed, renamed over `WAL` and the directory
+    /// fsync'ed. A crash leaves the old log or the new one, never an empty
+    /// or half-written one (recovery relies on every WAL starting with its
+    /// base record).
+    pub fn reset(&self, storage: &dyn Storage, header: &[u8]) -> Result<()> {
         self.check()?;
-        let result = self
-            .file
-            .truncate(0)
-            .and_then(|()| self.file.append(header))
-            .and_then(|_| self.file.sync());
-        if let Err(e) = result {
-            let err = Error::io(WAL_FILE)(e);
-            self.poison(err.to_string());
-            return Err(err);
-        }
+        let fresh = storage
+            .open(WAL_TMP, true)
+            .and_then(|f| {
+                f.truncate(0)?;
+                f.append(header)?;
+                f.sync()?;
+                Ok(f)
+            })
+            .map_err(Error::io(WAL_TMP))
+            .and_then(|f| {
+                storage
+                    .rename(WAL_TMP, WAL_FILE)
+                    .and_then(|()| storage.sync_dir())
+                    .map_err(Error::io(WAL_FILE))?;
+                Ok(f)
+            });
+        let fresh = match fresh {
+            Ok(f) => f,
+            Err(e) => {
+                self.poison(e.to_string());
+                return Err(e);
+            }
+        };
+        *self.file.write().map_err(|_| self.lock_poisoned())? = fresh;
         // Every appended byte is durable here (the checkpoint synced them
         // and holds the commit lock, so none were appended since): the file
         // restarts at the current logical position, after its base record.
@@ -200,6 +221,16 @@ impl WalWriter {
         st.base = st.appended;
         st.durable = st.durable.max(st.appended);
         Ok(())
+    }
+
+    fn file(&self) -> Result<FileHandle> {
+        Ok(self.file.read().map_err(|_| self.lock_poisoned())?.clone())
+    }
+
+    fn lock_poisoned(&self) -> Error {
+        Error::Poisoned {
+            cause: "WAL file lock poisoned".into(),
+        }
     }
 
     /// Bytes in the log.
@@ -237,7 +268,7 @@ mod tests {
         let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0, 0));
         let end = wal.append(b"commit one", 1).unwrap();
         wal.sync_all().unwrap();
-        wal.reset(&[]).unwrap();
+        wal.reset(&storage, &[]).unwrap();
         assert_eq!(wal.len(), 0);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = wal.clone();
