@@ -56,7 +56,7 @@
 //! `IncompatibleVersion` or `WrongKey` for a damaged byte), panicked.
 //!
 //! See the summary: `cargo test -p entidb-engine --test fault_suite --
-//! --include-ignored --nocapture`. Run a subset, e.g. one case from the
+//! --nocapture`. Run a subset, e.g. one case from the
 //! summary: `FAULT_SUITE_FILTER='plain/wal/flip:WAL@100^' cargo test …` (a
 //! substring of the case id). `FAULT_SUITE_SEED` changes the flip sample;
 //! `FAULT_SUITE_VERBOSE=1` prints every case's verdict.
@@ -1529,7 +1529,7 @@ impl Summary {
             let _ = writeln!(
                 s,
                 "\nfirst example of each failure and tolerated loss (reproduce one with FAULT_SUITE_FILTER='<id>' \
-                 cargo test -p entidb-engine --test fault_suite -- --include-ignored --nocapture):"
+                 cargo test -p entidb-engine --test fault_suite -- --nocapture):"
             );
             for ((_, verdict), (id, detail)) in &self.examples {
                 let _ = writeln!(s, "  [{}] {id}: {detail}", verdict.name());
@@ -1542,7 +1542,6 @@ impl Summary {
 // ---------------------------------------------------------------------------
 
 #[test]
-#[ignore = "enable once recovery fixes land"]
 fn fault_injection_matrix() {
     let started = Instant::now();
     let filter = std::env::var("FAULT_SUITE_FILTER").unwrap_or_default();
