@@ -12,6 +12,7 @@ pub mod provider;
 mod pruning;
 pub mod session;
 mod slot;
+pub mod stack;
 
 pub use error::{Error, ErrorKind, Result};
 pub use prepared::Prepared;

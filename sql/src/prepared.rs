@@ -50,6 +50,9 @@ use std::sync::{Arc, Mutex};
 pub struct Prepared {
     pub(crate) text: String,
     pub(crate) statement: DFStatement,
+    /// Nested at most [`crate::stack::SHALLOW`] deep: the fast paths may run
+    /// on the caller's stack.
+    shallow: bool,
     /// The point-query plan for one catalog version (`None`: not a point
     /// query).
     cache: Mutex<Option<CachedPlan>>,
@@ -76,9 +79,12 @@ pub(crate) struct InsertRow {
 
 impl Prepared {
     pub(crate) fn new(text: String, statement: DFStatement) -> Self {
+        let shallow =
+            crate::stack::check_depth(&statement).is_ok_and(|depth| depth <= crate::stack::SHALLOW);
         Self {
             text,
             statement,
+            shallow,
             cache: Mutex::new(None),
         }
     }
@@ -125,7 +131,7 @@ impl Session {
     /// # Errors
     /// Syntax errors; more than one statement.
     pub fn prepare(&self, sql: &str) -> Result<Prepared> {
-        let mut statements = parse(sql)?;
+        let mut statements = crate::stack::on_big_stack(|| parse(sql))?;
         match (statements.pop(), statements.is_empty()) {
             (Some(Parsed::Sql(statement)), true) => {
                 Ok(Prepared::new(sql.trim().to_string(), *statement))
@@ -141,13 +147,38 @@ impl Session {
     /// # Errors
     /// As [`Session::run`].
     pub async fn run_prepared(&mut self, p: &Prepared, params: &[ScalarValue]) -> Result<Output> {
-        let fast = self
-            .in_transaction_scope(|s| Box::pin(async move { s.try_point_query(p, params).await }))
-            .await
-            .map_err(|e| e.in_statement(&p.text))?;
-        if let Some(out) = fast {
-            return Ok(out);
+        if p.shallow {
+            // The fast paths, and recognising them, never recurse deeply
+            // for a shallow statement: no stack switch (`stack.rs`).
+            if let Some(out) = self.try_fast_path(p, params).await? {
+                return Ok(out);
+            }
+            return crate::stack::BigStack::new(self.run_prepared_general(p, params)).await;
         }
+        crate::stack::BigStack::new(async move {
+            match self.try_fast_path(p, params).await? {
+                Some(out) => Ok(out),
+                None => self.run_prepared_general(p, params).await,
+            }
+        })
+        .await
+    }
+
+    async fn try_fast_path(
+        &mut self,
+        p: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Option<Output>> {
+        self.in_transaction_scope(|s| Box::pin(async move { s.try_point_query(p, params).await }))
+            .await
+            .map_err(|e| e.in_statement(&p.text))
+    }
+
+    async fn run_prepared_general(
+        &mut self,
+        p: &Prepared,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         self.run_one(p.statement.clone(), params)
             .await
             .map_err(|e| e.in_statement(&p.text))

@@ -29,6 +29,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::indexes::table_indexes;
 use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
+use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::{ddl, dml};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
@@ -112,6 +113,10 @@ impl Session {
     /// The first failing statement's error (with its text); later statements
     /// do not run.
     pub async fn run(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Output> {
+        BigStack::new(self.run_on_stack(sql, params)).await
+    }
+
+    async fn run_on_stack(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Output> {
         let statements = parse(sql)?;
         let mut last = Output::Count(0);
         for stmt in statements {
@@ -128,6 +133,10 @@ impl Session {
     /// Runs every statement of `sql`, returning each one's output; stops after
     /// the first failure, which is the last element.
     pub async fn run_all(&mut self, sql: &str) -> Vec<Result<Output>> {
+        BigStack::new(self.run_all_on_stack(sql)).await
+    }
+
+    async fn run_all_on_stack(&mut self, sql: &str) -> Vec<Result<Output>> {
         let statements = match parse(sql) {
             Ok(s) => s,
             Err(e) => return vec![Err(e)],
@@ -172,7 +181,7 @@ impl Session {
     pub async fn append(&mut self, table: &str, batch: &RecordBatch) -> Result<u64> {
         let table = table.to_string();
         let batch = batch.clone();
-        self.in_transaction_scope(|s| {
+        let scope = self.in_transaction_scope(|s| {
             Box::pin(async move {
                 let Some(provider) = s.tables.get(&table).cloned() else {
                     return Err(ErrorKind::UndefinedTable { name: table }.into());
@@ -183,14 +192,22 @@ impl Session {
                 Ok(s.slot
                     .with(|t| crate::provider::insert_rows(t, def, &unique, &rows))?)
             })
-        })
-        .await
+        });
+        BigStack::new(scope).await
     }
 
     /// Runs one query and streams its rows. Only a single SELECT/EXPLAIN is
     /// accepted; in autocommit mode its snapshot is fixed when the stream is
     /// created.
     pub async fn query_stream(
+        &mut self,
+        sql: &str,
+        params: &[ScalarValue],
+    ) -> Result<SendableRecordBatchStream> {
+        BigStack::new(self.query_stream_on_stack(sql, params)).await
+    }
+
+    async fn query_stream_on_stack(
         &mut self,
         sql: &str,
         params: &[ScalarValue],
@@ -220,7 +237,7 @@ impl Session {
             return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(df.execute_stream().await?)
+        Ok(big_stack_stream(df.execute_stream().await?))
     }
 
     pub(crate) async fn run_one(
@@ -478,33 +495,75 @@ impl Parsed {
 }
 
 /// Parses `sql` into statements. Statements sqlparser does not know
-/// (`CHECKPOINT`) are recognised by splitting the token stream at `;`.
+/// (`CHECKPOINT`) are recognised by splitting the text at the `;` tokens and
+/// parsing each piece on its own; the pieces are cut from the original text
+/// (re-printing tokens would lose the escaping of `'x''y'`). Statements
+/// nested too deeply are refused here (`stack.rs`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
-    let syntax =
-        |e: &dyn std::fmt::Display| Error::from(ErrorKind::Syntax(e.to_string())).in_statement(sql);
-    if let Ok(statements) = DFParser::parse_sql(sql) {
-        return Ok(statements
+    let statements = match DFParser::parse_sql(sql) {
+        Ok(statements) => statements
             .into_iter()
             .map(|s| Parsed::Sql(Box::new(s)))
-            .collect());
+            .collect(),
+        Err(_) => parse_pieces(sql)?,
+    };
+    for statement in &statements {
+        if let Parsed::Sql(s) = statement {
+            check_depth(s).map_err(|e| e.in_statement(sql))?;
+        }
     }
+    Ok(statements)
+}
+
+fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|e| syntax(&e))?;
+        .tokenize_with_location()
+        .map_err(|e| Error::from(ErrorKind::Syntax(e.to_string())).in_statement(sql))?;
+    let semicolons: Vec<(u64, u64)> = tokens
+        .iter()
+        .filter(|t| t.token == Token::SemiColon)
+        .map(|t| (t.span.start.line, t.span.start.column))
+        .collect();
     let mut out = Vec::new();
-    for piece in tokens.split(|t| *t == Token::SemiColon) {
-        let text: String = piece.iter().map(|t| t.to_string()).collect();
-        if text.trim().is_empty() {
+    let mut start = 0;
+    let mut cuts = byte_offsets(sql, &semicolons);
+    cuts.push(sql.len());
+    for end in cuts {
+        let text = sql.get(start..end).unwrap_or_default().trim();
+        start = end + 1;
+        if text.is_empty() {
             continue;
         }
-        if text.trim().eq_ignore_ascii_case("checkpoint") {
+        if text.eq_ignore_ascii_case("checkpoint") {
             out.push(Parsed::Checkpoint);
             continue;
         }
-        let statements = DFParser::parse_sql(&text).map_err(|e| syntax(&e))?;
+        let statements =
+            DFParser::parse_sql(text).map_err(|e| Error::from(e).in_statement(text))?;
         out.extend(statements.into_iter().map(|s| Parsed::Sql(Box::new(s))));
     }
     Ok(out)
+}
+
+/// The byte offsets of the (ascending, 1-based line/column) `locations` in
+/// `sql`, counted as sqlparser's tokenizer counts them (columns in chars).
+fn byte_offsets(sql: &str, locations: &[(u64, u64)]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(locations.len());
+    let mut want = locations.iter().peekable();
+    let (mut line, mut column) = (1u64, 1u64);
+    for (i, ch) in sql.char_indices() {
+        while want.next_if(|l| **l < (line, column)).is_some() {}
+        if want.next_if(|l| **l == (line, column)).is_some() {
+            out.push(i);
+        }
+        if ch == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    out
 }
 
 fn sum_counts(batches: &[RecordBatch]) -> u64 {
