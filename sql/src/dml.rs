@@ -14,8 +14,9 @@
 //! key as an extra column) and reads the statement's snapshot in full before
 //! anything is written; then the keys are deleted and, for UPDATE, the new
 //! rows inserted, all inside the session's transaction. Subqueries in SET and
-//! WHERE work because they are just part of the SELECT. EXPLAIN shows the
-//! SELECT's plan and changes nothing.
+//! WHERE work because they are just part of the SELECT, and so do bound
+//! parameters (`$1` in SET or WHERE is printed into the SELECT and bound on
+//! its plan). EXPLAIN shows the SELECT's plan and changes nothing.
 
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
@@ -23,6 +24,8 @@ use crate::indexes::unique_sets;
 use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
 use crate::session::{Output, Session};
 use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+use datafusion::common::ParamValues;
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     AssignmentTarget, Delete, FromTable, Statement as SqlStatement, TableFactor, TableWithJoins,
     Update, UpdateTableFromKind,
@@ -79,15 +82,24 @@ fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
     })
 }
 
-/// Runs `select` with `target` registered as its keyed variant.
-async fn with_keyed(session: &mut Session, target: &Target, select: &str) -> Result<Output> {
+/// Runs `select` with `target` registered as its keyed variant, binding
+/// `$1, $2, …` to `params`.
+async fn with_keyed(
+    session: &mut Session,
+    target: &Target,
+    select: &str,
+    params: &[ScalarValue],
+) -> Result<Output> {
     let name = target.table.meta().name.clone();
     session.ctx.deregister_table(name.as_str())?;
     session
         .ctx
         .register_table(name.as_str(), Arc::new(target.table.keyed()))?;
     let result = async {
-        let plan = session.ctx.state().create_logical_plan(select).await?;
+        let mut plan = session.ctx.state().create_logical_plan(select).await?;
+        if !params.is_empty() {
+            plan = plan.with_param_values(ParamValues::from(params.to_vec()))?;
+        }
         session.run_plan(plan).await
     }
     .await;
@@ -191,9 +203,9 @@ fn keys_of(batch: &RecordBatch) -> Result<BinaryArray> {
 }
 
 /// DELETE: collect the keys of matching rows, then delete them.
-pub async fn delete(session: &mut Session, d: &Delete) -> Result<u64> {
+pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -> Result<u64> {
     let (target, select) = delete_select(session, d)?;
-    let batches = rows(with_keyed(session, &target, &select).await?);
+    let batches = rows(with_keyed(session, &target, &select, params).await?);
     let id = target.table.def().id;
     let mut deleted = 0;
     for batch in &batches {
@@ -204,9 +216,9 @@ pub async fn delete(session: &mut Session, d: &Delete) -> Result<u64> {
 }
 
 /// UPDATE: compute the new rows, delete the old versions, insert the new.
-pub async fn update(session: &mut Session, u: &Update) -> Result<u64> {
+pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -> Result<u64> {
     let (target, select) = update_select(session, u)?;
-    let batches = rows(with_keyed(session, &target, &select).await?);
+    let batches = rows(with_keyed(session, &target, &select, params).await?);
     let def = target.table.def().clone();
     let unique = unique_sets(target.table.indexes());
     let mut seen = HashSet::new();
@@ -243,11 +255,15 @@ pub async fn update(session: &mut Session, u: &Update) -> Result<u64> {
 }
 
 /// EXPLAIN of a DELETE or UPDATE: the plan of the SELECT that finds the rows.
-pub async fn explain(session: &mut Session, statement: &SqlStatement) -> Result<Output> {
+pub async fn explain(
+    session: &mut Session,
+    statement: &SqlStatement,
+    params: &[ScalarValue],
+) -> Result<Output> {
     let (target, select) = match statement {
         SqlStatement::Delete(d) => delete_select(session, d)?,
         SqlStatement::Update(u) => update_select(session, u)?,
         _ => return Err(ErrorKind::NotSupported("EXPLAIN of this statement".into()).into()),
     };
-    with_keyed(session, &target, &format!("EXPLAIN {select}")).await
+    with_keyed(session, &target, &format!("EXPLAIN {select}"), params).await
 }

@@ -359,19 +359,23 @@ impl Session {
                 SqlStatement::Delete(_) | SqlStatement::Update(_)
             )
         {
-            return dml::explain(self, inner).await;
+            return dml::explain(self, inner, params).await;
         }
         if let DFStatement::Statement(s) = &stmt {
             match s.as_ref() {
-                SqlStatement::Delete(d) => return dml::delete(self, d).await.map(Output::Count),
-                SqlStatement::Update(u) => return dml::update(self, u).await.map(Output::Count),
+                SqlStatement::Delete(d) => {
+                    return dml::delete(self, d, params).await.map(Output::Count);
+                }
+                SqlStatement::Update(u) => {
+                    return dml::update(self, u, params).await.map(Output::Count);
+                }
                 SqlStatement::Explain { statement, .. }
                     if matches!(
                         statement.as_ref(),
                         SqlStatement::Delete(_) | SqlStatement::Update(_)
                     ) =>
                 {
-                    return dml::explain(self, statement).await;
+                    return dml::explain(self, statement, params).await;
                 }
                 SqlStatement::CreateIndex(c) => {
                     return ddl::create_index(self, c).map(|()| Output::Count(0));
