@@ -197,6 +197,19 @@ impl Engine {
         self.inner.wal.sync_count()
     }
 
+    /// Verifies every checksum of every file, the manifest against the
+    /// files and the WAL, the key index and built secondary indexes against
+    /// the data, and the `unique` column sets `(table id, columns)` — see
+    /// `integrity.rs` for the list. Read-only; commits wait while it runs.
+    /// Returns one line per problem, empty when the database is intact.
+    ///
+    /// # Errors
+    /// Only when the check itself cannot run (a poisoned lock); damage is
+    /// reported in the list, never as an error.
+    pub fn integrity_check(&self, unique: &[(u64, Vec<usize>)]) -> Result<Vec<String>> {
+        crate::integrity::check(&self.inner, unique)
+    }
+
     /// Waits until a running background checkpoint (see
     /// [`EngineOptions::background_checkpoints`]) has finished; returns at
     /// once when none runs. Its outcome shows in [`Engine::check_healthy`].

@@ -21,6 +21,7 @@ mod engine;
 pub mod error;
 mod hidden;
 pub mod index;
+mod integrity;
 pub mod keys;
 mod lookup;
 pub mod manifest;

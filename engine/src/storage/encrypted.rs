@@ -764,9 +764,40 @@ impl EncryptedStorage {
         if phys_len == 0 {
             st.file_key = self.file_key(&st.header)?;
         } else {
-            self.load(&file.inner, st, name, phys_len)?;
+            self.load(&file.inner, st, name, phys_len, name == MANIFEST_FILE)?;
         }
         Ok(file)
+    }
+
+    /// [`Storage::verify`]: loads `name` as strictly as `MANIFEST` (no
+    /// damaged header slot, no torn tail) and authenticates every chunk.
+    fn verify_file(&self, name: &str) -> io::Result<()> {
+        let mut file = self.open_file(name, false)?;
+        let phys_len = file.inner.len()?;
+        if phys_len == 0 {
+            return Ok(());
+        }
+        let st = file
+            .state
+            .get_mut()
+            .map_err(|_| other("lock poisoned".into()))?;
+        st.chunks.clear();
+        self.load(&file.inner, st, name, phys_len, true)
+            .map_err(
+                |e| match e.get_ref().and_then(|r| r.downcast_ref::<AuthFailure>()) {
+                    // A torn header write or a torn tail after a crash look
+                    // like this too, until the next write replaces them.
+                    Some(a) if name != MANIFEST_FILE => auth_error(
+                        a.offset,
+                        &format!("{} (a write torn by a crash looks the same)", a.reason),
+                    ),
+                    _ => e,
+                },
+            )?;
+        for i in 0..st.chunks.len() {
+            read_chunk(&file.inner, st, i)?;
+        }
+        Ok(())
     }
 
     fn file_key(&self, h: &Header) -> io::Result<Key> {
@@ -787,8 +818,8 @@ impl EncryptedStorage {
         st: &mut FileState,
         name: &str,
         phys_len: u64,
+        strict: bool,
     ) -> io::Result<()> {
-        let strict = name == MANIFEST_FILE;
         let mut slots = vec![0u8; DATA_START.min(phys_len) as usize];
         file.read_at(0, &mut slots)?;
         let mut best: Option<(Header, usize)> = None;
@@ -1056,6 +1087,10 @@ fn find_later_chunk(file: &FileHandle, st: &FileState, phys_len: u64) -> io::Res
 impl Storage for EncryptedStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<FileHandle> {
         Ok(Arc::new(self.open_file(name, create)?))
+    }
+
+    fn verify(&self, name: &str) -> io::Result<()> {
+        self.verify_file(name)
     }
 
     fn exists(&self, name: &str) -> io::Result<bool> {
