@@ -5,6 +5,9 @@
 //! same database. Records are run one by one, so a failing record is counted
 //! and the file goes on; only `statement` and `query` records are counted.
 //! Values print as text: NULL as `NULL`, the empty string as `(empty)`.
+//! Every connection plans for [`TARGET_PARTITIONS`] partitions whatever the
+//! machine's CPU count, so EXPLAIN expectations (`RoundRobinBatch(2)`) are
+//! the same everywhere.
 
 use crate::{Connection, Database, Error};
 use arrow::array::{Array, RecordBatch};
@@ -16,6 +19,9 @@ use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The `datafusion.execution.target_partitions` every connection uses.
+pub const TARGET_PARTITIONS: usize = 2;
 
 /// One connection as seen by the sqllogictest runner.
 pub struct SltConnection {
@@ -173,10 +179,12 @@ pub async fn run_file(
     let mut runner = Runner::new(move || {
         let (db, in_query) = (db.clone(), flag.clone());
         async move {
-            Ok::<_, Error>(SltConnection {
-                conn: db.connect(),
-                in_query,
-            })
+            let mut conn = db.connect();
+            conn.execute(&format!(
+                "SET datafusion.execution.target_partitions = {TARGET_PARTITIONS}"
+            ))
+            .await?;
+            Ok::<_, Error>(SltConnection { conn, in_query })
         }
     });
     for label in labels {
