@@ -95,3 +95,34 @@ fn transactions_through_sql() {
     assert_eq!(err.sqlstate(), "40001", "{err}");
     assert!(err.is_retryable());
 }
+
+/// Issue 12.1 through SQL: a row deleted inside an open transaction came
+/// back after another connection's CHECKPOINT, and the transaction's UPDATE
+/// committed it back.
+#[test]
+fn a_concurrent_checkpoint_never_brings_back_a_deleted_row() {
+    let db = Database::open_in_memory().unwrap();
+    let mut a = BlockingConnection::new(&db).unwrap();
+    let mut b = BlockingConnection::new(&db).unwrap();
+    a.execute("CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT)")
+        .unwrap();
+    a.execute("INSERT INTO t VALUES (1, 1), (2, 2), (3, 3)")
+        .unwrap();
+    a.execute("BEGIN").unwrap();
+    a.execute("DELETE FROM t WHERE id = 1").unwrap();
+    a.execute("UPDATE t SET v = v * 100 WHERE id = 2").unwrap();
+    b.execute("INSERT INTO t VALUES (4, 4)").unwrap();
+    b.execute("CHECKPOINT").unwrap();
+    let seen = show(&mut a, "SELECT id, v FROM t ORDER BY id");
+    assert!(!seen.contains("| 1  |"), "the deleted row is back: {seen}");
+    assert_eq!(seen.matches("| 2  |").count(), 1, "two versions of 2: {seen}");
+    assert!(seen.contains("| 2  | 200 |") && seen.contains("| 3  | 3   |"), "{seen}");
+    assert!(!seen.contains("| 4  |"), "a later commit is visible: {seen}");
+    assert_eq!(a.execute("UPDATE t SET v = v + 10").unwrap(), 2);
+    a.execute("COMMIT").unwrap();
+    let out = show(&mut b, "SELECT id, v FROM t ORDER BY id");
+    assert!(!out.contains("| 1  |"), "{out}");
+    assert!(out.contains("| 2  | 210 |"), "{out}");
+    assert!(out.contains("| 3  | 13  |"), "{out}");
+    assert!(out.contains("| 4  | 4   |"), "{out}");
+}
