@@ -241,13 +241,14 @@ impl MTxn {
         }
         let s = self.snap(c);
         let mut staged = self.writes.clone();
+        let mut vers = self.vers.clone();
         let mut n = 0;
         for k in keys {
             match staged.get_mut(k) {
                 Some(Write { now: None, .. }) => {}
                 Some(w) => {
                     w.now = None;
-                    self.vers.remove(k);
+                    vers.remove(k);
                     n += 1;
                 }
                 None => {
@@ -268,6 +269,7 @@ impl MTxn {
             }
         }
         self.writes = staged;
+        self.vers = vers;
         Ok(n)
     }
 
