@@ -72,6 +72,9 @@ enum Undo {
     Dropped(u64),
     Catalog(Option<Arc<Vec<u8>>>),
     Unique(u64, usize),
+    /// A unique key of table `.0`, column set `.1`, that an insert pointed
+    /// at its new row: restore the row it named before (`None`: none).
+    UniqueKey(u64, Vec<usize>, Box<[u8]>, Option<(u32, u32)>),
     Touched(u64, bool),
 }
 
@@ -316,6 +319,18 @@ impl Transaction {
                     l.unique.truncate(len);
                 }
             }
+            Undo::UniqueKey(t, cols, key, prev) => {
+                if let Some(map) = self
+                    .local
+                    .get_mut(&t)
+                    .and_then(|l| l.unique_keys.get_mut(&cols))
+                {
+                    match prev {
+                        Some(at) => map.insert(key, at),
+                        None => map.remove(&key),
+                    };
+                }
+            }
             Undo::Touched(t, prev) => {
                 if let Some(l) = self.local.get_mut(&t) {
                     l.touched = prev;
@@ -441,16 +456,19 @@ impl Transaction {
         let table_id = def.id;
         let local = self.local_table(table_id)?;
         let batch_no = local.batches.len() as u32;
+        // Undo runs in reverse: per-key restores first (unique keys an
+        // earlier row of this transaction held, then row keys), then the
+        // removal of the batch's new keys, then the batch itself.
+        let mut undo = vec![Undo::Batch(table_id), Undo::NewKeys(table_id, batch_no)];
         for (cols, keys) in unique {
-            let map = local.unique_keys.entry(cols).or_default();
+            let map = local.unique_keys.entry(cols.clone()).or_default();
             for (row, key) in keys {
-                map.insert(key, (batch_no, row));
+                if let Some(prev) = map.insert(key.clone(), (batch_no, row)) {
+                    undo.push(Undo::UniqueKey(table_id, cols.clone(), key, Some(prev)));
+                }
             }
         }
         local.batches.push(stored);
-        // Undo runs in reverse: per-key restores first, then the removal of
-        // the batch's new keys, then the batch itself.
-        let mut undo = vec![Undo::Batch(table_id), Undo::NewKeys(table_id, batch_no)];
         local.writes.reserve(keys.len());
         for (row, (key, (before, base))) in keys.iter().flatten().zip(bases).enumerate() {
             let w = KeyWrite {

@@ -130,11 +130,12 @@ impl MTxn {
     }
 
     /// Statement rollback to the state `before` (a clone taken at the
-    /// savepoint). KNOWN ENGINE BUG, mimicked when `lenient_unique`: the
-    /// engine's per-transaction map UNIQUE value → own row drops the entries
-    /// of the undone statement's rows but does not restore the entries they
-    /// overwrote, so an own row revived by the rollback no longer blocks a
-    /// later insert of its UNIQUE value (the duplicate is caught at commit).
+    /// savepoint). With `lenient_unique` (no mode uses it now) the model
+    /// mimics an engine bug fixed since: the per-transaction map UNIQUE
+    /// value → own row dropped the entries of the undone statement's rows
+    /// without restoring the entries they overwrote, so an own row revived
+    /// by the rollback no longer blocked a later insert of its UNIQUE value.
+    /// Kept to re-check old engines: pass `true` to `MTxn::new`.
     pub fn undo_to(&mut self, before: &MTxn) {
         let snapshot = self.snapshot;
         let mut uniq = std::mem::take(&mut self.uniq);
