@@ -8,7 +8,10 @@
 //!
 //! `ISOLATION_TXNS=N` sets the number of transactions (default 2,000, run in
 //! batches of at most 25,000 per fresh database); `ISOLATION_THREADS`,
-//! `ISOLATION_SEED` and `ISOLATION_KEYS` tune the workload.
+//! `ISOLATION_SEED` and `ISOLATION_KEYS` tune the workload;
+//! `ISOLATION_REGISTER_TXNS` (default 1,000) sizes the register workload;
+//! `ISOLATION_DUMP=PATH` also writes each list-append history as Jepsen
+//! JSON (`PATH.runN.json`) for offline checking with another Elle.
 //!
 //! The checker is tested on hand-made histories with each anomaly in
 //! `checker_tests` below, so a green run means something.
@@ -17,6 +20,8 @@
 
 #[path = "isolation/checker.rs"]
 mod checker;
+#[path = "isolation/register.rs"]
+mod register;
 #[path = "isolation/workload.rs"]
 mod workload;
 
@@ -55,18 +60,26 @@ fn list_append_is_snapshot_isolated() {
             max_ops: 4,
             checkpoint_every: Duration::from_millis(3),
             seed: seed.wrapping_add(run_no),
+            failed_statements: 0.05,
+            rollbacks: 0.03,
         };
         let (history, stats) = workload::run(&cfg);
+        if let Ok(path) = std::env::var("ISOLATION_DUMP") {
+            let path = format!("{path}.run{run_no}.json");
+            std::fs::write(&path, checker::to_jepsen_json(&history)).unwrap();
+            println!("history written to {path} (Jepsen JSON)");
+        }
         let check_started = Instant::now();
         let report = check(&history);
         println!(
-            "run {run_no} (seed {}): {} txns in {:.1?} ({:.0} txn/s), {} checkpoints, errors {:?}; \
-             checked in {:.1?}\n{report}",
+            "run {run_no} (seed {}): {} txns in {:.1?} ({:.0} txn/s), {} checkpoints, {} failed statements \
+             (recorded as aborted one-append txns), errors {:?}; checked in {:.1?}\n{report}",
             cfg.seed,
-            history.txns.len(),
+            cfg.txns,
             stats.elapsed,
-            history.txns.len() as f64 / stats.elapsed.as_secs_f64(),
+            cfg.txns as f64 / stats.elapsed.as_secs_f64(),
             stats.checkpoints,
+            stats.failed_statements,
             stats.errors_by_state,
             check_started.elapsed(),
         );
@@ -76,7 +89,9 @@ fn list_append_is_snapshot_isolated() {
                 ex.detail
             );
         }
-        assert_eq!(report.txns, cfg.txns);
+        // The history also holds each failed statement as an aborted
+        // one-append transaction.
+        assert_eq!(report.txns, cfg.txns + stats.failed_statements);
         assert!(
             stats.checkpoint_errors.is_empty(),
             "CHECKPOINT failed: {:?}",
@@ -91,7 +106,7 @@ fn list_append_is_snapshot_isolated() {
             history.txns.iter().all(|t| t.outcome != Outcome::Unknown),
             "a COMMIT failed with an error other than 40001"
         );
-        checked += report.txns;
+        checked += cfg.txns;
         committed += report.committed;
         g2 += report.g2_item;
         if !report.is_valid() {
@@ -106,6 +121,184 @@ fn list_append_is_snapshot_isolated() {
         failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The checker on a real recorded history, mutated: each plausible bug a
+/// database could have is found in a history of realistic size.
+#[test]
+fn checker_finds_bugs_planted_in_a_real_history() {
+    use checker::Mop;
+    let cfg = workload::Config {
+        txns: 400,
+        threads: 4,
+        active_keys: 4,
+        max_appends_per_key: 40,
+        max_ops: 4,
+        checkpoint_every: Duration::from_millis(3),
+        seed: 99,
+        failed_statements: 0.0,
+        rollbacks: 0.05,
+    };
+    let (history, _) = workload::run(&cfg);
+    let clean = check(&history);
+    assert!(clean.is_valid(), "{clean}");
+
+    // 1. A committed read-modify-write that read a stale state: its read
+    //    loses the last element, written by another read-modify-write.
+    let writer = |k, x| {
+        history
+            .txns
+            .iter()
+            .position(|t| t.outcome == Outcome::Committed && t.ops.contains(&Mop::Append { k, x }))
+    };
+    let mut stale = history.clone();
+    let victim = history.txns.iter().enumerate().find_map(|(i, t)| {
+        (t.outcome == Outcome::Committed).then_some(())?;
+        t.ops.windows(2).enumerate().find_map(|(j, w)| match w {
+            [Mop::Read { k, v }, Mop::Append { k: k2, .. }]
+                if k == k2
+                    && !v.is_empty()
+                    && writer(*k, v[v.len() - 1]).is_some_and(|w| w != i) =>
+            {
+                Some((i, j))
+            }
+            _ => None,
+        })
+    });
+    let (i, j) = victim.expect("no committed append after a read of another's write");
+    if let Mop::Read { v, .. } = &mut stale.txns[i].ops[j] {
+        v.pop();
+    }
+    let report = check(&stale);
+    // (A lost update too, when that writer appended to the key only once.)
+    assert!(report.has("G-single"), "{report}");
+
+    // 2. An aborted transaction's append shows up: mark a committed writer
+    //    whose element others read as aborted.
+    let mut dirty = history.clone();
+    let read_by_others = history.txns.iter().enumerate().find_map(|(i, t)| {
+        t.ops.iter().find_map(|m| match m {
+            Mop::Read { k, v } if t.outcome == Outcome::Committed => {
+                v.iter().filter_map(|&x| writer(*k, x)).find(|&w| w != i)
+            }
+            _ => None,
+        })
+    });
+    dirty.txns[read_by_others.expect("no read of another's write")].outcome = Outcome::Aborted;
+    let report = check(&dirty);
+    assert!(report.has("G1a"), "{report}");
+
+    // 3. A committed append that the final state lacks.
+    let mut lost = history.clone();
+    let k = *lost.final_state.as_ref().unwrap().keys().next().unwrap();
+    lost.final_state
+        .as_mut()
+        .unwrap()
+        .get_mut(&k)
+        .unwrap()
+        .pop();
+    let report = check(&lost);
+    assert!(report.has("lost-write"), "{report}");
+    println!(
+        "planted bugs found in a {}-transaction history; clean: {clean}",
+        history.txns.len()
+    );
+}
+
+#[test]
+fn read_write_register_is_snapshot_isolated() {
+    let txns = env_usize("ISOLATION_REGISTER_TXNS", 1_000);
+    let seed = env_usize("ISOLATION_SEED", 7) as u64;
+    let cfg = workload::Config {
+        txns,
+        threads: env_usize("ISOLATION_THREADS", 8),
+        active_keys: 6,
+        max_appends_per_key: 0,
+        max_ops: 4,
+        checkpoint_every: Duration::from_millis(3),
+        seed,
+        failed_statements: 0.0,
+        rollbacks: 0.0,
+    };
+    let (history, final_state, elapsed) = register::run(&cfg);
+    let report = register::check(&history, Some(&final_state));
+    println!(
+        "register (seed {seed}): {} txns in {elapsed:.1?}\n{report}",
+        history.len()
+    );
+    for ex in report.g2_examples.iter().take(1) {
+        println!(
+            "example G2-item (write skew, allowed under SI): {}",
+            ex.detail
+        );
+    }
+    assert_eq!(report.txns, txns);
+    assert!(report.committed * 4 > report.txns, "{report}");
+    assert!(report.is_valid(), "{report}");
+}
+
+/// The register checker: a fork of the version chain is a lost update, a
+/// serial history is valid, read skew is a G-single.
+mod register_tests {
+    use super::checker::Outcome::{Aborted, Committed};
+    use super::register::{RMop, RTxn, check};
+
+    fn txns(t: Vec<(super::checker::Outcome, Vec<RMop>)>) -> Vec<RTxn> {
+        t.into_iter()
+            .enumerate()
+            .map(|(process, (outcome, ops))| RTxn {
+                process,
+                ops,
+                outcome,
+                begin: 0,
+                end: 1,
+            })
+            .collect()
+    }
+    fn r(k: u64, v: Option<u64>) -> RMop {
+        RMop::Read { k, v }
+    }
+    fn w(k: u64, x: u64) -> RMop {
+        RMop::Write { k, x }
+    }
+
+    #[test]
+    fn register_checker_detects_and_accepts() {
+        let serial = txns(vec![
+            (Committed, vec![r(1, None), w(1, 1)]),
+            (Committed, vec![r(1, Some(1)), w(1, 2), r(1, Some(2))]),
+            (Aborted, vec![r(1, Some(2)), w(1, 3)]),
+            (Committed, vec![r(1, Some(2))]),
+        ]);
+        let final_state = [(1, 2)].into_iter().collect();
+        assert!(check(&serial, Some(&final_state)).is_valid());
+
+        let lost = txns(vec![
+            (Committed, vec![r(1, None), w(1, 1)]),
+            (Committed, vec![r(1, None), w(1, 2)]),
+        ]);
+        assert!(check(&lost, None).has("lost-update"));
+
+        let aborted_read = txns(vec![
+            (Aborted, vec![r(1, None), w(1, 1)]),
+            (Committed, vec![r(1, Some(1))]),
+        ]);
+        assert!(check(&aborted_read, None).has("G1a"));
+
+        let read_skew = txns(vec![
+            (Committed, vec![r(1, None), w(1, 1), r(2, None), w(2, 2)]),
+            (Committed, vec![r(1, None), r(2, Some(2))]),
+        ]);
+        assert!(check(&read_skew, None).has("G-single"));
+
+        let write_skew = txns(vec![
+            (Committed, vec![r(1, None), r(2, None), w(2, 1)]),
+            (Committed, vec![r(2, None), r(1, None), w(1, 2)]),
+        ]);
+        let report = check(&write_skew, None);
+        assert!(report.is_valid(), "{report}");
+        assert_eq!(report.g2_item, 1);
+    }
 }
 
 /// The checker on hand-made histories: each forbidden anomaly is found, and

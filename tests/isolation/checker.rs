@@ -847,3 +847,50 @@ impl fmt::Display for Report {
         Ok(())
     }
 }
+
+/// The history in Jepsen's JSON format (one op per line, an `invoke` at
+/// BEGIN and an `ok`/`fail`/`info` completion at COMMIT or ROLLBACK), for
+/// checking it again offline with elle-cli or another Elle implementation.
+pub fn to_jepsen_json(h: &History) -> String {
+    let mops = |t: &Txn, completed: bool| {
+        let parts: Vec<String> = t
+            .ops
+            .iter()
+            .map(|m| match m {
+                Mop::Read { k, v } if completed => format!(
+                    "[\"r\",{k},[{}]]",
+                    v.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Mop::Read { k, .. } => format!("[\"r\",{k},null]"),
+                Mop::Append { k, x } => format!("[\"append\",{k},{x}]"),
+            })
+            .collect();
+        format!("[{}]", parts.join(","))
+    };
+    let mut events: Vec<(u64, usize, bool)> = Vec::new();
+    for (i, t) in h.txns.iter().enumerate() {
+        events.push((t.begin, i, false));
+        events.push((t.end, i, true));
+    }
+    events.sort_unstable();
+    let mut out = String::new();
+    for (index, &(time, i, completed)) in events.iter().enumerate() {
+        let t = &h.txns[i];
+        let kind = match (completed, t.outcome) {
+            (false, _) => "invoke",
+            (true, Outcome::Committed) => "ok",
+            (true, Outcome::Aborted) => "fail",
+            (true, Outcome::Unknown) => "info",
+        };
+        let _ = writeln!(
+            out,
+            "{{\"index\":{index},\"time\":{time},\"type\":\"{kind}\",\"process\":{},\"f\":\"txn\",\"value\":{}}}",
+            t.process,
+            mops(t, completed)
+        );
+    }
+    out
+}

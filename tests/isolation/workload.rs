@@ -28,11 +28,18 @@ pub struct Config {
     pub max_ops: usize,
     pub checkpoint_every: Duration,
     pub seed: u64,
+    /// Probability that an append is preceded by a statement that fails
+    /// (duplicate key) inside the transaction, which then goes on.
+    pub failed_statements: f64,
+    /// Probability that a transaction ends in ROLLBACK instead of COMMIT.
+    pub rollbacks: f64,
 }
 
 #[derive(Debug, Default)]
 pub struct RunStats {
     pub checkpoints: usize,
+    /// Failed statements recorded as aborted one-append pseudo-transactions.
+    pub failed_statements: usize,
     pub checkpoint_errors: Vec<String>,
     pub errors_by_state: BTreeMap<String, usize>,
     pub elapsed: Duration,
@@ -187,7 +194,7 @@ fn worker(
     next_elem: &AtomicU64,
     remaining: &AtomicUsize,
     start: Instant,
-) -> (Vec<Txn>, BTreeMap<String, usize>) {
+) -> (Vec<Txn>, Vec<Txn>, BTreeMap<String, usize>) {
     let mut c = BlockingConnection::new(db).unwrap();
     let st = Statements {
         select: c.prepare("SELECT v FROM lists WHERE k = $1").unwrap(),
@@ -196,6 +203,7 @@ fn worker(
     let mut rng =
         StdRng::seed_from_u64(cfg.seed ^ (process as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut txns = Vec::new();
+    let mut ghosts = Vec::new();
     let mut errors: BTreeMap<String, usize> = BTreeMap::new();
     let now = || start.elapsed().as_nanos() as u64;
     while remaining
@@ -221,6 +229,31 @@ fn worker(
                         k,
                         v: v.as_deref().map(parse_list).unwrap_or_default(),
                     });
+                    if rng.random_bool(cfg.failed_statements) {
+                        // A statement that must fail (duplicate key) and
+                        // leave nothing behind while the transaction goes
+                        // on: its element is an aborted write in the
+                        // history, so seeing it anywhere is G1a.
+                        let g = next_elem.fetch_add(1, Ordering::Relaxed);
+                        let sql = match v.as_deref() {
+                            Some(old) => format!("INSERT INTO lists VALUES ({k}, '{old},{g}')"),
+                            None => format!("INSERT INTO lists VALUES ({k}, '{g}'), ({k}, '{g}')"),
+                        };
+                        let at = now();
+                        match c.execute(&sql) {
+                            Ok(n) => panic!("{sql} succeeded ({n} rows)"),
+                            Err(e) if e.sqlstate() == "23505" => {}
+                            Err(e) => return Err(e),
+                        }
+                        ghosts.push(Txn {
+                            process,
+                            ops: vec![Mop::Append { k, x: g }],
+                            outcome: Outcome::Aborted,
+                            error: Some("failed statement inside a transaction".into()),
+                            begin: at,
+                            end: now(),
+                        });
+                    }
                     ops.push(Mop::Append { k, x });
                     write(&mut c, &st, &mut rng, k, v.as_deref(), x)
                 }),
@@ -239,6 +272,11 @@ fn worker(
                     .entry(format!("{} (statement)", e.sqlstate()))
                     .or_default() += 1;
                 (Outcome::Aborted, Some(format!("{} {e}", e.sqlstate())))
+            }
+            None if rng.random_bool(cfg.rollbacks) => {
+                c.execute("ROLLBACK").unwrap();
+                *errors.entry("ROLLBACK (by the client)".into()).or_default() += 1;
+                (Outcome::Aborted, Some("rolled back by the client".into()))
             }
             None => match c.execute("COMMIT") {
                 Ok(_) => (Outcome::Committed, None),
@@ -267,7 +305,7 @@ fn worker(
             end: now(),
         });
     }
-    (txns, errors)
+    (txns, ghosts, errors)
 }
 
 /// Runs the workload on a fresh database in a temporary directory.
@@ -312,8 +350,10 @@ pub fn run(cfg: &Config) -> (History, RunStats) {
             })
             .collect();
         for w in workers {
-            let (t, errors) = w.join().unwrap();
+            let (t, ghosts, errors) = w.join().unwrap();
             txns.extend(t);
+            stats.failed_statements += ghosts.len();
+            txns.extend(ghosts);
             for (k, v) in errors {
                 *stats.errors_by_state.entry(k).or_default() += v;
             }
