@@ -25,8 +25,8 @@ use datafusion::scalar::ScalarValue;
 pub use entidb_engine::storage::Secret;
 use entidb_engine::storage::{EncryptedStorage, FileStorage};
 use entidb_engine::{Engine, EngineOptions};
-use entidb_sql::Session;
-use std::path::Path;
+use entidb_sql::{DatabaseDir, Session, SessionOptions, register_database_dir};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Options for [`Database::open_with`]. The default checkpoints the WAL when
@@ -39,6 +39,18 @@ pub struct OpenOptions {
     /// Encrypt every file with this key or passphrase (AES-256-GCM-SIV, see
     /// docs/encryption.md). Must be given again on every open.
     pub encryption: Option<Secret>,
+    /// Memory each connection's queries may use (sorts, aggregates, joins;
+    /// beyond it they spill or fail with SQLSTATE 53200). `None`: half the
+    /// machine's memory. `SET entidb.memory_limit = '1GB'` changes it per
+    /// connection.
+    pub memory_limit: Option<usize>,
+    /// Directory for spill files (`None`: the OS temporary directory).
+    /// Ignored for encrypted databases, which never spill.
+    pub temp_directory: Option<PathBuf>,
+    /// Whether SQL may write files (`COPY … TO`); never inside an open
+    /// database's directory. `SET entidb.external_access = false` turns it
+    /// off for one connection.
+    pub external_access: bool,
 }
 
 impl Default for OpenOptions {
@@ -49,6 +61,22 @@ impl Default for OpenOptions {
                 ..EngineOptions::default()
             },
             encryption: None,
+            memory_limit: None,
+            temp_directory: None,
+            external_access: true,
+        }
+    }
+}
+
+impl OpenOptions {
+    fn session(&self) -> SessionOptions {
+        let defaults = SessionOptions::default();
+        SessionOptions {
+            memory_limit: self.memory_limit.unwrap_or(defaults.memory_limit),
+            // Spill files are plaintext: an encrypted database never spills.
+            spill: self.encryption.is_none(),
+            temp_directory: self.temp_directory.clone(),
+            external_access: self.external_access,
         }
     }
 }
@@ -57,6 +85,9 @@ impl Default for OpenOptions {
 #[derive(Debug, Clone)]
 pub struct Database {
     engine: Engine,
+    sql: SessionOptions,
+    /// Keeps SQL from writing files into the database's directory.
+    _dir: Option<Arc<DatabaseDir>>,
 }
 
 impl Database {
@@ -74,6 +105,8 @@ impl Database {
     /// # Errors
     /// As [`Database::open`].
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
+        let sql = options.session();
+        let dir = path.as_ref().to_path_buf();
         let engine = match options.encryption {
             None => Engine::open_dir(path, options.engine)?,
             Some(secret) => {
@@ -84,7 +117,11 @@ impl Database {
                 Engine::open(Arc::new(storage), options.engine)?
             }
         };
-        Ok(Self { engine })
+        Ok(Self {
+            engine,
+            sql,
+            _dir: Some(Arc::new(register_database_dir(&dir))),
+        })
     }
 
     /// A new, empty in-memory database.
@@ -92,20 +129,31 @@ impl Database {
     /// # Errors
     /// Only on internal failures.
     pub fn open_in_memory() -> Result<Self> {
-        Ok(Self {
-            engine: Engine::open_memory()?,
-        })
+        Ok(Self::from_engine(Engine::open_memory()?))
     }
 
-    /// Wraps an engine opened on any storage backend.
+    /// Wraps an engine opened on any storage backend (default session
+    /// options: spilling allowed — see [`Database::from_engine_with`]).
     pub fn from_engine(engine: Engine) -> Self {
-        Self { engine }
+        Self::from_engine_with(engine, &OpenOptions::default())
+    }
+
+    /// Wraps an engine with the session settings of `options` (its
+    /// `engine` field is not used; `encryption.is_some()` disables
+    /// spilling).
+    pub fn from_engine_with(engine: Engine, options: &OpenOptions) -> Self {
+        Self {
+            engine,
+            sql: options.session(),
+            _dir: None,
+        }
     }
 
     /// A new connection (SQL session).
     pub fn connect(&self) -> Connection {
         Connection {
-            session: Session::new(self.engine.clone()),
+            session: Session::with_options(self.engine.clone(), self.sql.clone()),
+            _dir: self._dir.clone(),
         }
     }
 
@@ -119,6 +167,8 @@ impl Database {
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) session: Session,
+    /// The database directory stays protected while a connection is open.
+    _dir: Option<Arc<DatabaseDir>>,
 }
 
 impl Connection {

@@ -7,6 +7,7 @@ mod ddl;
 mod dml;
 pub mod error;
 pub mod indexes;
+pub mod limits;
 mod prepared;
 pub mod provider;
 mod pruning;
@@ -15,5 +16,6 @@ mod slot;
 pub mod stack;
 
 pub use error::{Error, ErrorKind, Result};
+pub use limits::{DatabaseDir, SessionOptions, register_database_dir};
 pub use prepared::Prepared;
 pub use session::{Output, Session, count_batch};

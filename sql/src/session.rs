@@ -27,26 +27,34 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::indexes::table_indexes;
+use crate::limits::{self, SessionOptions};
 use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::{ddl, dml};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::datasource::ViewTable;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Set;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use entidb_catalog::Catalog;
 use entidb_engine::Engine;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What one statement produced.
 #[derive(Debug)]
@@ -67,6 +75,10 @@ pub struct Session {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) tables: HashMap<String, Arc<EntiTable>>,
     registered: Vec<String>,
+    options: SessionOptions,
+    /// The memory limit now in force (read by the capped functions).
+    memory_limit: Arc<AtomicUsize>,
+    external_access: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -79,22 +91,106 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A new session on `engine`.
+    /// A new session on `engine` with the default [`SessionOptions`].
     pub fn new(engine: Engine) -> Self {
+        Self::with_options(engine, SessionOptions::default())
+    }
+
+    /// A new session on `engine` (memory limit, spilling, file access: see
+    /// `limits.rs`).
+    pub fn with_options(engine: Engine, options: SessionOptions) -> Self {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("entidb", "main");
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        let limit = options.memory_limit;
+        // Only a broken temporary directory makes this fail; then nothing
+        // spills.
+        let runtime = limits::runtime(&options, limit)
+            .or_else(|_| {
+                let no_spill = SessionOptions {
+                    spill: false,
+                    ..options.clone()
+                };
+                limits::runtime(&no_spill, limit)
+            })
+            .unwrap_or_default();
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let memory_limit = Arc::new(AtomicUsize::new(limit));
+        for udf in limits::capped_functions(ctx.state().scalar_functions(), &memory_limit) {
+            ctx.register_udf(udf);
+        }
         Self {
             engine,
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             slot: Arc::new(TxnSlot::default()),
             explicit: false,
             synced: None,
             catalog: Arc::new(Catalog::default()),
             tables: HashMap::new(),
             registered: Vec::new(),
+            external_access: options.external_access,
+            options,
+            memory_limit,
         }
+    }
+
+    /// Handles `SET entidb.*` and the `datafusion.runtime.*` settings that
+    /// touch memory or files; `None` for any other statement.
+    fn set_variable(&mut self, stmt: &SqlStatement) -> Option<Result<Output>> {
+        let SqlStatement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) = stmt
+        else {
+            return None;
+        };
+        let name = variable.to_string().to_ascii_lowercase();
+        let value = values.first().map(|v| v.to_string()).unwrap_or_default();
+        let denied = |why: &str| Some(Err(ErrorKind::InsufficientPrivilege(why.into()).into()));
+        match name.as_str() {
+            "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
+                limits::parse_size(&value)
+                    .and_then(|n| self.set_memory_limit(n))
+                    .map(|()| Output::Count(0)),
+            ),
+            "entidb.external_access" => Some(limits::parse_bool(&value).and_then(|on| {
+                if on && !self.external_access {
+                    return Err(ErrorKind::InsufficientPrivilege(
+                        "file access cannot be re-enabled in this session".into(),
+                    )
+                    .into());
+                }
+                self.external_access = on;
+                Ok(Output::Count(0))
+            })),
+            "datafusion.runtime.temp_directory" | "datafusion.runtime.max_temp_directory_size"
+                if !self.options.spill =>
+            {
+                denied("spilling to disk is disabled for encrypted databases")
+            }
+            "datafusion.runtime.temp_directory" if !self.external_access => {
+                denied("file access from SQL is disabled (entidb.external_access = false)")
+            }
+            _ => None,
+        }
+    }
+
+    /// Replaces the memory pool (the disk manager stays).
+    fn set_memory_limit(&mut self, bytes: usize) -> Result<()> {
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(bytes),
+            NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+        );
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()?;
+        *state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_runtime_env(runtime)
+            .build();
+        self.memory_limit.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The engine.
@@ -362,6 +458,9 @@ impl Session {
             return dml::explain(self, inner, params).await;
         }
         if let DFStatement::Statement(s) = &stmt {
+            if let Some(out) = self.set_variable(s) {
+                return out;
+            }
             match s.as_ref() {
                 SqlStatement::Delete(d) => {
                     return dml::delete(self, d, params).await.map(Output::Count);
@@ -404,6 +503,17 @@ impl Session {
 
     async fn plan(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<LogicalPlan> {
         let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        // COPY … TO is the one statement that writes files (`limits.rs`).
+        let mut targets = Vec::new();
+        plan.apply(|p| {
+            if let LogicalPlan::Copy(c) = p {
+                targets.push(c.output_url.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        for target in &targets {
+            limits::check_write(target, self.external_access)?;
+        }
         if params.is_empty() {
             Ok(plan)
         } else {
