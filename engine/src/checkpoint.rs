@@ -1,25 +1,43 @@
 //! Checkpoints: moving committed versions from the WAL into segments.
 //!
-//! With the commit lock held (commits wait; readers do not):
+//! A checkpoint covers every commit up to `seq`, the last commit when it
+//! starts. It runs in three phases, one checkpoint at a time (the engine's
+//! checkpoint lock), and writes segments **without** the commit lock, so
+//! commits go on meanwhile:
 //!
-//! 1. make every appended WAL byte durable;
-//! 2. per table, write one new segment holding the rows of its mem chunks and
-//!    of any segment worth compacting (more than a quarter of its rows deleted,
-//!    or a small segment among many), dropping versions deleted at or before
-//!    the oldest open snapshot (garbage collection), and fsync it;
-//! 3. fsync the directory so the new segment files are durable;
-//! 4. append a CHECKPOINT record and fsync the WAL;
-//! 5. save the manifest atomically with `checkpoint_seq` = last commit;
-//! 6. replace the WAL by one holding only its new base record (naming this
-//!    checkpoint): `WAL.tmp`, fdatasync, rename over `WAL`, directory fsync;
-//! 7. swap the in-memory chunk lists, re-point the key index at the new rows,
-//!    forget tombstones no snapshot needs, and remove replaced segment files.
+//! A. Under the commit lock (short): make every appended WAL byte durable,
+//!    fix `seq`, the garbage-collection horizon (the oldest open snapshot),
+//!    each table's chunk list and the WAL position `mark` after commit `seq`.
+//! B. No lock: per table, write one new segment holding the rows of the
+//!    captured mem chunks and of any captured segment worth compacting (more
+//!    than a quarter of its rows deleted at or before the horizon, or a small
+//!    segment among many), dropping versions deleted at or before the horizon,
+//!    and fsync it; fsync the directory. Commits made now add mem chunks
+//!    (not in this checkpoint) and may mark captured rows deleted (their
+//!    sequence is above `seq`).
+//! C. Under the commit lock again:
+//!    1. append a CHECKPOINT(`seq`) record and fsync the WAL;
+//!    2. save the manifest atomically: `checkpoint_seq` = `seq`, the kept and
+//!       new segments, and only deletes at or before `seq` (later ones are
+//!       replayed from the WAL);
+//!    3. replace the WAL by its new base record (naming this checkpoint)
+//!       followed by the bytes after `mark` — the commits of phase B —
+//!       via `WAL.tmp`, fdatasync, rename, directory fsync;
+//!    4. swap the in-memory chunk lists (new segments, then the mem chunks
+//!       added in phase B), carry the deletes marked in phase B over to the
+//!       moved rows, re-point the key index and secondary indexes at the new
+//!       rows, forget tombstones no snapshot needs, remove replaced segment
+//!       files.
 //!
-//! A crash before step 5 leaves the old manifest, which does not name the new
+//! A crash before C.2 leaves the old manifest, which does not name the new
 //! segments: recovery deletes them as orphans and replays the WAL. A crash
-//! between 5 and 6 leaves a WAL whose transactions all have
-//! `commit_seq <= checkpoint_seq`: recovery skips them. Any I/O failure
-//! poisons the database.
+//! between C.2 and C.3 leaves the old WAL ending in the CHECKPOINT(`seq`)
+//! record: recovery skips its commits up to `seq` and replays the rest. Any
+//! I/O failure poisons the database.
+//!
+//! LOCK ORDER: checkpoint lock, commit lock, then the table locks (see
+//! [`crate::index`]). Nothing else takes the checkpoint lock while holding
+//! the commit lock.
 
 use crate::engine::{CommitState, Inner};
 use crate::error::{Error, Result};
@@ -37,52 +55,87 @@ use std::sync::atomic::Ordering;
 /// Runs a checkpoint (see the module docs).
 pub(crate) fn run(inner: &Inner) -> Result<()> {
     inner.wal.check()?;
-    let state = inner.commit_lock.lock().map_err(|_| Error::Poisoned {
-        cause: "commit lock poisoned".into(),
+    let _one_at_a_time = inner.checkpoint_lock.lock().map_err(|_| Error::Poisoned {
+        cause: "checkpoint lock poisoned".into(),
     })?;
-    let result = checkpoint_locked(inner, &state);
+    let result = run_phases(inner);
     if let Err(e) = &result {
         inner.wal.poison(format!("checkpoint failed: {e}"));
     }
     result
 }
 
-/// The new state of one table, prepared before the manifest is saved.
-struct TablePlan {
-    table: Arc<TableState>,
-    entry: TableEntry,
-    chunks: Vec<Arc<Chunk>>,
-    /// Old → new location of every row carried into the new segment.
-    moved: Vec<(RowLoc, RowLoc)>,
-    /// The row keys of `moved`, collected only when the key index was built
-    /// (re-pointing it needs them; otherwise it is built later from the
-    /// new chunks).
-    moved_keys: Option<Vec<Box<[u8]>>>,
-    rewritten: ahash::AHashSet<u64>,
-    replaced: Vec<u64>,
+fn commit_lock(inner: &Inner) -> Result<std::sync::MutexGuard<'_, CommitState>> {
+    inner.commit_lock.lock().map_err(|_| Error::Poisoned {
+        cause: "commit lock poisoned".into(),
+    })
 }
 
-fn checkpoint_locked(inner: &Inner, state: &CommitState) -> Result<()> {
+/// What phase A fixed.
+struct Start {
+    seq: u64,
+    horizon: u64,
+    mark: u64,
+    /// Live tables with their chunk lists at `seq`.
+    tables: Vec<(Arc<TableState>, Vec<Arc<Chunk>>)>,
+    /// Tables dropped at or before the horizon: removed.
+    gone: Vec<Arc<TableState>>,
+}
+
+/// Phase A, under the commit lock. `None` when there is nothing to do.
+fn start(inner: &Inner) -> Result<Option<Start>> {
+    let state = commit_lock(inner)?;
     let durable = inner.wal.sync_all()?;
     inner.visible_seq.fetch_max(durable, Ordering::SeqCst);
     let seq = state.last_seq;
     if inner.wal.is_empty() && inner.checkpoint_seq.load(Ordering::SeqCst) == seq {
-        return Ok(());
+        return Ok(None);
     }
     let horizon = inner.snapshots.oldest(seq)?;
-    let tables: Vec<Arc<TableState>> = read(&inner.tables)?.values().cloned().collect();
-    let mut plans = Vec::new();
+    let mut tables = Vec::new();
     let mut gone = Vec::new();
-    for table in tables {
-        let dropped = *read(&table.dropped_seq)?;
-        match dropped {
-            Some(d) if d <= horizon => gone.push(table),
+    for table in read(&inner.tables)?.values() {
+        match *read(&table.dropped_seq)? {
+            Some(d) if d <= horizon => gone.push(table.clone()),
+            // Dropped at or before `seq`: not in the manifest, kept in
+            // memory for the snapshots that still see it.
             Some(_) => {}
-            None => plans.push(plan_table(inner, table, horizon)?),
+            None => {
+                let chunks = read(&table.chunks)?.chunks.clone();
+                tables.push((table.clone(), chunks));
+            }
         }
+    }
+    Ok(Some(Start {
+        seq,
+        horizon,
+        mark: inner.wal.mark()?,
+        tables,
+        gone,
+    }))
+}
+
+fn run_phases(inner: &Inner) -> Result<()> {
+    let Some(start) = start(inner)? else {
+        return Ok(());
+    };
+    let Start {
+        seq,
+        horizon,
+        mark,
+        tables,
+        gone,
+    } = start;
+    // Phase B: segments, without the commit lock.
+    let mut plans = Vec::new();
+    for (table, chunks) in tables {
+        plans.push(plan_table(inner, table, chunks, horizon, seq)?);
     }
     let storage = inner.storage.as_ref();
     storage.sync_dir().map_err(Error::io("."))?;
+
+    // Phase C, under the commit lock.
+    let _commits_wait = commit_lock(inner)?;
     let mut bytes = Vec::new();
     WalRecord::Checkpoint {
         checkpoint_seq: seq,
@@ -90,21 +143,35 @@ fn checkpoint_locked(inner: &Inner, state: &CommitState) -> Result<()> {
     .encode_into(&mut bytes)?;
     let end = inner.wal.append(&bytes, seq)?;
     inner.wal.wait_durable(end)?;
-    let catalog = inner.catalog_at(seq)?;
+    let catalog = read(&inner.catalog)?;
+    let (catalog_seq, blob) = catalog
+        .versions
+        .iter()
+        .rev()
+        .find(|(s, _)| *s <= seq)
+        .cloned()
+        .unwrap_or_default();
+    drop(catalog);
     let manifest = Manifest {
         checkpoint_seq: seq,
         next_id: inner.next_id.load(Ordering::SeqCst),
         next_rowid: inner.next_rowid.load(Ordering::SeqCst),
-        catalog_seq: read(&inner.catalog)?.latest_seq(),
-        catalog: catalog.as_ref().clone(),
+        catalog_seq,
+        catalog: blob.as_ref().clone(),
         encryption: inner.encryption.clone(),
         tables: plans.iter().map(|p| p.entry.clone()).collect(),
     };
     manifest.save(storage)?;
     inner.checkpoint_seq.store(seq, Ordering::SeqCst);
-    inner
-        .wal
-        .reset(inner.storage.as_ref(), &crate::wal::base_record(seq)?)?;
+    // Everything up to the CHECKPOINT record is covered, except the commits
+    // of phase B, which lie between `mark` and it.
+    let kept_until = end - bytes.len() as u64;
+    inner.wal.reset(
+        inner.storage.as_ref(),
+        &crate::wal::base_record(seq)?,
+        mark,
+        kept_until,
+    )?;
 
     let mut obsolete = Vec::new();
     for plan in plans {
@@ -133,6 +200,28 @@ fn checkpoint_locked(inner: &Inner, state: &CommitState) -> Result<()> {
     Ok(())
 }
 
+/// The new state of one table, prepared before the manifest is saved.
+struct TablePlan {
+    /// Ids of the chunks captured at `seq`; chunks added later (commits of
+    /// phase B) are kept after the new ones.
+    captured: ahash::AHashSet<u64>,
+    /// The captured chunks rewritten into the new segment.
+    rewrite: Vec<Arc<Chunk>>,
+    /// Id of the new segment, if any rows went into one.
+    new_segment: Option<u64>,
+    table: Arc<TableState>,
+    entry: TableEntry,
+    chunks: Vec<Arc<Chunk>>,
+    /// Old → new location of every row carried into the new segment.
+    moved: Vec<(RowLoc, RowLoc)>,
+    /// The row keys of `moved`, collected only when the key index was built
+    /// (re-pointing it needs them; otherwise it is built later from the
+    /// new chunks).
+    moved_keys: Option<Vec<Box<[u8]>>>,
+    rewritten: ahash::AHashSet<u64>,
+    replaced: Vec<u64>,
+}
+
 /// Should this segment be rewritten?
 fn compactable(chunk: &Chunk, segments: usize, horizon: u64) -> Result<bool> {
     let dead = chunk
@@ -144,8 +233,16 @@ fn compactable(chunk: &Chunk, segments: usize, horizon: u64) -> Result<bool> {
     Ok(dead * 4 > rows || (segments > 4 && rows < ROW_GROUP_ROWS / 4))
 }
 
-fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<TablePlan> {
-    let chunks = read(&table.chunks)?.chunks.clone();
+/// Phase B for one table: writes its new segment from the chunks captured
+/// at `seq` (see the module docs).
+fn plan_table(
+    inner: &Inner,
+    table: Arc<TableState>,
+    chunks: Vec<Arc<Chunk>>,
+    horizon: u64,
+    seq: u64,
+) -> Result<TablePlan> {
+    let captured: ahash::AHashSet<u64> = chunks.iter().map(|c| c.id).collect();
     let segments = chunks
         .iter()
         .filter(|c| matches!(c.data, ChunkData::Segment(_)))
@@ -208,13 +305,18 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         }
     }
     let mut new_chunks = keep.clone();
+    // The manifest describes the state at `seq`: later deletes (commits of
+    // phase B) are replayed from the WAL.
+    let at_seq = |deletes: Vec<(u32, u64)>| -> Vec<(u32, u64)> {
+        deletes.into_iter().filter(|(_, d)| *d <= seq).collect()
+    };
     let mut segments_out: Vec<SegmentEntry> = keep
         .iter()
         .map(|c| {
             Ok(SegmentEntry {
                 id: c.id,
                 rows: u64::from(c.rows),
-                deletes: c.deletes()?,
+                deletes: at_seq(c.deletes()?),
             })
         })
         .collect::<Result<_>>()?;
@@ -229,7 +331,7 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         segments_out.push(SegmentEntry {
             id: new_id,
             rows: reader.footer.rows,
-            deletes: carried.iter().map(|(r, s)| (*r, *s)).collect(),
+            deletes: at_seq(carried.iter().map(|(r, s)| (*r, *s)).collect()),
         });
         new_chunks.push(Arc::new(Chunk::new(
             new_id,
@@ -243,6 +345,9 @@ fn plan_table(inner: &Inner, table: Arc<TableState>, horizon: u64) -> Result<Tab
         .map(|c| c.id)
         .collect();
     Ok(TablePlan {
+        captured,
+        rewrite: rewrite.clone(),
+        new_segment: (!batches.is_empty()).then_some(new_id),
         entry: TableEntry {
             def: table.def.clone(),
             created_seq: table.created_seq,
@@ -295,31 +400,50 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
     }
 }
 
-/// Installs a plan's chunks and re-points the key index.
+/// Installs a plan's chunks and re-points the key index and the secondary
+/// indexes (phase C.4, under the commit lock).
 fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
+    let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().copied().collect();
+    let new_chunk = plan
+        .new_segment
+        .and_then(|id| plan.chunks.iter().find(|c| c.id == id));
+    // Rows of the rewritten chunks deleted by commits of phase B: mark the
+    // moved rows too (before the new chunk becomes visible).
+    if let Some(new_chunk) = new_chunk {
+        for chunk in &plan.rewrite {
+            for (row, d) in chunk.deletes()? {
+                if let Some(to) = moved.get(&RowLoc {
+                    chunk: chunk.id,
+                    row,
+                }) {
+                    new_chunk.mark_deleted(to.row, d)?;
+                }
+            }
+        }
+    }
     // Lock order everywhere: indexes, keys, chunks.
     let indexes = plan.table.indexes.list()?;
     let mut index_guards = indexes
         .iter()
         .map(|i| i.lock())
         .collect::<Result<Vec<_>>>()?;
-    if index_guards.iter().any(|g| g.is_some()) {
-        let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().copied().collect();
-        for map in index_guards.iter_mut().filter_map(|g| g.as_mut()) {
-            crate::index::remap(map, &plan.rewritten, &moved);
-        }
+    for map in index_guards.iter_mut().filter_map(|g| g.as_mut()) {
+        crate::index::remap(map, &plan.rewritten, &moved);
     }
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
-    let Some(moved_keys) = &plan.moved_keys else {
-        // The key index was built after the plan was made: drop it, the
-        // next use rebuilds it from the new chunks.
-        *guard = None;
-        write(&plan.table.tombstones)?.clear();
-        *chunks = ChunkList::new(plan.chunks.clone());
-        return Ok(());
-    };
     if let Some(keys) = guard.as_mut() {
+        // The key index may have been built after the plan was made (it
+        // holds tombstones of phase B that must survive): its moved rows'
+        // keys are then read back from the new segment, in moved order.
+        let read_back;
+        let moved_keys: &[Box<[u8]>] = match &plan.moved_keys {
+            Some(k) => k,
+            None => {
+                read_back = new_segment_keys(plan, new_chunk)?;
+                &read_back
+            }
+        };
         for (key, (old, new)) in moved_keys.iter().zip(&plan.moved) {
             if let Some(entry) = keys.get_mut(key)
                 && entry.loc == Some(*old)
@@ -336,9 +460,32 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
             None => false,
         });
     }
-    *chunks = ChunkList::new(plan.chunks.clone());
+    let mut list = plan.chunks.clone();
+    list.extend(
+        chunks
+            .chunks
+            .iter()
+            .filter(|c| !plan.captured.contains(&c.id))
+            .cloned(),
+    );
+    *chunks = ChunkList::new(list);
     drop(index_guards);
     Ok(())
+}
+
+/// The row keys of the new segment, which holds the moved rows in order.
+fn new_segment_keys(plan: &TablePlan, chunk: Option<&Arc<Chunk>>) -> Result<Vec<Box<[u8]>>> {
+    let Some(chunk) = chunk else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<u32> = (0..chunk.rows).collect();
+    let key_column = plan.table.def.schema.fields().len();
+    let arrays = chunk.read_rows(&[key_column], &rows)?;
+    let keys = arrays
+        .first()
+        .and_then(|k| k.as_binary_opt::<i32>())
+        .ok_or_else(|| Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column"))?;
+    Ok(keys.iter().map(|k| k.unwrap_or_default().into()).collect())
 }
 
 /// Keeps only catalog versions an open snapshot may still read.

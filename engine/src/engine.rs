@@ -88,6 +88,9 @@ pub(crate) struct Inner {
     pub wal: WalWriter,
     /// Serialises validation, sequence assignment, apply and WAL append.
     pub commit_lock: Mutex<CommitState>,
+    /// One checkpoint at a time; taken before the commit lock, never while
+    /// holding it (see `checkpoint.rs`).
+    pub checkpoint_lock: Mutex<()>,
     pub visible_seq: AtomicU64,
     pub next_id: AtomicU64,
     pub next_rowid: AtomicU64,

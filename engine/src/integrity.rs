@@ -1,8 +1,9 @@
 //! `PRAGMA integrity_check`: verify every byte the database depends on.
 //!
 //! The check is read-only and runs against a live database. It holds the
-//! commit lock for its whole duration, so no commit or checkpoint changes
-//! files, chunks or indexes under it (writers wait; readers do not). What it
+//! checkpoint lock and the commit lock for its whole duration, so no commit
+//! or checkpoint changes files, chunks or indexes under it (writers wait;
+//! readers do not). What it
 //! verifies, each failure becoming one line of the report:
 //!
 //! 1. **MANIFEST**: decoded from disk again (checksum first), its
@@ -54,6 +55,11 @@ use std::sync::atomic::Ordering;
 /// columns)` of the UNIQUE constraints to verify. Returns one line per
 /// problem; empty means the database is intact.
 pub(crate) fn check(inner: &Inner, unique: &[(u64, Vec<usize>)]) -> Result<Vec<String>> {
+    // Lock order: checkpoint lock, then commit lock (a checkpoint writing
+    // segments would otherwise show them as orphans).
+    let _no_checkpoint = inner.checkpoint_lock.lock().map_err(|_| Error::Poisoned {
+        cause: "checkpoint lock poisoned".into(),
+    })?;
     let _writers_wait = inner.commit_lock.lock().map_err(|_| Error::Poisoned {
         cause: "commit lock poisoned".into(),
     })?;

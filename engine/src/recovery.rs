@@ -98,6 +98,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         options,
         wal: WalWriter::new(wal_file.clone(), scan.valid_len, header_len, last_seq),
         commit_lock: Mutex::new(CommitState { last_seq }),
+        checkpoint_lock: Mutex::new(()),
         visible_seq: AtomicU64::new(last_seq),
         next_id: AtomicU64::new(manifest.next_id.max(1)),
         next_rowid: AtomicU64::new(manifest.next_rowid.max(1)),

@@ -13,10 +13,14 @@ struct State {
     /// Bytes appended since the writer was opened: a *logical* position
     /// that only grows. The file holds the bytes after `base`.
     appended: u64,
-    /// Logical position of the file's first byte (moved by [`WalWriter::reset`]).
-    /// Positions never go back, so a committer that appended before a
-    /// checkpoint emptied the file still finds its bytes counted as durable.
+    /// Logical position of the file's first byte after its base record
+    /// (moved by [`WalWriter::reset`]): logical position `p` is at file
+    /// offset `header_len + (p - base)`. Positions never go back, so a
+    /// committer that appended before a checkpoint replaced the file still
+    /// finds its bytes counted as durable.
     base: u64,
+    /// Bytes of the base record at the start of the current file.
+    header_len: u64,
     /// Highest commit sequence whose records end at or before `appended`.
     appended_seq: u64,
     /// Bytes known durable.
@@ -58,16 +62,16 @@ impl Drop for InFlight<'_> {
 }
 
 impl WalWriter {
-    /// A writer for `file`, which currently holds `len` durable bytes covering
-    /// commits up to `seq`.
-    /// A writer appending to `file`, which holds `len` valid bytes of which
-    /// the first `header_len` are the base record; `seq` is the last commit.
+    /// A writer appending to `file`, which holds `len` durable bytes, the
+    /// first `header_len` of them its base record, covering commits up to
+    /// `seq`.
     pub fn new(file: FileHandle, len: u64, header_len: u64, seq: u64) -> Self {
         Self {
             file: RwLock::new(file),
             state: Mutex::new(State {
                 appended: len,
                 base: header_len.min(len),
+                header_len: header_len.min(len),
                 appended_seq: seq,
                 durable: len,
                 durable_seq: seq,
@@ -181,46 +185,87 @@ impl WalWriter {
         self.wait_durable(end)
     }
 
-    /// Empties the log after a checkpoint made its contents redundant: a
-    /// new log holding only the base record `header` is written to
-    /// `WAL.tmp`, fdatasync'ed, renamed over `WAL` and the directory
-    /// fsync'ed. A crash leaves the old log or the new one, never an empty
-    /// or half-written one (recovery relies on every WAL starting with its
-    /// base record).
-    pub fn reset(&self, storage: &dyn Storage, header: &[u8]) -> Result<()> {
+    /// The current logical end of the log: a checkpoint taken now covers
+    /// what lies before it (see [`WalWriter::reset`]).
+    pub fn mark(&self) -> Result<u64> {
+        Ok(self.lock()?.appended)
+    }
+
+    /// Replaces the log after a checkpoint made everything but the logical
+    /// range `keep_from..keep_until` redundant: a new log holding the base
+    /// record `header` and then those bytes (commits made while the
+    /// checkpoint wrote its segments) is written to `WAL.tmp`,
+    /// fdatasync'ed, renamed over `WAL` and the directory fsync'ed. A crash
+    /// leaves the old log or the new one, never an empty or half-written one
+    /// (recovery relies on every WAL starting with its base record). The
+    /// caller holds the commit lock, so nothing is appended meanwhile; the
+    /// kept bytes are durable once this returns.
+    pub fn reset(
+        &self,
+        storage: &dyn Storage,
+        header: &[u8],
+        keep_from: u64,
+        keep_until: u64,
+    ) -> Result<()> {
         self.check()?;
+        let result = self.replace_file(storage, header, keep_from, keep_until);
+        match result {
+            Ok(kept) => {
+                let mut st = self.lock()?;
+                st.base = st.appended - kept;
+                st.header_len = header.len() as u64;
+                st.durable = st.appended;
+                st.durable_seq = st.appended_seq;
+                drop(st);
+                self.synced.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                self.poison(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes and installs the new log; returns how many bytes it kept.
+    fn replace_file(
+        &self,
+        storage: &dyn Storage,
+        header: &[u8],
+        keep_from: u64,
+        keep_until: u64,
+    ) -> Result<u64> {
+        let (from, to) = {
+            let st = self.lock()?;
+            let until = keep_until.clamp(st.base, st.appended);
+            let start = keep_from.clamp(st.base, until);
+            let phys = |p: u64| st.header_len + (p - st.base);
+            (phys(start), phys(until))
+        };
+        let mut kept = vec![0u8; (to - from) as usize];
+        if !kept.is_empty() {
+            self.file()?
+                .read_at(from, &mut kept)
+                .map_err(Error::io(WAL_FILE))?;
+        }
         let fresh = storage
             .open(WAL_TMP, true)
             .and_then(|f| {
                 f.truncate(0)?;
                 f.append(header)?;
+                if !kept.is_empty() {
+                    f.append(&kept)?;
+                }
                 f.sync()?;
                 Ok(f)
             })
-            .map_err(Error::io(WAL_TMP))
-            .and_then(|f| {
-                storage
-                    .rename(WAL_TMP, WAL_FILE)
-                    .and_then(|()| storage.sync_dir())
-                    .map_err(Error::io(WAL_FILE))?;
-                Ok(f)
-            });
-        let fresh = match fresh {
-            Ok(f) => f,
-            Err(e) => {
-                self.poison(e.to_string());
-                return Err(e);
-            }
-        };
+            .map_err(Error::io(WAL_TMP))?;
+        storage
+            .rename(WAL_TMP, WAL_FILE)
+            .and_then(|()| storage.sync_dir())
+            .map_err(Error::io(WAL_FILE))?;
         *self.file.write().map_err(|_| self.lock_poisoned())? = fresh;
-        // Every appended byte is durable here (the checkpoint synced them
-        // and holds the commit lock, so none were appended since): the file
-        // restarts at the current logical position, after its base record.
-        let mut st = self.lock()?;
-        st.appended += header.len() as u64;
-        st.base = st.appended;
-        st.durable = st.durable.max(st.appended);
-        Ok(())
+        Ok(kept.len() as u64)
     }
 
     fn file(&self) -> Result<FileHandle> {
@@ -268,7 +313,8 @@ mod tests {
         let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0, 0));
         let end = wal.append(b"commit one", 1).unwrap();
         wal.sync_all().unwrap();
-        wal.reset(&storage, &[]).unwrap();
+        let end = wal.mark().unwrap();
+        wal.reset(&storage, &[], end, end).unwrap();
         assert_eq!(wal.len(), 0);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = wal.clone();
