@@ -313,8 +313,8 @@ mod tests {
         let wal = Arc::new(WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0, 0));
         let end = wal.append(b"commit one", 1).unwrap();
         wal.sync_all().unwrap();
-        let end = wal.mark().unwrap();
-        wal.reset(&storage, &[], end, end).unwrap();
+        let mark = wal.mark().unwrap();
+        wal.reset(&storage, &[], mark, mark).unwrap();
         assert_eq!(wal.len(), 0);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiter = wal.clone();
@@ -327,5 +327,38 @@ mod tests {
         let end2 = wal.append(b"two", 2).unwrap();
         assert_eq!(wal.wait_durable(end2).unwrap(), 2);
         assert_eq!(wal.len(), 3);
+    }
+
+    /// A checkpoint keeps the commits appended after its mark: the new file
+    /// is the base record then exactly those bytes, all durable.
+    #[test]
+    fn a_reset_keeps_the_bytes_after_the_mark() {
+        let storage = MemStorage::new();
+        let wal = WalWriter::new(storage.open("WAL", true).unwrap(), 0, 0, 0);
+        wal.append(b"one", 1).unwrap();
+        let mark = wal.mark().unwrap();
+        let end = wal.append(b"two", 2).unwrap();
+        wal.append(b"CKPT", 2).unwrap();
+        wal.reset(&storage, b"BASE", mark, end).unwrap();
+        assert_eq!(wal.len(), 3);
+        assert_eq!(
+            storage.open("WAL", false).unwrap().read_all().unwrap(),
+            b"BASEtwo"
+        );
+        assert_eq!(wal.wait_durable(end).unwrap(), 2);
+        let end = wal.append(b"three", 3).unwrap();
+        assert_eq!(wal.wait_durable(end).unwrap(), 3);
+        assert_eq!(
+            storage.open("WAL", false).unwrap().read_all().unwrap(),
+            b"BASEtwothree"
+        );
+        // A second checkpoint keeps nothing.
+        let mark = wal.mark().unwrap();
+        wal.reset(&storage, b"B2", mark, mark).unwrap();
+        assert!(wal.is_empty());
+        assert_eq!(
+            storage.open("WAL", false).unwrap().read_all().unwrap(),
+            b"B2"
+        );
     }
 }
