@@ -8,8 +8,10 @@
 //! 3. Otherwise the statement runs inside a transaction: the explicit one, or
 //!    a fresh autocommit one. A savepoint is taken first.
 //! 4. If the transaction's catalog differs from the one the DataFusion
-//!    context reflects, every table is re-registered as an [`EntiTable`] and
-//!    every view is re-planned from its SQL text.
+//!    context reflects, every table is re-registered as an [`EntiTable`]
+//!    (the same provider when the table, its metadata and indexes are
+//!    unchanged) and the views whose SQL or relations changed are re-planned
+//!    from their SQL text (`sync_views`).
 //! 5. DELETE and UPDATE (and EXPLAIN of them) are rewritten into a SELECT of
 //!    the hidden row key plus the new values, evaluated by DataFusion, and
 //!    applied by key (`dml.rs`). CREATE/DROP TABLE/VIEW are planned by
@@ -36,6 +38,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues};
+use datafusion::datasource::TableProvider;
 use datafusion::datasource::ViewTable;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
@@ -45,14 +48,15 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::Set;
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{Set, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use entidb_catalog::Catalog;
 use entidb_engine::Engine;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -75,6 +79,7 @@ pub struct Session {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) tables: HashMap<String, Arc<EntiTable>>,
     registered: Vec<String>,
+    views: HashMap<String, CachedView>,
     options: SessionOptions,
     /// The memory limit now in force (read by the capped functions).
     memory_limit: Arc<AtomicUsize>,
@@ -129,6 +134,7 @@ impl Session {
             catalog: Arc::new(Catalog::default()),
             tables: HashMap::new(),
             registered: Vec::new(),
+            views: HashMap::new(),
             external_access: options.external_access,
             options,
             memory_limit,
@@ -553,41 +559,157 @@ impl Session {
         for name in self.registered.drain(..) {
             self.ctx.deregister_table(name.as_str())?;
         }
-        self.tables.clear();
+        // Tables whose definition, metadata and indexes are unchanged keep
+        // their provider, so views planned over them stay valid.
+        let old_tables = std::mem::take(&mut self.tables);
+        let mut changed: HashSet<String> = old_tables
+            .keys()
+            .filter(|n| catalog.table(n).is_none())
+            .cloned()
+            .collect();
         for meta in &catalog.tables {
             let def = self.slot.with(|t| t.table_by_id(meta.table_id))?;
-            let df_schema = DFSchema::try_from(def.schema.as_ref().clone())?;
-            let mut defaults = HashMap::new();
-            for c in &meta.columns {
-                if let Some(sql) = &c.default {
-                    defaults.insert(c.name.clone(), self.ctx.parse_sql_expr(sql, &df_schema)?);
-                }
-            }
             let indexes = table_indexes(&catalog, meta);
-            let table = Arc::new(EntiTable::new(
-                self.slot.clone(),
-                def,
-                meta.clone(),
-                defaults,
-                indexes,
-            ));
+            let table = match old_tables.get(&meta.name) {
+                Some(old)
+                    if *old.def() == def
+                        && old.meta() == meta
+                        && old.indexes() == indexes.as_slice() =>
+                {
+                    old.clone()
+                }
+                _ => {
+                    changed.insert(meta.name.clone());
+                    let df_schema = DFSchema::try_from(def.schema.as_ref().clone())?;
+                    let mut defaults = HashMap::new();
+                    for c in &meta.columns {
+                        if let Some(sql) = &c.default {
+                            defaults
+                                .insert(c.name.clone(), self.ctx.parse_sql_expr(sql, &df_schema)?);
+                        }
+                    }
+                    Arc::new(EntiTable::new(
+                        self.slot.clone(),
+                        def,
+                        meta.clone(),
+                        defaults,
+                        indexes,
+                    ))
+                }
+            };
             self.ctx.register_table(meta.name.as_str(), table.clone())?;
             self.tables.insert(meta.name.clone(), table);
             self.registered.push(meta.name.clone());
         }
-        for view in &catalog.views {
-            // A view whose tables are gone is skipped: using it reports the
-            // missing relation instead of failing every statement.
-            if let Ok(plan) = self.ctx.state().create_logical_plan(&view.sql).await {
-                let provider = Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
-                self.ctx.register_table(view.name.as_str(), provider)?;
-                self.registered.push(view.name.clone());
-            }
-        }
+        self.sync_views(&catalog, &changed).await?;
         self.catalog = Arc::new(catalog);
         self.synced = Some(blob);
         Ok(())
     }
+
+    /// Registers the catalog's views. A view keeps its plan while its SQL
+    /// and everything it reads (tables in `changed` are new or altered) stay
+    /// the same, so creating one view plans only that view, not all of them
+    /// again (chains of views were quadratic). The others are planned in
+    /// passes, so a view may be defined before a view it uses; one that
+    /// still cannot be planned (its tables are gone) is skipped: using it
+    /// reports the missing relation instead of failing every statement.
+    async fn sync_views(&mut self, catalog: &Catalog, changed: &HashSet<String>) -> Result<()> {
+        let old = std::mem::take(&mut self.views);
+        let mut valid: HashSet<&str> = catalog
+            .views
+            .iter()
+            .filter(|v| old.get(&v.name).is_some_and(|c| c.sql == v.sql))
+            .map(|v| v.name.as_str())
+            .collect();
+        loop {
+            let before = valid.len();
+            let snapshot = valid.clone();
+            valid.retain(|name| {
+                old.get(*name).is_some_and(|c| {
+                    c.deps.iter().all(|d| {
+                        !changed.contains(d)
+                            && (self.tables.contains_key(d) || snapshot.contains(d.as_str()))
+                    })
+                })
+            });
+            if valid.len() == before {
+                break;
+            }
+        }
+        let mut pending = Vec::new();
+        for view in &catalog.views {
+            match old.get(&view.name) {
+                Some(cached) if valid.contains(view.name.as_str()) => {
+                    self.ctx
+                        .register_table(view.name.as_str(), cached.provider.clone())?;
+                    self.registered.push(view.name.clone());
+                    self.views.insert(view.name.clone(), cached.clone());
+                }
+                _ => pending.push(view),
+            }
+        }
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            for view in pending.iter().copied() {
+                let planned = BigStack::new(self.ctx.state().create_logical_plan(&view.sql)).await;
+                let Ok(plan) = planned else {
+                    failed.push(view);
+                    continue;
+                };
+                // The plan inlines the views it reads, so the relations
+                // named in the SQL count too.
+                let mut deps = Vec::new();
+                if let Ok(statements) = DFParser::parse_sql(&view.sql) {
+                    for statement in &statements {
+                        if let DFStatement::Statement(st) = statement {
+                            let _ = visit_relations(st.as_ref(), |name| {
+                                if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
+                                    let name = ddl::normalize(ident);
+                                    if catalog.has_relation(&name) {
+                                        deps.push(name);
+                                    }
+                                }
+                                ControlFlow::<()>::Continue(())
+                            });
+                        }
+                    }
+                }
+                plan.apply_with_subqueries(|p| {
+                    if let LogicalPlan::TableScan(scan) = p {
+                        deps.push(scan.table_name.table().to_string());
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+                let provider: Arc<dyn TableProvider> =
+                    Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
+                self.ctx
+                    .register_table(view.name.as_str(), provider.clone())?;
+                self.registered.push(view.name.clone());
+                self.views.insert(
+                    view.name.clone(),
+                    CachedView {
+                        sql: view.sql.clone(),
+                        provider,
+                        deps,
+                    },
+                );
+            }
+            if failed.len() == pending.len() {
+                break;
+            }
+            pending = failed;
+        }
+        Ok(())
+    }
+}
+
+/// A planned view and the relations its plan reads.
+#[derive(Clone)]
+struct CachedView {
+    sql: String,
+    provider: Arc<dyn TableProvider>,
+    deps: Vec<String>,
 }
 
 /// One parsed statement.
