@@ -813,3 +813,101 @@ fn background_and_explicit_checkpoints_and_integrity_check_serialise() {
     let engine = open_sim(&disk, options).unwrap();
     assert_eq!(snapshot_kv(&engine).unwrap(), model);
 }
+
+/// The crash between saving the manifest and replacing the WAL (C.2/C.3),
+/// twice in a row, each time with commits in phase B: the second open
+/// reads a WAL whose base is two checkpoints old, holding the first
+/// checkpoint's CHECKPOINT record in its middle, commits on both sides of
+/// it, and the second checkpoint's record at its end.
+#[test]
+fn two_crashes_between_manifest_and_wal_replacement_with_phase_b_commits() {
+    let disk = SimDisk::new();
+    let gated = Gated::new(Arc::new(disk.clone()));
+    let mut engine = Engine::open(gated.clone(), manual()).unwrap();
+    let (kv, mut model) = populate(&engine);
+    let mut extra = false;
+    for round in 0..2 {
+        let (ctl, checkpoint) = checkpoint_in_phase_b(&engine, &gated);
+        if round == 0 {
+            phase_b_commits(&engine, kv, &mut model);
+            extra = true;
+        } else {
+            commit_rows(&engine, kv, &rows(800..810, "r"), &mut model);
+            commit_delete(&engine, kv, &[50, 805], &mut model);
+        }
+        disk.inject(entidb_engine::storage::Fault::CrashBefore {
+            op: "rename",
+            file: "WAL",
+        })
+        .unwrap();
+        ctl.go();
+        assert!(checkpoint.join().unwrap().is_err(), "round {round}");
+        drop(engine);
+        disk.power_loss(PowerLoss::DropUnsynced).unwrap();
+        engine = Engine::open(gated.clone(), manual()).unwrap();
+        assert_eq!(snapshot_kv(&engine).unwrap(), model, "round {round}");
+        check_state(&engine, &model, extra);
+        assert_eq!(
+            engine.integrity_check(&[]).unwrap(),
+            Vec::<String>::new(),
+            "round {round}"
+        );
+        // Commits after the CHECKPOINT record of the interrupted checkpoint.
+        commit_rows(&engine, kv, &[(900 + round, "after".into())], &mut model);
+    }
+    engine.checkpoint().unwrap();
+    drop(engine);
+    let engine = open_sim(&disk, manual()).unwrap();
+    assert_eq!(snapshot_kv(&engine).unwrap(), model);
+    assert_eq!(engine.integrity_check(&[]).unwrap(), Vec::<String>::new());
+}
+
+/// A scan is lazy: created before a compacting checkpoint removed the
+/// segment file it reads, it is consumed after. Its chunks keep the file
+/// handle, so it still reads its snapshot exactly (memory and simulated
+/// disk backends).
+#[test]
+fn a_lazy_scan_outlives_the_removal_of_its_segment() {
+    for memory in [true, false] {
+        let engine = if memory {
+            Engine::open_memory().unwrap()
+        } else {
+            Engine::open(Arc::new(SimDisk::new()), manual()).unwrap()
+        };
+        let (kv, model) = populate(&engine);
+        let before: Vec<String> = engine
+            .storage()
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".eseg"))
+            .collect();
+        let mut t = engine.begin();
+        let scan = t.scan(kv, entidb_engine::ScanRequest::default()).unwrap();
+        let mut other = engine.begin();
+        other.insert(kv, &kv_batch(&[(999, "late")])).unwrap();
+        other.commit().unwrap();
+        engine.checkpoint().unwrap();
+        for name in &before {
+            assert!(
+                !engine.storage().exists(name).unwrap(),
+                "{name} compacted away"
+            );
+        }
+        let mut seen = Model::new();
+        for batch in scan {
+            let batch = batch.unwrap();
+            let ids = ids(&batch);
+            let vs = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                seen.insert(*id, vs.value(i).to_string());
+            }
+        }
+        assert_eq!(seen, model, "memory {memory}");
+        t.commit().unwrap();
+    }
+}
