@@ -69,6 +69,10 @@ fn queries_over_the_memory_limit_fail_with_53200() {
     c.execute("SET datafusion.runtime.memory_limit = '4MB'")
         .unwrap();
     assert_eq!(sqlstate(&mut c, JOIN), "53200");
+    // RESET goes back to the configured limit, not to "unlimited".
+    c.execute("SET entidb.memory_limit = '1GB'").unwrap();
+    c.execute("RESET datafusion.runtime.memory_limit").unwrap();
+    assert_eq!(sqlstate(&mut c, JOIN), "53200");
     let err = c.execute("SET entidb.memory_limit = 'lots'").unwrap_err();
     assert_eq!(err.sqlstate(), "22023");
 }
@@ -145,6 +149,10 @@ fn encrypted_databases_never_spill_plaintext() {
             "SET datafusion.runtime.temp_directory = '{}'",
             spill.path().display()
         ))
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "42501", "{err}");
+    let err = c
+        .execute("RESET datafusion.runtime.temp_directory")
         .unwrap_err();
     assert_eq!(err.sqlstate(), "42501", "{err}");
 }

@@ -47,7 +47,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::ast::{Set, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -176,6 +176,27 @@ impl Session {
             }
             "datafusion.runtime.temp_directory" if !self.external_access => {
                 denied("file access from SQL is disabled (entidb.external_access = false)")
+            }
+            _ => None,
+        }
+    }
+
+    /// Handles `RESET` of the settings [`Session::set_variable`] guards
+    /// (DataFusion's own RESET would drop the memory pool or turn spilling
+    /// back on); `None` for the others.
+    fn reset_variable(&mut self, name: &str) -> Option<Result<Output>> {
+        match name.to_ascii_lowercase().as_str() {
+            "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
+                self.set_memory_limit(self.options.memory_limit)
+                    .map(|()| Output::Count(0)),
+            ),
+            "datafusion.runtime.temp_directory" | "datafusion.runtime.max_temp_directory_size"
+                if !self.options.spill =>
+            {
+                Some(Err(ErrorKind::InsufficientPrivilege(
+                    "spilling to disk is disabled for encrypted databases".into(),
+                )
+                .into()))
             }
             _ => None,
         }
@@ -462,6 +483,11 @@ impl Session {
             )
         {
             return dml::explain(self, inner, params).await;
+        }
+        if let DFStatement::Reset(ResetStatement::Variable(name)) = &stmt
+            && let Some(out) = self.reset_variable(&name.to_string())
+        {
+            return out;
         }
         if let DFStatement::Statement(s) = &stmt {
             if let Some(out) = self.set_variable(s) {
