@@ -127,6 +127,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
         gone,
     } = start;
     // Phase B: segments, without the commit lock.
+    fail::fail_point!("checkpoint::segments");
     let mut plans = Vec::new();
     for (table, chunks) in tables {
         plans.push(plan_table(inner, table, chunks, horizon, seq)?);

@@ -102,6 +102,11 @@ pub(crate) struct Inner {
     pub encryption: Vec<u8>,
     pub cache: Arc<ChunkCache>,
     pub checkpointer: Checkpointer,
+    /// Engine handles and transactions alive (a background checkpoint's
+    /// reference does not count): the last one to go waits for that
+    /// checkpoint, so the database is closed — its LOCK released — when the
+    /// application's last handle is gone.
+    pub handles: std::sync::atomic::AtomicUsize,
     pub _lock: Box<dyn LockGuard>,
 }
 
@@ -129,9 +134,18 @@ pub(crate) struct CommitState {
 }
 
 /// An open database engine. Cheap to clone; all clones share one database.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
+}
+
+impl Clone for Engine {
+    fn clone(&self) -> Self {
+        self.inner.acquire_handle();
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
 }
 
 impl Engine {
@@ -156,8 +170,11 @@ impl Engine {
     /// # Errors
     /// As [`Engine::open_dir`].
     pub fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Self> {
-        crate::recovery::open(storage, options).map(|inner| Engine {
-            inner: Arc::new(inner),
+        crate::recovery::open(storage, options).map(|inner| {
+            inner.acquire_handle();
+            Engine {
+                inner: Arc::new(inner),
+            }
         })
     }
 
@@ -242,12 +259,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // The last handle (besides a running background checkpoint's)
-        // waits for that checkpoint, so the database is closed — its LOCK
-        // released — when the handle is gone.
-        if Arc::strong_count(&self.inner) <= 2 {
-            self.inner.checkpointer.join();
-        }
+        self.inner.release_handle();
     }
 }
 
@@ -262,6 +274,18 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Counts a new engine handle or transaction.
+    pub(crate) fn acquire_handle(&self) {
+        self.handles.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Uncounts one; the last waits for a running background checkpoint.
+    pub(crate) fn release_handle(&self) {
+        if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.checkpointer.join();
+        }
+    }
+
     /// The catalog blob at `snapshot`.
     pub fn catalog_at(&self, snapshot: u64) -> Result<Arc<Vec<u8>>> {
         let history = read(&self.catalog)?;
@@ -313,6 +337,12 @@ impl Inner {
             let _ = crate::checkpoint::run(self);
             return;
         }
+        // The slot lock orders spawning against a finishing thread: a
+        // thread clears `running` under it, so the handle stored here is
+        // always the running thread's.
+        let Ok(mut slot) = self.checkpointer.thread.lock() else {
+            return;
+        };
         if self.checkpointer.running.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -322,17 +352,15 @@ impl Inner {
             .spawn(move || {
                 if let Some(inner) = weak.upgrade() {
                     let _ = crate::checkpoint::run(&inner);
+                    let _slot = inner.checkpointer.thread.lock();
                     inner.checkpointer.running.store(false, Ordering::SeqCst);
                 }
             });
-        match (spawned, self.checkpointer.thread.lock()) {
-            (Ok(handle), Ok(mut slot)) => {
-                // The previous thread, if any, has finished (`running`).
-                *slot = Some(handle);
-            }
-            (Ok(_), Err(_)) => {}
+        match spawned {
+            Ok(handle) => *slot = Some(handle),
             // No thread to be had: checkpoint here, still after the commit.
-            (Err(_), _) => {
+            Err(_) => {
+                drop(slot);
                 let _ = crate::checkpoint::run(self);
                 self.checkpointer.running.store(false, Ordering::SeqCst);
             }

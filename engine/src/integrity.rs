@@ -113,7 +113,17 @@ fn check_manifest(
             manifest.checkpoint_seq
         ));
     }
+    // Segments the manifest names, and those of tables dropped after the
+    // last checkpoint's horizon, kept for the snapshots that still read
+    // them (they leave the manifest before they leave memory).
     let mut named = BTreeSet::new();
+    for table in tables {
+        for chunk in &read(&table.chunks)?.chunks {
+            if matches!(chunk.data, ChunkData::Segment(_)) {
+                named.insert(segment_file_name(chunk.id));
+            }
+        }
+    }
     for entry in &manifest.tables {
         let live: BTreeSet<u64> = match tables.iter().find(|t| t.def.id == entry.def.id) {
             Some(t) => read(&t.chunks)?

@@ -76,6 +76,7 @@ pub(crate) fn committed(
         for RowLoc { chunk, row } in locs {
             by_chunk.entry(chunk).or_default().push(row);
         }
+        fail::fail_point!("lookup::resolve");
         let list = read(&table.chunks)?;
         let own = hidden.view(|id| list.get(id).is_some());
         let chunks = by_chunk

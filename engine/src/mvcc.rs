@@ -104,6 +104,7 @@ impl Snapshots {
     pub fn take(&self, visible: &std::sync::atomic::AtomicU64) -> u64 {
         let mut open = self.lock();
         let seq = visible.load(std::sync::atomic::Ordering::SeqCst);
+        fail::fail_point!("snapshot::take");
         *open.entry(seq).or_default() += 1;
         seq
     }

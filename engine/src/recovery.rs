@@ -26,7 +26,7 @@ use crate::storage::Storage;
 use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
 use crate::wal::{WAL_FILE, WAL_TMP, WalRecord, WalWriter, base_record, scan_wal};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Name of the lock file (see [`crate::storage::FileStorage`]).
@@ -110,6 +110,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         encryption: manifest.encryption.clone(),
         cache,
         checkpointer: Default::default(),
+        handles: AtomicUsize::new(0),
         _lock: lock,
     };
     for r in replay {

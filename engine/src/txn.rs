@@ -99,6 +99,7 @@ pub struct Transaction {
 
 impl Transaction {
     pub(crate) fn new(engine: Arc<Inner>, read_only: bool) -> Self {
+        engine.acquire_handle();
         let id = engine.next_txn.fetch_add(1, Ordering::SeqCst);
         Self {
             engine,
@@ -829,6 +830,7 @@ impl Drop for Transaction {
         if let Some(seq) = self.snapshot {
             self.engine.snapshots.release(seq);
         }
+        self.engine.release_handle();
     }
 }
 

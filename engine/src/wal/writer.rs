@@ -134,13 +134,16 @@ impl WalWriter {
     pub fn wait_durable(&self, end: u64) -> Result<u64> {
         let mut st = self.lock()?;
         loop {
+            // Durability first: bytes a successful fdatasync covered are
+            // acknowledged even if something failed since (a checkpoint, a
+            // later append); only bytes no sync covered fail.
+            if st.durable >= end {
+                return Ok(st.durable_seq);
+            }
             if let Some(cause) = &st.poisoned {
                 return Err(Error::Poisoned {
                     cause: cause.clone(),
                 });
-            }
-            if st.durable >= end {
-                return Ok(st.durable_seq);
             }
             if st.syncing {
                 st = self.synced.wait(st).map_err(|_| Error::Poisoned {

@@ -1,0 +1,142 @@
+//! Deterministic regression tests for races fixed earlier, forced with
+//! failpoints (`fail` crate, compiled in by the engine's `failpoints`
+//! feature for its tests).
+//!
+//! - ce3529f: an index lookup resolved row locations against the chunk list
+//!   after releasing the index lock; a checkpoint in between swapped the
+//!   chunks and the lookup missed rows. Paused at `lookup::resolve` (inside
+//!   the index read lock), a checkpoint must not be able to swap.
+//! - a99ecbc: a snapshot was read and registered in two steps; a checkpoint
+//!   computing its GC horizon in between pruned the catalog version the
+//!   snapshot needed (its tables vanished). Paused at `snapshot::take`
+//!   (between the read and the registration), a checkpoint must not compute
+//!   its horizon.
+//! - 88f13e4 (a committer waiting for durability across a WAL reset looped
+//!   forever) is covered deterministically at the writer level:
+//!   `wal::writer::tests::a_wait_after_a_reset_returns`.
+//!
+//! Failpoints are process-global: the tests here run one at a time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use entidb_engine::index::index_keys;
+use entidb_engine::{Engine, IndexScanRequest, KeyRange};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// How long a thread that must stay blocked is given to (wrongly) finish.
+const GRACE: Duration = Duration::from_millis(300);
+
+fn lookup(t: &mut entidb_engine::Transaction, kv: u64, id: i64) -> Vec<i64> {
+    let value: arrow::array::ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![id]));
+    let (keys, _) = index_keys(&[value]).unwrap();
+    let req = IndexScanRequest {
+        index: vec![0],
+        ranges: vec![KeyRange::point(keys.value(0).to_vec())],
+        projection: None,
+        include_key: false,
+        max_candidates: None,
+        build: true,
+    };
+    t.index_scan(kv, &req)
+        .unwrap()
+        .unwrap()
+        .iter()
+        .flat_map(ids)
+        .collect()
+}
+
+#[test]
+fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    for i in 0..5 {
+        let mut t = engine.begin();
+        t.insert(kv, &kv_batch(&[(i, "x")])).unwrap();
+        t.commit().unwrap();
+    }
+    // Build the index now (the lookup below must not build it).
+    let mut t = engine.begin();
+    t.build_index(kv, &[0]).unwrap();
+    drop(t);
+
+    fail::cfg("lookup::resolve", "pause").unwrap();
+    let reader = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let mut t = engine.begin_read_only();
+            lookup(&mut t, kv, 4)
+        })
+    };
+    std::thread::sleep(GRACE); // the reader is now paused in the lookup
+    let checkpointer = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.checkpoint())
+    };
+    std::thread::sleep(GRACE);
+    assert!(
+        !checkpointer.is_finished(),
+        "the checkpoint swapped chunks while a lookup held locations"
+    );
+    fail::remove("lookup::resolve");
+    assert_eq!(reader.join().unwrap(), vec![4], "the lookup missed its row");
+    checkpointer.join().unwrap().unwrap();
+    let mut t = engine.begin_read_only();
+    assert_eq!(lookup(&mut t, kv, 4), vec![4]);
+}
+
+#[test]
+fn a_snapshot_being_taken_holds_back_the_gc_horizon() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = Engine::open_memory().unwrap();
+    create_kv(&engine);
+    let before = engine.visible_seq();
+    // The writer takes its snapshot before the failpoint is armed.
+    let mut t = engine.begin();
+    let kv = t.table("kv").unwrap();
+    fail::cfg("snapshot::take", "pause").unwrap();
+    let reader = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let mut t = engine.begin_read_only();
+            // Paused between reading visible_seq and registering it.
+            let names: Vec<String> = t.tables().unwrap().into_iter().map(|d| d.name).collect();
+            let catalog = t.catalog().unwrap();
+            (names, catalog)
+        })
+    };
+    std::thread::sleep(GRACE);
+    // A later catalog version that drops the table: the commit completes,
+    // then its snapshot's release waits for the registry.
+    let writer = std::thread::spawn(move || {
+        t.set_catalog(b"newer".to_vec()).unwrap();
+        t.drop_table(kv.id).unwrap();
+        t.commit().unwrap()
+    });
+    while engine.visible_seq() == before {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A checkpoint now would prune the catalog version the paused snapshot
+    // needs, if it could compute its horizon.
+    let checkpointer = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.checkpoint())
+    };
+    std::thread::sleep(GRACE);
+    assert!(
+        !checkpointer.is_finished(),
+        "the checkpoint computed its GC horizon while a snapshot was being taken"
+    );
+    fail::remove("snapshot::take");
+    let (names, catalog) = reader.join().unwrap();
+    assert_eq!(names, vec!["kv".to_string()], "the snapshot lost its table");
+    assert_ne!(catalog.as_slice(), b"newer");
+    writer.join().unwrap();
+    checkpointer.join().unwrap().unwrap();
+}
