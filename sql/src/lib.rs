@@ -8,6 +8,7 @@ mod dml;
 pub mod error;
 pub mod indexes;
 pub mod limits;
+pub mod pragma;
 mod prepared;
 pub mod provider;
 mod pruning;

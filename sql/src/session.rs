@@ -17,7 +17,8 @@
 //!    applied by key (`dml.rs`). CREATE/DROP TABLE/VIEW are planned by
 //!    DataFusion and executed by us (`ddl.rs`); CREATE/DROP INDEX, which
 //!    DataFusion cannot plan or run, are taken from the parsed statement
-//!    (`ddl.rs`). Everything else — SELECT, INSERT, EXPLAIN, SET — is
+//!    (`ddl.rs`), and so is `PRAGMA integrity_check` (`pragma.rs`).
+//!    Everything else — SELECT, INSERT, EXPLAIN, SET — is
 //!    executed by DataFusion over our providers. (Prepared statements may
 //!    skip DataFusion for point queries and one-row INSERTs: `prepared.rs`.)
 //! 6. On success an autocommit transaction commits; on failure the statement's
@@ -510,6 +511,9 @@ impl Session {
                 }
                 SqlStatement::CreateIndex(c) => {
                     return ddl::create_index(self, c).map(|()| Output::Count(0));
+                }
+                SqlStatement::Pragma { name, .. } => {
+                    return crate::pragma::run(&self.engine, name);
                 }
                 SqlStatement::Drop {
                     object_type: ObjectType::Index,

@@ -1,9 +1,12 @@
-//! `entidb [PATH] [-c SQL]… [--csv | --json]`
+//! `entidb [PATH] [-c SQL]… [--csv | --json]`, `entidb --check PATH`
 //!
 //! Opens the database at PATH (in memory without one). With `-c` it runs each
 //! SQL string in order and exits; without, it runs the statements read from
 //! standard input. Query results print as a table, CSV or JSON. Exit code 0
 //! on success, 1 on a SQL error (message on stderr), 2 on a usage error.
+//! `--check` runs `PRAGMA integrity_check` on PATH and prints its report:
+//! exit 0 when it is `ok`, 1 when it lists problems or the database cannot
+//! be opened (a damaged database is refused by the open itself).
 
 use arrow::array::RecordBatch;
 use entidb::{BlockingConnection, Database, OpenOptions, Output, Secret};
@@ -12,6 +15,8 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: entidb [--key-file FILE | --passphrase] [PATH] [-c SQL]... [--csv | --json]
+       entidb [--key-file FILE | --passphrase] --check PATH
+  --check           verify every checksum, file, index and constraint of PATH
   --key-file FILE   encrypt/decrypt with the 32 raw bytes in FILE
   --passphrase      encrypt/decrypt with a passphrase from $ENTIDB_PASSPHRASE
                     (or typed at a prompt)";
@@ -29,6 +34,7 @@ struct Args {
     format: Format,
     key_file: Option<String>,
     passphrase: bool,
+    check: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         format: Format::Table,
         key_file: None,
         passphrase: false,
+        check: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -49,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.format = Format::Json,
             "--key-file" => args.key_file = Some(it.next().ok_or("--key-file needs a file")?),
             "--passphrase" => args.passphrase = true,
+            "--check" => args.check = true,
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if args.path.is_none() => args.path = Some(s.to_string()),
@@ -248,6 +256,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.check && (args.path.is_none() || !args.commands.is_empty()) {
+        eprintln!("--check needs a database PATH and no -c\n{USAGE}");
+        return ExitCode::from(2);
+    }
     if args.path.is_none() && (args.key_file.is_some() || args.passphrase) {
         eprintln!("encryption needs a database PATH\n{USAGE}");
         return ExitCode::from(2);
@@ -276,6 +288,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if args.check {
+        return check(&mut conn);
+    }
     let scripts = if args.commands.is_empty() {
         let mut input = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut input) {
@@ -295,4 +310,35 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--check`: prints the integrity report; exit 0 only for `ok`.
+fn check(conn: &mut BlockingConnection) -> ExitCode {
+    let lines = match conn.query("PRAGMA integrity_check") {
+        Ok(batches) => batches
+            .iter()
+            .filter_map(|b| b.columns().first().cloned())
+            .flat_map(|c| {
+                arrow::array::AsArray::as_string_opt::<i32>(&c)
+                    .map(|c| {
+                        c.iter()
+                            .map(|v| v.unwrap_or_default().to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<String>>(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for line in &lines {
+        println!("{line}");
+    }
+    if lines == ["ok"] {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
