@@ -115,9 +115,19 @@ fn a_concurrent_checkpoint_never_brings_back_a_deleted_row() {
     b.execute("CHECKPOINT").unwrap();
     let seen = show(&mut a, "SELECT id, v FROM t ORDER BY id");
     assert!(!seen.contains("| 1  |"), "the deleted row is back: {seen}");
-    assert_eq!(seen.matches("| 2  |").count(), 1, "two versions of 2: {seen}");
-    assert!(seen.contains("| 2  | 200 |") && seen.contains("| 3  | 3   |"), "{seen}");
-    assert!(!seen.contains("| 4  |"), "a later commit is visible: {seen}");
+    assert_eq!(
+        seen.matches("| 2  |").count(),
+        1,
+        "two versions of 2: {seen}"
+    );
+    assert!(
+        seen.contains("| 2  | 200 |") && seen.contains("| 3  | 3   |"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains("| 4  |"),
+        "a later commit is visible: {seen}"
+    );
     assert_eq!(a.execute("UPDATE t SET v = v + 10").unwrap(), 2);
     a.execute("COMMIT").unwrap();
     let out = show(&mut b, "SELECT id, v FROM t ORDER BY id");
