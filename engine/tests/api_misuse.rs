@@ -2,6 +2,7 @@
 //! panicking (issue 12.4: out-of-range column indexes panicked with "index
 //! out of bounds" in `declare_unique`, `build_index` and the insert path).
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

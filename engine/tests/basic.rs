@@ -1,5 +1,6 @@
 //! Basic engine behaviour: create, insert, update, delete, reopen, checkpoint.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

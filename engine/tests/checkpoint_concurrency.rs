@@ -6,6 +6,7 @@
 //! A storage wrapper stops the checkpoint inside its first segment create
 //! (phase B, see `checkpoint.rs`) until the test lets it go.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -7,6 +7,7 @@
 //! before-images still validate. Each test here failed before the fix named
 //! in its doc comment.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

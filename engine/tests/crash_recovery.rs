@@ -5,6 +5,7 @@
 //! database must accept new commits. Every fifth crash point also loses power
 //! again during recovery.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

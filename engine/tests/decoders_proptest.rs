@@ -2,6 +2,7 @@
 //! bytes, return `Ok` or a typed error — never a panic, never an allocation
 //! sized by an unchecked length.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use entidb_engine::manifest::Manifest;

@@ -13,6 +13,7 @@
 //!   "not encrypted", never `IncompatibleVersion`, never a success.
 //! - Wrong key / passphrase: still `WrongKey`, also when a file is damaged.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

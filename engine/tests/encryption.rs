@@ -2,6 +2,7 @@
 //! no plaintext on disk, power loss, and a nonce ledger proving that no
 //! nonce is ever reused under one key for different plaintext or AAD.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

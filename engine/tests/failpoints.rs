@@ -17,6 +17,7 @@
 //!
 //! Failpoints are process-global: the tests here run one at a time.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

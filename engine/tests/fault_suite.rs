@@ -61,6 +61,7 @@
 //! substring of the case id). `FAULT_SUITE_SEED` changes the flip sample;
 //! `FAULT_SUITE_VERBOSE=1` prints every case's verdict.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray};

@@ -23,6 +23,7 @@
 //! seconds, `FUZZ_SEED=S` changes the seed, `FUZZ_TARGET=name` runs one:
 //! `FUZZ_SECONDS=600 cargo test --release -p entidb-engine --test fuzz -- --nocapture`.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

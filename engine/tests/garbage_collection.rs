@@ -1,6 +1,7 @@
 //! Garbage collection keeps every version an open snapshot can see and drops
 //! the rest.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

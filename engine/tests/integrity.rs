@@ -2,6 +2,7 @@
 //! byte of every file of a live database, plain and encrypted, reports
 //! nothing on an intact one, and is read-only.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -6,6 +6,7 @@
 //! Setup as in Hermitage: `test(id, value)` holding (1, 10) and (2, 20),
 //! values stored as text in the `kv` helper table.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

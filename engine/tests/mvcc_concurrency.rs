@@ -1,6 +1,7 @@
 //! Concurrency: a bank of accounts under 8 transferring threads, and group
 //! commit.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

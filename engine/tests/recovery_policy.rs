@@ -1,5 +1,6 @@
 //! The recovery policy of docs/recovery.md, one test per rule.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

@@ -6,6 +6,7 @@
 //! leaves every file exactly as it was. Each test failed on the code before
 //! its fix (named in its doc comment).
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

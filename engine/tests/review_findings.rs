@@ -10,6 +10,7 @@
 //! create (phase B) and, separately, the next WAL fdatasync, so the
 //! interleavings are deterministic.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;

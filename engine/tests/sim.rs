@@ -26,6 +26,7 @@
 //! runs one seed and prints its history. A failing seed prints a one-line
 //! reproduction and its minimised history.
 
+#![allow(clippy::disallowed_methods)] // tests may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "sim/model.rs"]
