@@ -1429,28 +1429,15 @@ impl<'r> Gen<'r> {
 /// skipped) unless `FUZZ_KNOWN=1`, so the default run stays green. Each has
 /// an ignored reproduction test below.
 fn known_finding(sql: &str) -> Option<&'static str> {
-    // DataFusion's INSERT planning allocates a vector as long as the highest
-    // placeholder index: `$4294967296` aborts (allocation failure),
-    // `$9223372036854775808` panics with "capacity overflow".
+    // Fixed since: huge placeholder numbers (54001 before planning), negative
+    // lpad/rpad lengths from a column ('' as in PostgreSQL), repeat() over a
+    // zero-row batch (see the tests below). Still slow rather than wrong:
+    // nested repeat() calls each under the per-call cap build gigabytes
+    // together (there is no statement timeout).
     let b = sql.as_bytes();
-    let huge_placeholder = b.iter().enumerate().any(|(i, &c)| {
-        c == b'$' && b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count() >= 7
-    });
-    if huge_placeholder {
-        return Some("placeholder index >= 1000000");
-    }
-    // DataFusion's array lpad/rpad: a negative length from a column (not a
-    // literal) panics with "capacity overflow" in `lpad_impl`.
     let lower = sql.to_ascii_lowercase();
-    if lower.contains("lpad") || lower.contains("rpad") {
-        return Some("lpad/rpad");
-    }
-    // EntiDB's `Capped` check (sql/src/limits.rs, `unit_sizes`) reads row 0
-    // of a zero-row batch: `repeat(col, n)` over an outer join panics with
-    // "Trying to access an element at index 0 from a LargeStringArray of
-    // length 0".
-    if lower.contains("repeat") {
-        return Some("repeat/array_repeat");
+    if lower.matches("repeat").count() >= 2 {
+        return Some("nested repeat()");
     }
     // Not a bug, just work without a statement timeout: the corpus's
     // `range(10)` mutated into `range(2147483647)` (CTAS of 2^31 rows) trips
@@ -2192,38 +2179,51 @@ fn fresh() -> BlockingConnection {
 /// Found by this fuzzer: DataFusion's `insert_to_plan` sizes a vector by the
 /// highest placeholder index. `$9223372036854775808` panics ("capacity
 /// overflow", escaping `execute`); `$4294967296` asks for 32 GiB and aborts
-/// the process (not reproduced here, it would kill the test binary).
+/// the process. Fixed: parameters above `$65535` are refused with 54001
+/// before planning (`sql/src/stack.rs`).
 #[test]
-#[ignore = "known finding: INSERT with a huge placeholder index panics in DataFusion's insert_to_plan"]
 fn insert_with_huge_placeholder_index_is_an_error() {
     let mut c = fresh();
-    let err = c
-        .execute("INSERT INTO p VALUES ($9223372036854775808)")
-        .unwrap_err();
-    assert!(!err.sqlstate().is_empty());
+    for sql in [
+        "INSERT INTO p VALUES ($9223372036854775808)",
+        "INSERT INTO p VALUES ($4294967296)",
+        "SELECT $70000",
+    ] {
+        let err = c.execute(sql).unwrap_err();
+        assert_eq!(err.sqlstate(), "54001", "{sql}: {err}");
+    }
+    c.execute_with("INSERT INTO p VALUES ($1)", &[7i64.into()])
+        .unwrap();
 }
 
 /// Found by this fuzzer: DataFusion's `lpad_impl` (datafusion-functions
 /// 55.2, unicode/lpad.rs:377) sizes its builder from a negative length read
 /// from a column and panics with "capacity overflow". A literal length is
 /// fine (`lpad('s', -2147483648, '')` returns ''); EntiDB's `Capped` check
-/// lets negative lengths through.
+/// lets negative lengths through. Fixed: negative lengths become 0 before
+/// the call, giving '' as PostgreSQL does (`sql/src/limits.rs`).
 #[test]
-#[ignore = "known finding: lpad/rpad with a negative length from a column panic in DataFusion"]
 fn lpad_with_negative_column_length_is_not_a_panic() {
     let mut c = fresh();
     c.execute("INSERT INTO p VALUES (-2147483648)").unwrap();
-    let _ = c.query("SELECT lpad('s25', x, '') FROM p");
-    let _ = c.query("SELECT rpad('s25', x, 'ab') FROM p");
+    for sql in [
+        "SELECT lpad('s25', x, '') AS v FROM p",
+        "SELECT rpad('s25', x, 'ab') AS v FROM p",
+        "SELECT lpad('s25', x) AS v FROM p",
+    ] {
+        let rows = c.query(sql).unwrap();
+        let v = arrow::util::display::array_value_to_string(rows[0].column(0), 0).unwrap();
+        assert_eq!(v, "", "{sql}: PostgreSQL gives '' for a negative length");
+    }
 }
 
 /// Found by this fuzzer, in EntiDB's own code: `Capped::check`
 /// (sql/src/limits.rs) takes `rows = number_rows.max(1)` and `unit_sizes`
 /// then reads row 0 of a zero-row string array. The RIGHT JOIN below hands
 /// `repeat` an empty batch before its unmatched rows; the panic escapes
-/// `query` (or, on a tokio task, becomes an error).
+/// `query` (or, on a tokio task, becomes an error). Fixed: sizes are read
+/// per element of the array, and zero-row calls are not checked.
 #[test]
-#[ignore = "known finding: repeat() over a zero-row batch panics in sql/src/limits.rs unit_sizes"]
 fn repeat_over_an_empty_batch_is_not_a_panic() {
     let db = Database::open_in_memory().unwrap();
     let mut c = BlockingConnection::new(&db).unwrap();

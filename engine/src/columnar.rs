@@ -254,6 +254,24 @@ pub fn decode_array(d: &mut Decoder<'_>) -> Result<ArrayRef> {
     for _ in 0..n {
         buffers.push(Buffer::from_slice_ref(d.bytes()?));
     }
+    // Arrow's validation asserts (panics) on a fixed-width buffer whose
+    // length is not a multiple of its element width (found by fuzzing):
+    // refuse such buffers first.
+    let layout = arrow::array::layout(&t);
+    for (i, (spec, buffer)) in layout.buffers.iter().zip(&buffers).enumerate() {
+        if let arrow::array::BufferSpec::FixedWidth { byte_width, .. } = spec
+            && *byte_width > 0
+            && buffer.len() % byte_width != 0
+        {
+            return Err(d.error_at(
+                at,
+                format!(
+                    "buffer {i} holds {} bytes, not a multiple of {byte_width}",
+                    buffer.len()
+                ),
+            ));
+        }
+    }
     let data = ArrayData::builder(t)
         .len(len)
         .nulls(nulls)

@@ -13,9 +13,7 @@
 mod common;
 
 use common::*;
-use entidb_engine::index::index_keys;
-use entidb_engine::{Engine, IndexScanRequest, KeyRange};
-use std::sync::Arc;
+use entidb_engine::Engine;
 
 fn setup(rows: &[(i64, &str)]) -> (Engine, u64) {
     let engine = Engine::open_memory().unwrap();
@@ -28,26 +26,6 @@ fn setup(rows: &[(i64, &str)]) -> (Engine, u64) {
 
 fn model(rows: &[(i64, &str)]) -> Model {
     rows.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
-
-/// The rows with `id = v` found through the primary-key index.
-fn pk_lookup(t: &mut entidb_engine::Transaction, kv: u64, id: i64) -> Vec<i64> {
-    let value: arrow::array::ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![id]));
-    let (keys, _) = index_keys(&[value]).unwrap();
-    let req = IndexScanRequest {
-        index: vec![0],
-        ranges: vec![KeyRange::point(keys.value(0).to_vec())],
-        projection: None,
-        include_key: false,
-        max_candidates: None,
-        build: true,
-    };
-    t.index_scan(kv, &req)
-        .unwrap()
-        .unwrap()
-        .iter()
-        .flat_map(ids)
-        .collect()
 }
 
 /// Issue 12.1: own deletes were keyed by chunk id, and a checkpoint renumbers

@@ -23,34 +23,14 @@
 mod common;
 
 use common::*;
-use entidb_engine::index::index_keys;
-use entidb_engine::{Engine, IndexScanRequest, KeyRange};
-use std::sync::{Arc, Mutex};
+use entidb_engine::Engine;
+use std::sync::Mutex;
 use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// How long a thread that must stay blocked is given to (wrongly) finish.
 const GRACE: Duration = Duration::from_millis(300);
-
-fn lookup(t: &mut entidb_engine::Transaction, kv: u64, id: i64) -> Vec<i64> {
-    let value: arrow::array::ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![id]));
-    let (keys, _) = index_keys(&[value]).unwrap();
-    let req = IndexScanRequest {
-        index: vec![0],
-        ranges: vec![KeyRange::point(keys.value(0).to_vec())],
-        projection: None,
-        include_key: false,
-        max_candidates: None,
-        build: true,
-    };
-    t.index_scan(kv, &req)
-        .unwrap()
-        .unwrap()
-        .iter()
-        .flat_map(ids)
-        .collect()
-}
 
 #[test]
 fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
@@ -72,7 +52,7 @@ fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
         let engine = engine.clone();
         std::thread::spawn(move || {
             let mut t = engine.begin_read_only();
-            lookup(&mut t, kv, 4)
+            pk_lookup(&mut t, kv, 4)
         })
     };
     std::thread::sleep(GRACE); // the reader is now paused in the lookup
@@ -89,7 +69,7 @@ fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
     assert_eq!(reader.join().unwrap(), vec![4], "the lookup missed its row");
     checkpointer.join().unwrap().unwrap();
     let mut t = engine.begin_read_only();
-    assert_eq!(lookup(&mut t, kv, 4), vec![4]);
+    assert_eq!(pk_lookup(&mut t, kv, 4), vec![4]);
 }
 
 #[test]

@@ -49,18 +49,6 @@ const CHILD_MEMORY_KIB: u64 = 4 << 20;
 
 type Files = BTreeMap<String, Vec<u8>>;
 
-fn files(disk: &SimDisk) -> Files {
-    disk.list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n != "LOCK")
-        .map(|n| {
-            let b = disk.contents(&n).unwrap();
-            (n, b)
-        })
-        .collect()
-}
-
 fn disk_of(files: &Files) -> SimDisk {
     let disk = SimDisk::new();
     for (name, bytes) in files {
@@ -434,4 +422,25 @@ fn progress_path() -> std::path::PathBuf {
     std::env::var_os("FUZZ_PROGRESS")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("entidb-fuzz-case"))
+}
+
+/// Cases the long runs found, kept as regression tests: a fixed-width
+/// buffer whose length is not a multiple of its element width made Arrow's
+/// validation panic ("prefix.is_empty() && suffix.is_empty()") inside the
+/// columnar decoder, reached from column chunks and WAL PUT batches.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let seeds = seeds();
+    for (name, seed) in [
+        ("columnar", 8_505_401_650_401_388_422u64),
+        ("columnar", 14_940_699_924_167_704_438),
+        ("wal", 11_818_095_611_142_325_797),
+        ("wal", 16_705_890_623_238_581_349),
+    ] {
+        let mut rng = StdRng::seed_from_u64(seed);
+        match name {
+            "wal" => target_wal(&seeds, &mut rng),
+            _ => target_columnar(&seeds, &mut rng),
+        }
+    }
 }

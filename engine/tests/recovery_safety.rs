@@ -16,22 +16,8 @@ use entidb_engine::storage::{Fault, SimDisk, Storage};
 use entidb_engine::{Engine, EngineOptions, Error};
 use std::collections::BTreeMap;
 
-type Files = BTreeMap<String, Vec<u8>>;
-
-fn files(disk: &SimDisk) -> Files {
-    disk.list()
-        .unwrap()
-        .into_iter()
-        .filter(|n| n != "LOCK")
-        .map(|n| {
-            let bytes = disk.contents(&n).unwrap();
-            (n, bytes)
-        })
-        .collect()
-}
-
 /// Puts every file back as in `files` and removes the others.
-fn restore(disk: &SimDisk, files: &Files) {
+fn restore(disk: &SimDisk, files: &BTreeMap<String, Vec<u8>>) {
     for name in disk.list().unwrap() {
         if name != "LOCK" && !files.contains_key(&name) {
             disk.remove(&name).unwrap();

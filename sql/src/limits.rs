@@ -36,6 +36,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature,
 };
+use datafusion::scalar::ScalarValue;
 use std::num::NonZeroUsize;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -196,32 +197,57 @@ fn int_values(value: &ColumnarValue, rows: usize) -> DfResult<ArrayRef> {
     Ok(arrow::compute::cast(&array, &DataType::Int64)?)
 }
 
-/// Bytes of each row's first argument (strings) or 8 (anything else).
+/// Bytes of each row's first argument (strings) or 8 (anything else), one
+/// per element of the argument's array (never indexed past it: a zero-row
+/// batch once panicked here).
 fn unit_sizes(value: &ColumnarValue, rows: usize) -> DfResult<Vec<u64>> {
     let array = value.to_array(rows)?;
     let sizes = match array.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
             let strings = arrow::compute::cast(&array, &DataType::LargeUtf8)?;
-            let strings = strings.as_string::<i64>();
-            (0..rows)
-                .map(|i| {
-                    if strings.is_null(i) {
-                        0
-                    } else {
-                        strings.value(i).len() as u64
-                    }
-                })
-                .collect()
+            match strings.as_string_opt::<i64>() {
+                Some(strings) => strings
+                    .iter()
+                    .map(|s| s.map_or(0, |s| s.len() as u64))
+                    .collect(),
+                None => vec![8; array.len()],
+            }
         }
-        _ => vec![8; rows],
+        _ => vec![8; array.len()],
     };
     Ok(sizes)
+}
+
+/// `lpad`/`rpad` with a negative length give `''` (as in PostgreSQL);
+/// DataFusion's kernels panic on a negative length read from a column, so
+/// negative lengths are made 0 before the call.
+fn clamp_pad_length(args: &mut ScalarFunctionArgs) -> DfResult<()> {
+    let Some(length) = args.args.get_mut(1) else {
+        return Ok(());
+    };
+    match length {
+        ColumnarValue::Scalar(ScalarValue::Int64(Some(n))) if *n < 0 => *n = 0,
+        ColumnarValue::Array(array) => {
+            if let Some(ints) = array.as_primitive_opt::<Int64Type>()
+                && ints.iter().flatten().any(|n| n < 0)
+            {
+                let clamped: arrow::array::Int64Array =
+                    arrow::compute::kernels::arity::unary(ints, |n: i64| n.max(0));
+                *array = Arc::new(clamped);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Capped {
     /// Refuses the call when its results would exceed the limit.
     fn check(&self, args: &ScalarFunctionArgs) -> DfResult<()> {
-        let rows = args.number_rows.max(1);
+        if args.number_rows == 0 {
+            return Ok(());
+        }
+        let rows = args.number_rows;
         let (Some(first), Some(count)) = (args.args.first(), args.args.get(1)) else {
             return Ok(());
         };
@@ -279,7 +305,10 @@ impl ScalarUDFImpl for Capped {
         self.inner.inner().is_strict()
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if matches!(self.kind, Kind::Pad) {
+            clamp_pad_length(&mut args)?;
+        }
         self.check(&args)?;
         self.inner.invoke_with_args(args)
     }

@@ -27,7 +27,7 @@ use crate::error::{Error, ErrorKind};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Value, Visit, Visitor};
 use futures::Stream;
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -37,6 +37,11 @@ use std::task::{Context, Poll};
 /// Deepest nesting of expressions (`1+1+…` is a left-deep tree, as is a
 /// chain of `AND`s) or of set operations a statement may have.
 pub const MAX_DEPTH: usize = 1000;
+
+/// Highest parameter number a statement may use (`$65535`, PostgreSQL's
+/// limit). DataFusion sizes a list by the highest number it sees: `$4294967296`
+/// in an INSERT asked for 32 GiB and aborted the process.
+pub const MAX_PARAMETER: u64 = 65_535;
 
 /// Below this much remaining stack a statement moves to its own stack.
 pub const RED_ZONE: usize = 64 << 20;
@@ -119,7 +124,18 @@ impl Visitor for Depth {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<String> {
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<String> {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &v.value
+            && let Some(digits) = p.strip_prefix('$')
+            && digits.parse::<u64>().map_or(true, |n| n > MAX_PARAMETER)
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return ControlFlow::Break(format!(
+                "parameter {p} is beyond the highest allowed, ${MAX_PARAMETER}"
+            ));
+        }
         self.expr += 1;
         self.max = self.max.max(self.expr);
         if self.expr > MAX_DEPTH {

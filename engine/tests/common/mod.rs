@@ -141,3 +141,39 @@ pub fn segment_bytes(disk: &SimDisk) -> usize {
         .map(|n| disk.contents(n).unwrap().len())
         .sum()
 }
+
+/// Every file of `disk` but the LOCK, with its bytes (for "changes nothing"
+/// checks and for rebuilding a disk).
+pub fn files(disk: &SimDisk) -> BTreeMap<String, Vec<u8>> {
+    use entidb_engine::storage::Storage;
+    disk.list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n != "LOCK")
+        .map(|n| {
+            let bytes = disk.contents(&n).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// The ids of the rows with primary key `id` of `kv`, found through the
+/// primary-key index.
+pub fn pk_lookup(t: &mut Transaction, kv: u64, id: i64) -> Vec<i64> {
+    let value: arrow::array::ArrayRef = Arc::new(Int64Array::from(vec![id]));
+    let (keys, _) = entidb_engine::index::index_keys(&[value]).unwrap();
+    let req = entidb_engine::IndexScanRequest {
+        index: vec![0],
+        ranges: vec![entidb_engine::KeyRange::point(keys.value(0).to_vec())],
+        projection: None,
+        include_key: false,
+        max_candidates: None,
+        build: true,
+    };
+    t.index_scan(kv, &req)
+        .unwrap()
+        .unwrap()
+        .iter()
+        .flat_map(ids)
+        .collect()
+}
