@@ -3,7 +3,7 @@
 //! `cargo bench -p entidb-engine --bench commit` prints a table; run without
 //! `--bench` (as `cargo test` does) it does a tiny smoke run.
 
-#![allow(clippy::disallowed_methods)] // tests may index batches freely
+#![allow(clippy::disallowed_methods)] // benches may index batches freely
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};

@@ -144,15 +144,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
     .encode_into(&mut bytes)?;
     let end = inner.wal.append(&bytes, seq)?;
     inner.wal.wait_durable(end)?;
-    let catalog = read(&inner.catalog)?;
-    let (catalog_seq, blob) = catalog
-        .versions
-        .iter()
-        .rev()
-        .find(|(s, _)| *s <= seq)
-        .cloned()
-        .unwrap_or_default();
-    drop(catalog);
+    let (catalog_seq, blob) = read(&inner.catalog)?.at(seq);
     let manifest = Manifest {
         checkpoint_seq: seq,
         next_id: inner.next_id.load(Ordering::SeqCst),

@@ -78,6 +78,16 @@ impl CatalogHistory {
     pub fn latest_seq(&self) -> u64 {
         self.versions.last().map_or(0, |(s, _)| *s)
     }
+
+    /// The version a snapshot at `seq` reads: `(commit that wrote it, blob)`.
+    pub fn at(&self, seq: u64) -> (u64, Arc<Vec<u8>>) {
+        self.versions
+            .iter()
+            .rev()
+            .find(|(s, _)| *s <= seq)
+            .cloned()
+            .unwrap_or_default()
+    }
 }
 
 /// State shared by the engine handle and its transactions.
@@ -288,14 +298,7 @@ impl Inner {
 
     /// The catalog blob at `snapshot`.
     pub fn catalog_at(&self, snapshot: u64) -> Result<Arc<Vec<u8>>> {
-        let history = read(&self.catalog)?;
-        Ok(history
-            .versions
-            .iter()
-            .rev()
-            .find(|(seq, _)| *seq <= snapshot)
-            .map(|(_, blob)| blob.clone())
-            .unwrap_or_default())
+        Ok(read(&self.catalog)?.at(snapshot).1)
     }
 
     /// Runs the commit pipeline described in the module docs.

@@ -44,7 +44,7 @@ use crate::index::index_keys;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::segment::{SegmentReader, segment_file_name};
 use crate::table::{ChunkData, RowLoc, TableState, read};
-use crate::wal::{WAL_FILE, WalRecord, scan_wal};
+use crate::wal::{WAL_FILE, scan_wal};
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,20 +246,11 @@ fn check_wal(inner: &Inner, manifest: &Manifest, problems: &mut Vec<String>) {
     let Some(scan) = report(problems, scan_wal(&bytes, WAL_FILE)) else {
         return;
     };
-    match scan.records.first() {
-        Some((0, WalRecord::Checkpoint { checkpoint_seq })) => {
-            let finished = scan.records.iter().any(|(_, r)| {
-                matches!(r, WalRecord::Checkpoint { checkpoint_seq: s } if *s == manifest.checkpoint_seq)
-            });
-            if *checkpoint_seq != manifest.checkpoint_seq && !finished {
-                problems.push(format!(
-                    "{WAL_FILE}: follows checkpoint {checkpoint_seq}, {MANIFEST_FILE} covers {}",
-                    manifest.checkpoint_seq
-                ));
-            }
-        }
-        _ => problems.push(format!("{WAL_FILE}: does not start with its base record")),
-    }
+    // The rule recovery applies at open.
+    report(
+        problems,
+        crate::recovery::check_wal_follows_manifest(&scan.records, manifest),
+    );
     if scan.torn {
         problems.push(format!(
             "{WAL_FILE}: {} bytes after the last complete transaction (damaged or torn)",

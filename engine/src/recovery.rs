@@ -176,7 +176,10 @@ fn refuse_without_manifest(storage: &dyn Storage, records: &[(u64, WalRecord)]) 
 /// from there without gaps. A manifest older than that lost commits (an old
 /// copy was put back); a WAL older than the manifest lost them the other way
 /// round.
-fn check_wal_follows_manifest(records: &[(u64, WalRecord)], manifest: &Manifest) -> Result<()> {
+pub(crate) fn check_wal_follows_manifest(
+    records: &[(u64, WalRecord)],
+    manifest: &Manifest,
+) -> Result<()> {
     let covered = manifest.checkpoint_seq;
     let base = match records.first() {
         Some((0, WalRecord::Checkpoint { checkpoint_seq })) => *checkpoint_seq,
