@@ -14,8 +14,6 @@
 //! session with its own transaction state. The API is async (tokio);
 //! [`BlockingConnection`] wraps it for synchronous programs.
 
-pub mod slt;
-
 pub use entidb_engine as engine;
 pub use entidb_sql::{Error, ErrorKind, Output, Prepared, Result};
 

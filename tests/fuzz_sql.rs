@@ -1805,6 +1805,30 @@ fn open_db(on_disk: bool, conns: usize) -> Db {
     }
 }
 
+/// Every value of `batches` as display text (as the shell prints it).
+fn format_rows(batches: &[arrow::array::RecordBatch]) -> Result<Vec<Vec<String>>, String> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
 enum Outcome {
     Ok,
     Err(entidb::Error),
@@ -1815,7 +1839,7 @@ fn run_stmt(conns: &mut [BlockingConnection], st: &Stmt) -> Outcome {
     let r: Result<(), entidb::Error> = match st {
         Stmt::Query(_, s) => c.query(s).map(|batches| {
             // Formatting the values exercises the display of every type.
-            let _ = entidb::slt::format_rows(&batches);
+            let _ = format_rows(&batches);
         }),
         Stmt::Execute(_, s) => c.execute(s).map(|_| ()),
         Stmt::Script(_, s) => {
@@ -1943,7 +1967,7 @@ fn run_case(
             if let Ok(d) = Database::open_with(dir, options()) {
                 let mut c = BlockingConnection::new(&d).unwrap();
                 if let Ok(b) = c.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'") {
-                    for row in entidb::slt::format_rows(&b).unwrap_or_default() {
+                    for row in format_rows(&b).unwrap_or_default() {
                         let _ = c.query(&format!("SELECT * FROM \"{}\"", row[0]));
                     }
                 }

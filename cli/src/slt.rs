@@ -9,12 +9,11 @@
 //! machine's CPU count, so EXPLAIN expectations (`RoundRobinBatch(2)`) are
 //! the same everywhere.
 
-use crate::{Connection, Database, Error};
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
-use entidb_sql::Output;
+use entidb::{Connection, Database, Error, Output};
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record, Runner};
 use std::path::Path;
 use std::sync::Arc;
@@ -38,7 +37,8 @@ impl AsyncDB for SltConnection {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Error> {
-        match self.conn.session.run(sql, &[]).await? {
+        let output = self.conn.run_script(sql).await.pop();
+        match output.unwrap_or(Ok(Output::Count(0)))? {
             Output::Count(n) if self.in_query.load(Ordering::SeqCst) => Ok(DBOutput::Rows {
                 types: vec![DefaultColumnType::Integer],
                 rows: vec![vec![n.to_string()]],

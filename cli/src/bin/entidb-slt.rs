@@ -4,7 +4,7 @@
 //! `N passed, M failed`, counting records. Exit code 0 when nothing failed,
 //! 1 otherwise, 2 on a usage error.
 
-use entidb::slt::{Backend, run_file};
+use entidb_cli::slt::{Backend, run_file};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
-//! Runs every `.slt` file under `slt/` against the in-memory and the on-disk
+//! Runs every `.slt` file under the repository's `slt/` against the in-memory and the on-disk
 //! backend, as separately named tests (`memory::<file>`, `disk::<file>`).
 
-use entidb::slt::{Backend, run_file};
+use entidb_cli::slt::{Backend, run_file};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ fn run(path: &Path, backend: Backend) -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("slt");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../slt");
     let mut trials = Vec::new();
     for file in slt_files(&root) {
         let name = file
