@@ -39,11 +39,13 @@
 //! [`crate::index`]). Nothing else takes the checkpoint lock while holding
 //! the commit lock.
 
+use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::engine::{CommitState, Inner};
 use crate::error::{Error, Result};
+use crate::locks::{read, write};
 use crate::manifest::{Manifest, SegmentEntry, TableEntry};
 use crate::segment::{ROW_GROUP_ROWS, SegmentReader, segment_file_name, write_segment};
-use crate::table::{Chunk, ChunkData, ChunkList, RowLoc, TableState, read, write};
+use crate::table::TableState;
 use crate::wal::WalRecord;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;

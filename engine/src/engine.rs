@@ -24,10 +24,11 @@
 use crate::changes::Changes;
 use crate::error::{Error, Result};
 use crate::keys::{ABSENT, display_key};
+use crate::locks::{read, write};
 use crate::mvcc::Snapshots;
 use crate::segment::ChunkCache;
 use crate::storage::{FileStorage, LockGuard, MemStorage, Storage};
-use crate::table::{TableState, read, write};
+use crate::table::TableState;
 use crate::txn::Transaction;
 use crate::wal::WalWriter;
 use std::collections::BTreeMap;

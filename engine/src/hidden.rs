@@ -27,7 +27,7 @@
 //! `_key` column of the affected chunks, paid only by a transaction that
 //! wrote a table and then saw a checkpoint move its rows.
 
-use crate::table::RowLoc;
+use crate::chunk::RowLoc;
 use ahash::AHashSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

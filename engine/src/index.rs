@@ -18,7 +18,7 @@
 //! INVARIANTS
 //!
 //! 1. An index never disagrees with its table: entries are added in
-//!    [`crate::table::TableState::apply`], under the same commit lock and
+//!    `TableState::apply` (`table.rs`), under the same commit lock and
 //!    before the commit becomes visible, for every row the commit writes.
 //!    Superseded or deleted versions keep their entries; the chunk's delete
 //!    map says when they died.
@@ -53,9 +53,10 @@
 //! whose snapshot predates a new index on the table conflict, so no commit
 //! can miss a unique index it did not know about.
 
+use crate::chunk::{Chunk, ChunkList, RowLoc};
 use crate::error::{Error, Result};
 use crate::keys::encode_keys;
-use crate::table::{Chunk, ChunkList, RowLoc, read, write};
+use crate::locks::{read, write};
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};

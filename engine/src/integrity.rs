@@ -38,12 +38,14 @@
 //! never taken from the cache, so damage on disk is found even when the data
 //! was read before.
 
+use crate::chunk::{ChunkData, RowLoc};
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::index::index_keys;
+use crate::locks::read;
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::segment::{SegmentReader, segment_file_name};
-use crate::table::{ChunkData, RowLoc, TableState, read};
+use crate::table::TableState;
 use crate::wal::{WAL_FILE, scan_wal};
 use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;

@@ -15,6 +15,7 @@
 
 mod changes;
 mod checkpoint;
+mod chunk;
 pub mod codec;
 pub mod columnar;
 mod engine;
@@ -23,6 +24,7 @@ mod hidden;
 pub mod index;
 mod integrity;
 pub mod keys;
+mod locks;
 mod lookup;
 pub mod manifest;
 pub mod mvcc;

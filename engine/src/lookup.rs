@@ -9,11 +9,13 @@
 //! leading column and testing the ranges. The result is exact: every visible
 //! row in the ranges, no other.
 
+use crate::chunk::{Chunk, ChunkData, RowLoc};
 use crate::error::Result;
 use crate::hidden::{HiddenRows, HiddenView};
 use crate::index::{KeyRange, in_ranges, index_keys};
+use crate::locks::read;
 use crate::schema::{KEY_COLUMN, TableDef};
-use crate::table::{Chunk, ChunkData, RowLoc, TableState, read};
+use crate::table::TableState;
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};

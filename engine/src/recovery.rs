@@ -17,13 +17,15 @@
 //! same state.
 
 use crate::changes::Changes;
+use crate::chunk::{Chunk, ChunkData, ChunkList};
 use crate::engine::{CatalogHistory, CommitState, EngineOptions, Inner};
 use crate::error::{Error, Result};
+use crate::locks::write;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
 use crate::mvcc::Snapshots;
 use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
-use crate::table::{Chunk, ChunkData, ChunkList, TableState, write};
+use crate::table::TableState;
 use crate::wal::{WAL_FILE, WAL_TMP, WalRecord, WalWriter, base_record, scan_wal};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize};

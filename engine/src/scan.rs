@@ -9,11 +9,11 @@
 //! before it, or deleted by the transaction itself. Memory stays bounded by
 //! one row group, whatever the table size.
 
+use crate::chunk::{Chunk, ChunkData};
 use crate::error::{Error, Result};
 use crate::hidden::HiddenView;
 use crate::schema::{KEY_COLUMN, TableDef};
 use crate::segment::RowGroupMeta;
-use crate::table::{Chunk, ChunkData};
 use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};

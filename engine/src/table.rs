@@ -1,17 +1,8 @@
 //! In-memory state of one committed table.
 //!
-//! A table is a list of *chunks*, each an immutable set of row versions:
-//!
-//! ```text
-//!   chunks:  [seg 12 (on disk)] [seg 31 (on disk)] [mem 40] [mem 41] …
-//!             ▲ written by checkpoints               ▲ one per committed
-//!                                                      transaction since
-//! ```
-//!
-//! Rows are never changed in place. An update or delete marks the old row of
-//! its chunk as *deleted at* the deleting commit (`deletes`), and an update
-//! adds the new version to the committing transaction's mem chunk. A row is
-//! visible to a snapshot `S` when `created_seq <= S < deleted_seq`.
+//! A table is its chunk list (see [`crate::chunk`]: immutable sets of row
+//! versions, on disk or in memory), its secondary indexes (see
+//! [`crate::index`]) and its key index.
 //!
 //! The key index maps every row key to its newest committed version (or a
 //! tombstone): that is what commit-time conflict checks compare against and
@@ -19,198 +10,18 @@
 //! `_seq` columns the first time a table is written or looked up by key (not
 //! on open, so reopening a large database and scanning it stays cheap).
 
+use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::error::{Error, Result};
 use crate::index::{TableIndexes, add_rows};
 use crate::keys::{ABSENT, tombstone_hash, version_hash};
+use crate::locks::{read, write};
 use crate::schema::TableDef;
-use crate::segment::SegmentReader;
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{interleave, take};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-/// Where a row version lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RowLoc {
-    /// Chunk id.
-    pub chunk: u64,
-    /// Row number inside the chunk.
-    pub row: u32,
-}
-
-/// The rows of a chunk.
-#[derive(Debug)]
-pub enum ChunkData {
-    /// Rows committed by one transaction since the last checkpoint (stored
-    /// schema: user columns, `_key`, `_hash`).
-    Mem {
-        /// The rows.
-        batch: RecordBatch,
-        /// Commit sequence of every row.
-        seq: u64,
-    },
-    /// Rows in a segment file.
-    Segment(Arc<SegmentReader>),
-}
-
-/// An immutable set of row versions plus the commits that deleted some.
-#[derive(Debug)]
-pub struct Chunk {
-    /// Unique id.
-    pub id: u64,
-    /// The rows.
-    pub data: ChunkData,
-    /// Row count.
-    pub rows: u32,
-    deletes: RwLock<BTreeMap<u32, u64>>,
-}
-
-fn lock_err() -> Error {
-    Error::Poisoned {
-        cause: "a lock was poisoned by a panicking thread".into(),
-    }
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>> {
-    l.read().map_err(|_| lock_err())
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>> {
-    l.write().map_err(|_| lock_err())
-}
-
-impl Chunk {
-    /// A chunk with known deletes.
-    pub fn new(id: u64, data: ChunkData, deletes: BTreeMap<u32, u64>) -> Self {
-        let rows = match &data {
-            ChunkData::Mem { batch, .. } => batch.num_rows() as u32,
-            ChunkData::Segment(s) => s.footer.rows as u32,
-        };
-        Self {
-            id,
-            data,
-            rows,
-            deletes: RwLock::new(deletes),
-        }
-    }
-
-    /// Marks `row` deleted by commit `seq`.
-    pub fn mark_deleted(&self, row: u32, seq: u64) -> Result<()> {
-        write(&self.deletes)?.insert(row, seq);
-        Ok(())
-    }
-
-    /// Deletes of rows in `range` that are visible at `snapshot` (their
-    /// deleting commit is at or before it).
-    pub fn deleted_in(&self, start: u32, end: u32, snapshot: u64) -> Result<Vec<u32>> {
-        Ok(read(&self.deletes)?
-            .range(start..end)
-            .filter(|(_, seq)| **seq <= snapshot)
-            .map(|(row, _)| *row)
-            .collect())
-    }
-
-    /// All deletes, sorted by row.
-    pub fn deletes(&self) -> Result<Vec<(u32, u64)>> {
-        Ok(read(&self.deletes)?.iter().map(|(r, s)| (*r, *s)).collect())
-    }
-
-    /// The commit that deleted `row`, if any.
-    pub fn deleted_seq(&self, row: u32) -> Result<Option<u64>> {
-        Ok(read(&self.deletes)?.get(&row).copied())
-    }
-
-    /// The row group holding `row` of a segment chunk: `(group, first_row)`.
-    pub(crate) fn locate(&self, row: u32) -> Option<(usize, u32)> {
-        let ChunkData::Segment(seg) = &self.data else {
-            return None;
-        };
-        let mut first = 0u32;
-        for (g, meta) in seg.footer.row_groups.iter().enumerate() {
-            if row < first + meta.rows {
-                return Some((g, first));
-            }
-            first += meta.rows;
-        }
-        None
-    }
-
-    /// The commit that created `row`.
-    pub fn created_seq(&self, row: u32) -> Result<u64> {
-        match &self.data {
-            ChunkData::Mem { seq, .. } => Ok(*seq),
-            ChunkData::Segment(seg) => {
-                let (g, first) = self.locate(row).ok_or_else(|| self.no_row(row))?;
-                let meta = seg
-                    .footer
-                    .row_groups
-                    .get(g)
-                    .ok_or_else(|| self.no_row(row))?;
-                if meta.min_seq == meta.max_seq {
-                    return Ok(meta.min_seq);
-                }
-                let seqs = seg.read_column(g, seg.footer.columns as usize - 1)?;
-                let seqs = seqs
-                    .as_primitive_opt::<UInt64Type>()
-                    .ok_or_else(|| self.no_row(row))?;
-                let i = (row - first) as usize;
-                if i >= seqs.len() {
-                    return Err(self.no_row(row));
-                }
-                Ok(seqs.value(i))
-            }
-        }
-    }
-
-    fn no_row(&self, row: u32) -> Error {
-        Error::corruption(format!("chunk {}", self.id), 0, format!("no row {row}"))
-    }
-
-    /// Stored columns `cols` (user columns, then `_key` = user count) of the
-    /// given rows, which must be sorted ascending.
-    pub fn read_rows(&self, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
-        match &self.data {
-            ChunkData::Mem { batch, .. } => {
-                let idx = UInt32Array::from(rows.to_vec());
-                cols.iter()
-                    .map(|c| Ok(take(crate::schema::col(batch, *c)?.as_ref(), &idx, None)?))
-                    .collect()
-            }
-            ChunkData::Segment(seg) => {
-                // One source array per (row group, column) touched, and one
-                // interleave per column: scattered rows cost a gather each,
-                // not a take and a concat per row group.
-                let mut sources: Vec<Vec<ArrayRef>> = vec![Vec::new(); cols.len()];
-                let mut picks: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
-                let mut i = 0;
-                while let Some(&row) = rows.get(i) {
-                    let (g, first) = self.locate(row).ok_or_else(|| self.no_row(row))?;
-                    let end = first + seg.footer.row_groups.get(g).map_or(0, |m| m.rows);
-                    let source = sources.first().map_or(0, Vec::len);
-                    for (s, c) in sources.iter_mut().zip(cols) {
-                        s.push(seg.read_column(g, *c)?);
-                    }
-                    while let Some(&r) = rows.get(i)
-                        && r < end
-                    {
-                        picks.push((source, (r - first) as usize));
-                        i += 1;
-                    }
-                }
-                sources
-                    .iter()
-                    .map(|s| {
-                        let refs: Vec<&dyn Array> = s.iter().map(|a| a.as_ref()).collect();
-                        Ok(interleave(&refs, &picks)?)
-                    })
-                    .collect()
-            }
-        }
-    }
-}
 
 /// The newest committed version of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,33 +49,6 @@ impl KeyEntry {
         } else {
             self.hash
         }
-    }
-}
-
-/// The chunks of a table, in order, with an id index.
-#[derive(Debug, Default, Clone)]
-pub struct ChunkList {
-    /// Chunks, oldest first.
-    pub chunks: Vec<Arc<Chunk>>,
-    by_id: HashMap<u64, Arc<Chunk>>,
-}
-
-impl ChunkList {
-    /// Builds a list.
-    pub fn new(chunks: Vec<Arc<Chunk>>) -> Self {
-        let by_id = chunks.iter().map(|c| (c.id, c.clone())).collect();
-        Self { chunks, by_id }
-    }
-
-    /// Appends a chunk.
-    pub fn push(&mut self, chunk: Arc<Chunk>) {
-        self.by_id.insert(chunk.id, chunk.clone());
-        self.chunks.push(chunk);
-    }
-
-    /// The chunk with `id`.
-    pub fn get(&self, id: u64) -> Option<&Arc<Chunk>> {
-        self.by_id.get(&id)
     }
 }
 
@@ -455,7 +239,7 @@ impl Deref for KeysRead<'_> {
 
 /// Adds the live rows of one chunk to `map`.
 fn index_chunk(chunk: &Chunk, map: &mut KeyMap) -> Result<()> {
-    let deletes = read(&chunk.deletes)?;
+    let deletes = chunk.delete_map()?;
     let mut add = |row: u32, key: &[u8], seq: u64, content: u64| {
         if !deletes.contains_key(&row) {
             let loc = RowLoc {

@@ -9,15 +9,16 @@
 //! [`Transaction::rollback_to`] can undo one failed statement exactly.
 
 use crate::changes::{Changes, TableChange};
+use crate::chunk::RowLoc;
 use crate::engine::Inner;
 use crate::error::{Error, Result};
 use crate::hidden::{HiddenRows, HiddenView};
 use crate::index::{KeyRange, index_keys};
 use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
+use crate::locks::read;
 use crate::lookup::IndexScanRequest;
 use crate::scan::{ScanRequest, TableScan};
 use crate::schema::TableDef;
-use crate::table::{RowLoc, read};
 use ahash::{AHashMap, AHashSet};
 use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};

@@ -12,10 +12,12 @@
 //!   the whole index may have two live versions.
 
 use crate::changes::TableChange;
+use crate::chunk::RowLoc;
 use crate::error::{Error, Result};
 use crate::index::{KeyRange, index_keys};
 use crate::keys::display_key;
-use crate::table::{RowLoc, TableState, read};
+use crate::locks::read;
+use crate::table::TableState;
 use ahash::{AHashMap, AHashSet};
 use arrow::array::{Array, ArrayRef, AsArray};
 
