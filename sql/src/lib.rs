@@ -6,6 +6,7 @@
 mod ddl;
 mod dml;
 pub mod error;
+mod functions;
 pub mod indexes;
 pub mod limits;
 pub mod pragma;

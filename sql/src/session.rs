@@ -121,9 +121,16 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
+        // Registration only fails on a name clash, which would leave the
+        // built-in function in place.
+        let _ = datafusion_functions_json::register_all(&mut ctx);
         let memory_limit = Arc::new(AtomicUsize::new(limit));
         for udf in limits::capped_functions(ctx.state().scalar_functions(), &memory_limit) {
+            ctx.register_udf(udf);
+        }
+        for udf in crate::functions::widened_functions(ctx.state().scalar_functions()) {
             ctx.register_udf(udf);
         }
         Self {
