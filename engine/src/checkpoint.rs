@@ -51,8 +51,9 @@ use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// Runs a checkpoint (see the module docs).
 pub(crate) fn run(inner: &Inner) -> Result<()> {
@@ -493,4 +494,62 @@ fn prune_catalog(inner: &Inner, horizon: u64) -> Result<()> {
         .unwrap_or(0);
     history.versions.drain(..keep_from);
     Ok(())
+}
+
+/// The background thread of threshold checkpoints: at most one at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Checkpointer {
+    running: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Checkpointer {
+    /// Waits for a running background checkpoint to finish.
+    pub(crate) fn join(&self) {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(handle) = handle {
+            // A panicking checkpoint thread has nothing left to report.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Starts the checkpoint the WAL size asks for (step 5 of the commit
+    /// pipeline, `commit.rs`). Its failure poisons the database (see `checkpoint::run`) and
+    /// is reported by the next write; it is never the committer's error.
+    pub(crate) fn threshold_checkpoint(self: &Arc<Self>) {
+        if !self.options.background_checkpoints {
+            let _ = run(self);
+            return;
+        }
+        // The slot lock orders spawning against a finishing thread: a
+        // thread clears `running` under it, so the handle stored here is
+        // always the running thread's.
+        let Ok(mut slot) = self.checkpointer.thread.lock() else {
+            return;
+        };
+        if self.checkpointer.running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("entidb-checkpoint".into())
+            .spawn(move || {
+                if let Some(inner) = weak.upgrade() {
+                    let _ = run(&inner);
+                    let _slot = inner.checkpointer.thread.lock();
+                    inner.checkpointer.running.store(false, Ordering::SeqCst);
+                }
+            });
+        match spawned {
+            Ok(handle) => *slot = Some(handle),
+            // No thread to be had: checkpoint here, still after the commit.
+            Err(_) => {
+                drop(slot);
+                let _ = run(self);
+                self.checkpointer.running.store(false, Ordering::SeqCst);
+            }
+        }
+    }
 }

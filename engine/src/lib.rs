@@ -18,6 +18,7 @@ mod checkpoint;
 mod chunk;
 pub mod codec;
 pub mod columnar;
+mod commit;
 mod engine;
 pub mod error;
 mod hidden;
