@@ -10,11 +10,13 @@ use crate::error::{ErrorKind, Result};
 use crate::indexes::{table_indexes, unique_sets};
 use crate::provider::{conform_columns, insert_rows};
 use crate::session::{Output, Session};
+use arrow::datatypes::DataType;
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::Constraint;
 use datafusion::logical_expr::{CreateMemoryTable, CreateView, DropTable, DropView, LogicalPlan};
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateIndex, Expr as SqlExpr, Ident, ObjectName, Statement as SqlStatement,
+    ColumnOption, CreateIndex, CreateTable, DataType as SqlType, Expr as SqlExpr, Ident,
+    ObjectName, Statement as SqlStatement, TableConstraint, TimezoneInfo,
 };
 use entidb_catalog::{ColumnMeta, IndexMeta, TableMeta, ViewMeta};
 use std::sync::Arc;
@@ -39,6 +41,101 @@ fn defaults_from_ast(ast: Option<&SqlStatement>) -> Vec<(String, String)> {
                 ColumnOption::Default(expr) => Some((normalize(&c.name), expr.to_string())),
                 _ => None,
             })
+        })
+        .collect()
+}
+
+/// Refuses, before DataFusion plans it, what CREATE TABLE would otherwise
+/// accept and ignore (or reject with a planning error): foreign keys, CHECK
+/// constraints, identity / AUTOINCREMENT / generated columns — each 0A000
+/// naming the feature.
+pub fn check_create_table(create: &CreateTable) -> Result<()> {
+    let unsupported = |what: &str| -> Result<()> {
+        Err(ErrorKind::NotSupported(format!("{what} in CREATE TABLE")).into())
+    };
+    for column in &create.columns {
+        for option in &column.options {
+            match &option.option {
+                ColumnOption::ForeignKey(_) => return unsupported("REFERENCES (foreign keys)"),
+                ColumnOption::Check(_) => return unsupported("CHECK constraints"),
+                ColumnOption::Identity(_) | ColumnOption::Generated { .. } => {
+                    return unsupported("identity and generated columns");
+                }
+                ColumnOption::DialectSpecific(tokens)
+                    if tokens.iter().any(|t| {
+                        let t = t.to_string().to_ascii_uppercase();
+                        t == "AUTOINCREMENT" || t == "AUTO_INCREMENT"
+                    }) =>
+                {
+                    return unsupported("AUTOINCREMENT");
+                }
+                _ => {}
+            }
+        }
+    }
+    for constraint in &create.constraints {
+        match constraint {
+            TableConstraint::ForeignKey(_) => return unsupported("FOREIGN KEY"),
+            TableConstraint::Check(_) => return unsupported("CHECK constraints"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// True for `TIMESTAMPTZ` / `TIMESTAMP WITH TIME ZONE`.
+fn has_time_zone(t: &SqlType) -> bool {
+    matches!(
+        t,
+        SqlType::Timestamp(_, TimezoneInfo::Tz | TimezoneInfo::WithTimeZone)
+    )
+}
+
+/// The time zone of stored `TIMESTAMPTZ` values: they are instants, kept
+/// in UTC (DataFusion plans `TIMESTAMPTZ` as a naive timestamp).
+const UTC: &str = "+00:00";
+
+/// The type a column of SQL type `sql` is stored as, given the type
+/// DataFusion planned for it: `TIMESTAMPTZ` keeps its time zone.
+pub fn stored_type(sql: &SqlType, planned: DataType) -> DataType {
+    match planned {
+        DataType::Timestamp(unit, None) if has_time_zone(sql) => {
+            DataType::Timestamp(unit, Some(UTC.into()))
+        }
+        other => other,
+    }
+}
+
+/// The SQL text of a column type, for a CAST (0A000 for types that are
+/// column shorthands rather than types, such as SERIAL).
+pub fn sql_type(t: &SqlType) -> Result<String> {
+    let text = t.to_string();
+    if text.to_ascii_uppercase().contains("SERIAL") {
+        return Err(ErrorKind::NotSupported(format!("column type {text}")).into());
+    }
+    Ok(text)
+}
+
+/// `fields` with the `TIMESTAMPTZ` columns of the CREATE TABLE in `ast`
+/// typed with their time zone.
+fn with_time_zones(fields: Vec<Field>, ast: Option<&SqlStatement>) -> Vec<Field> {
+    let Some(SqlStatement::CreateTable(create)) = ast else {
+        return fields;
+    };
+    fields
+        .into_iter()
+        .map(|f| {
+            match create
+                .columns
+                .iter()
+                .find(|c| normalize(&c.name) == *f.name())
+            {
+                Some(c) => {
+                    let t = stored_type(&c.data_type, f.data_type().clone());
+                    f.with_data_type(t)
+                }
+                None => f,
+            }
         })
         .collect()
 }
@@ -81,6 +178,7 @@ pub async fn create_table(
             }
         })
         .collect();
+    let fields = with_time_zones(fields, ast.as_ref());
     let schema = Arc::new(Schema::new(fields));
     let defaults = defaults_from_ast(ast.as_ref());
     let columns = schema
@@ -298,6 +396,6 @@ pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) 
     Ok(())
 }
 
-fn last_ident(name: &ObjectName) -> Option<String> {
+pub(crate) fn last_ident(name: &ObjectName) -> Option<String> {
     name.0.last().and_then(|p| p.as_ident()).map(normalize)
 }

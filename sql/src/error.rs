@@ -128,6 +128,28 @@ pub enum ErrorKind {
     /// access from SQL).
     #[error("permission denied: {0}")]
     InsufficientPrivilege(String),
+    /// No such column.
+    #[error("column {column} of relation {table} does not exist")]
+    UndefinedColumn {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+    },
+    /// The column already exists.
+    #[error("column {column} of relation {table} already exists")]
+    DuplicateColumn {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+    },
+    /// Other objects (views) depend on what the statement would drop.
+    #[error("{0}")]
+    DependentObjects(String),
+    /// The definition is not allowed (DROP NOT NULL of a key column…).
+    #[error("{0}")]
+    InvalidTableDefinition(String),
 }
 
 impl ErrorKind {
@@ -156,6 +178,10 @@ impl ErrorKind {
             ErrorKind::OutOfMemory(_) => "53200",
             ErrorKind::ProgramLimitExceeded(_) => "54000",
             ErrorKind::InsufficientPrivilege(_) => "42501",
+            ErrorKind::UndefinedColumn { .. } => "42703",
+            ErrorKind::DuplicateColumn { .. } => "42701",
+            ErrorKind::DependentObjects(_) => "2BP01",
+            ErrorKind::InvalidTableDefinition(_) => "42P16",
         }
     }
 }

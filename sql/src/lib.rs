@@ -3,6 +3,7 @@
 //! an EntiDB [`provider::EntiTable`]. See [`session`] for the life of a
 //! statement.
 
+mod alter;
 mod ddl;
 mod dml;
 pub mod error;

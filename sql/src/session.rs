@@ -34,7 +34,7 @@ use crate::limits::{self, SessionOptions};
 use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
-use crate::{ddl, dml};
+use crate::{alter, ddl, dml};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -519,6 +519,10 @@ impl Session {
                 SqlStatement::CreateIndex(c) => {
                     return ddl::create_index(self, c).map(|()| Output::Count(0));
                 }
+                SqlStatement::AlterTable(a) => {
+                    return alter::alter_table(self, a).await.map(|()| Output::Count(0));
+                }
+                SqlStatement::CreateTable(c) => ddl::check_create_table(c)?,
                 SqlStatement::Pragma { name, .. } => {
                     return crate::pragma::run(&self.engine, name);
                 }

@@ -1,0 +1,718 @@
+//! ALTER TABLE, executed inside the session's transaction.
+//!
+//! DESIGN. The subcommands of one statement are applied, in order, to a
+//! working copy of the table's definition ([`Shape`]: columns with their
+//! type, nullability, default and where their values come from, the primary
+//! key and UNIQUE sets by column name) and of the catalog. Then:
+//!
+//! - when only defaults changed (`ALTER COLUMN … SET/DROP DEFAULT`), the
+//!   catalog is saved and the table's schema is *touched*;
+//! - otherwise the table is **rewritten**: the engine table is dropped and a
+//!   new one (a new engine id) is created with the new columns, in the same
+//!   transaction, and the rows the transaction sees are copied into it
+//!   through the ordinary insert path — so NOT NULL (`SET NOT NULL`,
+//!   `ADD COLUMN … NOT NULL`) and UNIQUE are checked on every existing row
+//!   (23502 / 23505), and an added column reads its `DEFAULT` (evaluated
+//!   once, as PostgreSQL does for a non-volatile default) or NULL.
+//!
+//! Either way the change is one transaction: a rolled-back ALTER leaves
+//! nothing, a committed one is in the WAL and survives checkpoints and
+//! re-opens like any other write (the old table's segments are released by
+//! the next checkpoint, as for DROP TABLE). Concurrent writers that started
+//! before the ALTER get `Conflict` (40001) at commit: the table they wrote
+//! was dropped (rewrite) or its schema touched (defaults), so no row of the
+//! old shape can land in the new table.
+//!
+//! DEPENDENTS (as PostgreSQL): dropping a column drops the indexes and
+//! UNIQUE/PRIMARY KEY constraints that include it; a view that reads the
+//! column (or `*` of the table) makes the DROP fail with 2BP01 unless
+//! `CASCADE`, which drops the view and the views over it. Renaming a column
+//! or the table rewrites the SQL text of the views that read it, and the
+//! index definitions that name it.
+//!
+//! The rewrite costs a copy of the table; renames could be made metadata
+//! only by keeping logical names in the catalog (not done yet).
+
+use crate::ddl::{last_ident, normalize};
+use crate::error::{ErrorKind, Result};
+use crate::indexes::{table_indexes, unique_sets};
+use crate::provider::{conform_columns, insert_rows};
+use crate::session::Session;
+use crate::slot::TxnSlot;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, DropBehavior,
+    Expr as SqlExpr, Ident, ObjectNamePart, Query, RenameTableNameKind, SelectItem, SetExpr,
+    Statement as SqlStatement, Visit, VisitMut, Visitor, VisitorMut, visit_relations,
+    visit_relations_mut,
+};
+use entidb_catalog::{Catalog, ColumnMeta, TableMeta};
+use entidb_engine::{ScanRequest, TableDef};
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Where a column's values come from in the rewritten table.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Column `i` of the old table.
+    Old(usize),
+    /// A constant for every existing row (an added column).
+    Fill(ScalarValue),
+}
+
+/// One column of the table being altered.
+#[derive(Debug, Clone)]
+struct Column {
+    field: Field,
+    default: Option<String>,
+    source: Source,
+}
+
+/// The table's definition as the subcommands change it.
+#[derive(Debug, Clone)]
+struct Shape {
+    name: String,
+    columns: Vec<Column>,
+    primary_key: Vec<String>,
+    unique: Vec<Vec<String>>,
+    /// The engine table must be rewritten (anything but a default changed).
+    rewrite: bool,
+}
+
+impl Shape {
+    fn new(def: &TableDef, meta: &TableMeta) -> Self {
+        let name_of = |i: &usize| def.column_name(*i);
+        Self {
+            name: meta.name.clone(),
+            columns: def
+                .schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Column {
+                    field: f.as_ref().clone(),
+                    default: meta.columns.get(i).and_then(|c| c.default.clone()),
+                    source: Source::Old(i),
+                })
+                .collect(),
+            primary_key: meta.primary_key.iter().map(name_of).collect(),
+            unique: meta
+                .unique
+                .iter()
+                .map(|u| u.iter().map(name_of).collect())
+                .collect(),
+            rewrite: false,
+        }
+    }
+
+    fn position(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.field.name() == column)
+    }
+
+    fn column_mut(&mut self, column: &str) -> Result<&mut Column> {
+        let table = self.name.clone();
+        self.columns
+            .iter_mut()
+            .find(|c| c.field.name() == column)
+            .ok_or_else(|| {
+                ErrorKind::UndefinedColumn {
+                    table,
+                    column: column.to_string(),
+                }
+                .into()
+            })
+    }
+
+    fn indexes_of(&self, names: &[String]) -> Vec<usize> {
+        names.iter().filter_map(|n| self.position(n)).collect()
+    }
+}
+
+/// ALTER TABLE [IF EXISTS] name subcommand, ….
+pub async fn alter_table(session: &mut Session, a: &AlterTable) -> Result<()> {
+    if a.location.is_some() || a.on_cluster.is_some() || a.table_type.is_some() {
+        return Err(ErrorKind::NotSupported(format!("this form of ALTER TABLE: {a}")).into());
+    }
+    let name = last_ident(&a.name).unwrap_or_default();
+    let Some(meta) = session.catalog.table(&name).cloned() else {
+        if a.if_exists {
+            return Ok(());
+        }
+        if session.catalog.view(&name).is_some() {
+            return Err(ErrorKind::NotSupported(format!("ALTER TABLE on view {name}")).into());
+        }
+        return Err(ErrorKind::UndefinedTable { name }.into());
+    };
+    let def = session.slot.with(|t| t.table_by_id(meta.table_id))?;
+    let mut shape = Shape::new(&def, &meta);
+    let mut catalog = session.catalog.as_ref().clone();
+    for op in &a.operations {
+        apply(session, &mut shape, &mut catalog, op).await?;
+    }
+    if shape.rewrite {
+        rewrite(&session.slot, &def, &meta, &shape, &mut catalog)?;
+    } else {
+        let meta = table_meta(&shape, meta.table_id);
+        replace_table(&mut catalog, &name, meta);
+        session.slot.with(|t| {
+            t.touch_schema(def.id)?;
+            catalog.save(t)
+        })?;
+    }
+    Ok(())
+}
+
+/// Applies one subcommand to `shape` (and to the catalog's views and
+/// indexes, which follow renames and drops).
+async fn apply(
+    session: &mut Session,
+    shape: &mut Shape,
+    catalog: &mut Catalog,
+    op: &AlterTableOperation,
+) -> Result<()> {
+    match op {
+        AlterTableOperation::AddColumn {
+            if_not_exists,
+            column_def,
+            column_position,
+            ..
+        } => {
+            if column_position.is_some() {
+                return unsupported("ADD COLUMN … FIRST/AFTER");
+            }
+            add_column(session, shape, column_def, *if_not_exists).await
+        }
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            drop_behavior,
+            ..
+        } => {
+            let cascade = matches!(drop_behavior, Some(DropBehavior::Cascade));
+            for ident in column_names {
+                drop_column(shape, catalog, &normalize(ident), *if_exists, cascade)?;
+            }
+            Ok(())
+        }
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => rename_column(
+            shape,
+            catalog,
+            &normalize(old_column_name),
+            &normalize(new_column_name),
+        ),
+        AlterTableOperation::RenameTable { table_name } => {
+            let (RenameTableNameKind::To(new) | RenameTableNameKind::As(new)) = table_name;
+            let new = last_ident(new).unwrap_or_default();
+            rename_table(shape, catalog, &new)
+        }
+        AlterTableOperation::AlterColumn { column_name, op } => {
+            alter_column(session, shape, &normalize(column_name), op).await
+        }
+        other => unsupported(&format!("ALTER TABLE … {other}")),
+    }
+}
+
+/// An identifier that prints as exactly `name`.
+fn quoted(name: &str) -> Ident {
+    Ident::with_quote('"', name)
+}
+
+fn unsupported<T>(what: &str) -> Result<T> {
+    Err(ErrorKind::NotSupported(what.to_string()).into())
+}
+
+async fn add_column(
+    session: &mut Session,
+    shape: &mut Shape,
+    column: &ColumnDef,
+    if_not_exists: bool,
+) -> Result<()> {
+    let name = normalize(&column.name);
+    if shape.position(&name).is_some() {
+        if if_not_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::DuplicateColumn {
+            table: shape.name.clone(),
+            column: name,
+        }
+        .into());
+    }
+    let mut default = None;
+    let mut not_null = false;
+    for option in &column.options {
+        match &option.option {
+            ColumnOption::Default(expr) => default = Some(expr.to_string()),
+            ColumnOption::NotNull => not_null = true,
+            ColumnOption::Null => not_null = false,
+            other => return unsupported(&format!("ADD COLUMN … {other}")),
+        }
+    }
+    let data_type = crate::ddl::sql_type(&column.data_type)?;
+    let value = evaluate(session, default.as_deref().unwrap_or("NULL"), &data_type).await?;
+    let data_type = crate::ddl::stored_type(&column.data_type, value.data_type());
+    let value = value.cast_to(&data_type)?;
+    shape.columns.push(Column {
+        field: Field::new(&name, data_type, !not_null),
+        default,
+        source: Source::Fill(value),
+    });
+    shape.rewrite = true;
+    Ok(())
+}
+
+/// Evaluates `sql` (a default) once, as a value of the column's SQL type.
+async fn evaluate(session: &mut Session, sql: &str, data_type: &str) -> Result<ScalarValue> {
+    let df = session
+        .ctx
+        .sql(&format!("SELECT CAST(({sql}) AS {data_type})"))
+        .await?;
+    let batches: Vec<RecordBatch> = df.collect().await?;
+    let column = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.columns().first())
+        .ok_or_else(|| ErrorKind::Plan(format!("default {sql} has no value")))?;
+    Ok(ScalarValue::try_from_array(column, 0)?)
+}
+
+fn drop_column(
+    shape: &mut Shape,
+    catalog: &mut Catalog,
+    column: &str,
+    if_exists: bool,
+    cascade: bool,
+) -> Result<()> {
+    let Some(pos) = shape.position(column) else {
+        if if_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::UndefinedColumn {
+            table: shape.name.clone(),
+            column: column.to_string(),
+        }
+        .into());
+    };
+    if shape.columns.len() == 1 {
+        return unsupported("dropping the last column of a table");
+    }
+    let dependents = views_reading_column(catalog, &shape.name, column);
+    if !dependents.is_empty() {
+        if !cascade {
+            return Err(ErrorKind::DependentObjects(format!(
+                "cannot drop column {column} of table {} because view {} depends on it; \
+                 use DROP … CASCADE to drop the dependent views too",
+                shape.name,
+                dependents.join(", ")
+            ))
+            .into());
+        }
+        drop_views(catalog, dependents);
+    }
+    shape.columns.remove(pos);
+    if shape.primary_key.iter().any(|c| c == column) {
+        shape.primary_key.clear();
+    }
+    shape.unique.retain(|u| !u.iter().any(|c| c == column));
+    let table = shape.name.clone();
+    catalog
+        .indexes
+        .retain(|i| i.table != table || !i.columns.iter().any(|c| c == column));
+    shape.rewrite = true;
+    Ok(())
+}
+
+fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str) -> Result<()> {
+    if shape.position(new).is_some() {
+        return Err(ErrorKind::DuplicateColumn {
+            table: shape.name.clone(),
+            column: new.to_string(),
+        }
+        .into());
+    }
+    let field = &mut shape.column_mut(old)?.field;
+    *field = field.clone().with_name(new);
+    for list in std::iter::once(&mut shape.primary_key).chain(shape.unique.iter_mut()) {
+        for c in list.iter_mut().filter(|c| *c == old) {
+            *c = new.to_string();
+        }
+    }
+    let table = shape.name.clone();
+    for index in catalog.indexes.iter_mut().filter(|i| i.table == table) {
+        for c in index.columns.iter_mut().filter(|c| *c == old) {
+            *c = new.to_string();
+        }
+    }
+    for view in catalog.views.iter_mut() {
+        if reads_relation(&view.sql, &table) {
+            view.sql = rewrite_view(&view.sql, |stmt| {
+                let _ = stmt.visit(&mut ColumnRenamer { old, new });
+            });
+        }
+    }
+    shape.rewrite = true;
+    Ok(())
+}
+
+/// Renames column `old` to `new` in a view's query. A view's output
+/// columns keep their names, as in PostgreSQL: a selected `old` becomes
+/// `new AS old`.
+struct ColumnRenamer<'a> {
+    old: &'a str,
+    new: &'a str,
+}
+
+impl ColumnRenamer<'_> {
+    /// True when `e` names the column (bare or qualified).
+    fn names_old(&self, e: &SqlExpr) -> bool {
+        let ident = match e {
+            SqlExpr::Identifier(ident) => Some(ident),
+            SqlExpr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        ident.is_some_and(|i| normalize(i) == self.old)
+    }
+}
+
+impl VisitorMut for ColumnRenamer<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in select.projection.iter_mut() {
+                if let SelectItem::UnnamedExpr(e) = item
+                    && self.names_old(e)
+                {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: quoted(self.old),
+                    };
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        if self.names_old(e) {
+            match e {
+                SqlExpr::Identifier(ident) => *ident = quoted(self.new),
+                SqlExpr::CompoundIdentifier(parts) => {
+                    if let Some(ident) = parts.last_mut() {
+                        *ident = quoted(self.new);
+                    }
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<()> {
+    if catalog.has_relation(new) || catalog.index(new).is_some() {
+        return Err(ErrorKind::DuplicateTable {
+            name: new.to_string(),
+        }
+        .into());
+    }
+    let old = std::mem::replace(&mut shape.name, new.to_string());
+    for index in catalog.indexes.iter_mut().filter(|i| i.table == old) {
+        index.table = new.to_string();
+    }
+    for view in catalog.views.iter_mut() {
+        if reads_relation(&view.sql, &old) {
+            view.sql = rewrite_view(&view.sql, |stmt| {
+                let _ = visit_relations_mut(stmt, |name| {
+                    if let Some(ObjectNamePart::Identifier(ident)) = name.0.last_mut()
+                        && normalize(ident) == old
+                    {
+                        *ident = quoted(new);
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            });
+        }
+    }
+    shape.rewrite = true;
+    Ok(())
+}
+
+async fn alter_column(
+    session: &mut Session,
+    shape: &mut Shape,
+    column: &str,
+    op: &AlterColumnOperation,
+) -> Result<()> {
+    let in_key = shape.primary_key.iter().any(|c| c == column);
+    let table = shape.name.clone();
+    let col = shape.column_mut(column)?;
+    match op {
+        AlterColumnOperation::SetNotNull => {
+            col.field = col.field.clone().with_nullable(false);
+            shape.rewrite = true;
+        }
+        AlterColumnOperation::DropNotNull => {
+            if in_key {
+                return Err(ErrorKind::InvalidTableDefinition(format!(
+                    "column {column} of table {table} is in a primary key"
+                ))
+                .into());
+            }
+            col.field = col.field.clone().with_nullable(true);
+            shape.rewrite = true;
+        }
+        AlterColumnOperation::SetDefault { value } => {
+            let sql = value.to_string();
+            let data_type = sql_name_of(col.field.data_type());
+            col.default = Some(sql.clone());
+            // Check the default plans and casts (its value is not kept).
+            evaluate(session, &sql, &data_type).await?;
+        }
+        AlterColumnOperation::DropDefault => col.default = None,
+        AlterColumnOperation::SetDataType { .. } => {
+            return unsupported("ALTER TABLE … ALTER COLUMN … TYPE");
+        }
+        AlterColumnOperation::AddGenerated { .. } => {
+            return unsupported("ALTER TABLE … ALTER COLUMN … ADD GENERATED (identity)");
+        }
+    }
+    Ok(())
+}
+
+/// The SQL spelling of an Arrow type, for the CAST that checks a default.
+fn sql_name_of(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "REAL".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTEA".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        // Any other type: check that the expression plans, uncast.
+        _ => "VARCHAR".into(),
+    }
+}
+
+/// The catalog entry for `shape`, stored as engine table `table_id`.
+fn table_meta(shape: &Shape, table_id: u64) -> TableMeta {
+    TableMeta {
+        name: shape.name.clone(),
+        table_id,
+        columns: shape
+            .columns
+            .iter()
+            .map(|c| ColumnMeta {
+                name: c.field.name().clone(),
+                default: c.default.clone(),
+            })
+            .collect(),
+        primary_key: shape.indexes_of(&shape.primary_key),
+        unique: shape.unique.iter().map(|u| shape.indexes_of(u)).collect(),
+    }
+}
+
+/// Puts `meta` where the table called `old` was (or at the end).
+fn replace_table(catalog: &mut Catalog, old: &str, meta: TableMeta) {
+    match catalog.tables.iter_mut().find(|t| t.name == old) {
+        Some(slot) => *slot = meta,
+        None => catalog.tables.push(meta),
+    }
+}
+
+/// Drops `old`, creates the new engine table and copies the rows the
+/// transaction sees.
+fn rewrite(
+    slot: &TxnSlot,
+    old: &TableDef,
+    meta: &TableMeta,
+    shape: &Shape,
+    catalog: &mut Catalog,
+) -> Result<()> {
+    let sources: Vec<usize> = shape
+        .columns
+        .iter()
+        .filter_map(|c| match c.source {
+            Source::Old(i) => Some(i),
+            Source::Fill(_) => None,
+        })
+        .collect();
+    let request = ScanRequest {
+        projection: Some(sources.clone()),
+        ..ScanRequest::default()
+    };
+    let rows = slot.with(|t| t.scan(old.id, request))?;
+    let fields: Vec<Field> = shape
+        .columns
+        .iter()
+        .map(|c| {
+            let key = shape.primary_key.iter().any(|k| k == c.field.name());
+            c.field.clone().with_nullable(c.field.is_nullable() && !key)
+        })
+        .collect();
+    let primary_key = shape.indexes_of(&shape.primary_key);
+    let def = slot.with(|t| {
+        t.drop_table(old.id)?;
+        t.create_table(&shape.name, Arc::new(Schema::new(fields)), primary_key)
+    })?;
+    let new_meta = table_meta(shape, def.id);
+    replace_table(catalog, &meta.name, new_meta.clone());
+    slot.with(|t| catalog.save(t))?;
+    let unique = unique_sets(&table_indexes(catalog, &new_meta));
+    for batch in rows {
+        let batch = batch?;
+        let columns = shape
+            .columns
+            .iter()
+            .map(|c| column_values(c, &sources, &batch))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = conform_columns(&def, &columns)?;
+        slot.with(|t| insert_rows(t, &def, &unique, &batch))?;
+    }
+    Ok(())
+}
+
+fn column_values(column: &Column, sources: &[usize], batch: &RecordBatch) -> Result<ArrayRef> {
+    match &column.source {
+        Source::Old(i) => sources
+            .iter()
+            .position(|s| s == i)
+            .and_then(|p| batch.columns().get(p).cloned())
+            .ok_or_else(|| {
+                ErrorKind::Execution(format!("column {i} missing from the scan")).into()
+            }),
+        Source::Fill(value) => Ok(value.to_array_of_size(batch.num_rows())?),
+    }
+}
+
+/// The parsed query of a view, changed by `f`, printed back.
+fn rewrite_view(sql: &str, f: impl FnOnce(&mut SqlStatement)) -> String {
+    match DFParser::parse_sql(sql)
+        .ok()
+        .and_then(|mut s| s.pop_front())
+    {
+        Some(DFStatement::Statement(mut stmt)) => {
+            f(&mut stmt);
+            stmt.to_string()
+        }
+        _ => sql.to_string(),
+    }
+}
+
+fn parse_view(sql: &str) -> Option<SqlStatement> {
+    match DFParser::parse_sql(sql).ok()?.pop_front()? {
+        DFStatement::Statement(stmt) => Some(*stmt),
+        _ => None,
+    }
+}
+
+/// True when the view's SQL names relation `table`.
+fn reads_relation(sql: &str, table: &str) -> bool {
+    let Some(stmt) = parse_view(sql) else {
+        return false;
+    };
+    let mut found = false;
+    let _ = visit_relations(&stmt, |name| {
+        if name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| normalize(i) == table)
+        {
+            found = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// Views that read `column` of `table` — name it, or select `*` — as far as
+/// their text shows (a column of the same name in another table of the view
+/// counts too: the check errs on the side of refusing the DROP).
+fn views_reading_column(catalog: &Catalog, table: &str, column: &str) -> Vec<String> {
+    catalog
+        .views
+        .iter()
+        .filter(|v| reads_relation(&v.sql, table))
+        .filter(|v| {
+            parse_view(&v.sql).is_some_and(|stmt| {
+                let mut finder = ColumnFinder {
+                    column,
+                    found: false,
+                };
+                let _ = stmt.visit(&mut finder);
+                finder.found
+            })
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// Finds an identifier or a wildcard that may read a column.
+struct ColumnFinder<'a> {
+    column: &'a str,
+    found: bool,
+}
+
+impl Visitor for ColumnFinder<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_ref()
+            && select.projection.iter().any(|p| {
+                matches!(
+                    p,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            })
+        {
+            self.found = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &SqlExpr) -> ControlFlow<()> {
+        let ident = match expr {
+            SqlExpr::Identifier(ident) => Some(ident),
+            SqlExpr::CompoundIdentifier(parts) => parts.last(),
+            _ => None,
+        };
+        if ident.is_some_and(|i| normalize(i) == self.column) {
+            self.found = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Removes `views` and, transitively, the views that read them.
+fn drop_views(catalog: &mut Catalog, views: Vec<String>) {
+    let mut gone: HashSet<String> = views.into_iter().collect();
+    loop {
+        let more: Vec<String> = catalog
+            .views
+            .iter()
+            .filter(|v| !gone.contains(&v.name))
+            .filter(|v| gone.iter().any(|g| reads_relation(&v.sql, g)))
+            .map(|v| v.name.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        gone.extend(more);
+    }
+    catalog.views.retain(|v| !gone.contains(&v.name));
+}
