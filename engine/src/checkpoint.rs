@@ -35,9 +35,8 @@
 //! record: recovery skips its commits up to `seq` and replays the rest. Any
 //! I/O failure poisons the database.
 //!
-//! LOCK ORDER: checkpoint lock, commit lock, then the table locks (see
-//! [`crate::index`]). Nothing else takes the checkpoint lock while holding
-//! the commit lock.
+//! Locks: the checkpoint lock, then the commit lock (phases A and C), then
+//! table locks — the order written on `Inner` (`engine.rs`).
 
 use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::engine::{CommitState, Inner};
@@ -57,21 +56,17 @@ use std::thread::JoinHandle;
 
 /// Runs a checkpoint (see the module docs).
 pub(crate) fn run(inner: &Inner) -> Result<()> {
-    inner.wal.check()?;
-    let _one_at_a_time = inner.checkpoint_lock.lock().map_err(|_| Error::Poisoned {
-        cause: "checkpoint lock poisoned".into(),
-    })?;
+    inner.wal().check()?;
+    let _one_at_a_time = inner.lock_checkpoints()?;
     let result = run_phases(inner);
     if let Err(e) = &result {
-        inner.wal.poison(format!("checkpoint failed: {e}"));
+        inner.wal().poison(format!("checkpoint failed: {e}"));
     }
     result
 }
 
 fn commit_lock(inner: &Inner) -> Result<std::sync::MutexGuard<'_, CommitState>> {
-    inner.commit_lock.lock().map_err(|_| Error::Poisoned {
-        cause: "commit lock poisoned".into(),
-    })
+    inner.lock_commits()
 }
 
 /// What phase A fixed.
@@ -88,16 +83,16 @@ struct Start {
 /// Phase A, under the commit lock. `None` when there is nothing to do.
 fn start(inner: &Inner) -> Result<Option<Start>> {
     let state = commit_lock(inner)?;
-    let durable = inner.wal.sync_all()?;
-    inner.visible_seq.fetch_max(durable, Ordering::SeqCst);
+    let durable = inner.wal().sync_all()?;
+    inner.publish(durable);
     let seq = state.last_seq;
-    if inner.wal.is_empty() && inner.checkpoint_seq.load(Ordering::SeqCst) == seq {
+    if inner.wal().is_empty() && inner.checkpoint_seq() == seq {
         return Ok(None);
     }
-    let horizon = inner.snapshots.oldest(seq)?;
+    let horizon = inner.snapshots().oldest(seq)?;
     let mut tables = Vec::new();
     let mut gone = Vec::new();
-    for table in read(&inner.tables)?.values() {
+    for table in inner.tables()?.values() {
         match *read(&table.dropped_seq)? {
             Some(d) if d <= horizon => gone.push(table.clone()),
             // Dropped at or before `seq`: not in the manifest, kept in
@@ -112,7 +107,7 @@ fn start(inner: &Inner) -> Result<Option<Start>> {
     Ok(Some(Start {
         seq,
         horizon,
-        mark: inner.wal.mark()?,
+        mark: inner.wal().mark()?,
         tables,
         gone,
     }))
@@ -135,7 +130,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
     for (table, chunks) in tables {
         plans.push(plan_table(inner, table, chunks, horizon, seq)?);
     }
-    let storage = inner.storage.as_ref();
+    let storage = inner.storage().as_ref();
     storage.sync_dir().map_err(Error::io("."))?;
 
     // Phase C, under the commit lock.
@@ -145,25 +140,25 @@ fn run_phases(inner: &Inner) -> Result<()> {
         checkpoint_seq: seq,
     }
     .encode_into(&mut bytes)?;
-    let end = inner.wal.append(&bytes, seq)?;
-    inner.wal.wait_durable(end)?;
-    let (catalog_seq, blob) = read(&inner.catalog)?.at(seq);
+    let end = inner.wal().append(&bytes, seq)?;
+    inner.wal().wait_durable(end)?;
+    let (catalog_seq, blob) = inner.catalog()?.at(seq);
     let manifest = Manifest {
         checkpoint_seq: seq,
-        next_id: inner.next_id.load(Ordering::SeqCst),
-        next_rowid: inner.next_rowid.load(Ordering::SeqCst),
+        next_id: inner.next_id(),
+        next_rowid: inner.next_rowid(),
         catalog_seq,
         catalog: blob.as_ref().clone(),
-        encryption: inner.encryption.clone(),
+        encryption: inner.encryption().to_vec(),
         tables: plans.iter().map(|p| p.entry.clone()).collect(),
     };
     manifest.save(storage)?;
-    inner.checkpoint_seq.store(seq, Ordering::SeqCst);
+    inner.set_checkpoint_seq(seq);
     // Everything up to the CHECKPOINT record is covered, except the commits
     // of phase B, which lie between `mark` and it.
     let kept_until = end - bytes.len() as u64;
-    inner.wal.reset(
-        inner.storage.as_ref(),
+    inner.wal().reset(
+        inner.storage().as_ref(),
         &crate::wal::base_record(seq)?,
         mark,
         kept_until,
@@ -175,7 +170,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
         swap_in(&plan, horizon)?;
     }
     {
-        let mut map = write(&inner.tables)?;
+        let mut map = inner.tables_mut()?;
         for t in gone {
             map.remove(&t.def.id);
             for c in &read(&t.chunks)?.chunks {
@@ -257,7 +252,7 @@ fn plan_table(
     let mut moved = Vec::new();
     let mut moved_keys = table.keys_if_built()?.is_some().then(Vec::new);
     let mut carried = BTreeMap::new();
-    let new_id = inner.next_id.fetch_add(1, Ordering::SeqCst);
+    let new_id = inner.allocate_id();
     let mut next_row = 0u32;
     for chunk in &rewrite {
         for (first_row, batch) in chunk_batches(chunk)? {
@@ -317,12 +312,12 @@ fn plan_table(
         })
         .collect::<Result<_>>()?;
     if !batches.is_empty() {
-        let storage = inner.storage.as_ref();
+        let storage = inner.storage().as_ref();
         write_segment(storage, new_id, table.def.id, &batches)?;
         let reader = Arc::new(SegmentReader::open_cached(
             storage,
             new_id,
-            Some(inner.cache.clone()),
+            Some(inner.cache().clone()),
         )?);
         segments_out.push(SegmentEntry {
             id: new_id,
@@ -417,7 +412,7 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
             }
         }
     }
-    // Lock order everywhere: indexes, keys, chunks.
+    // Lock order (see `Inner`): indexes, keys, chunks.
     let indexes = plan.table.indexes.list()?;
     let mut index_guards = indexes
         .iter()
@@ -486,7 +481,7 @@ fn new_segment_keys(plan: &TablePlan, chunk: Option<&Arc<Chunk>>) -> Result<Vec<
 
 /// Keeps only catalog versions an open snapshot may still read.
 fn prune_catalog(inner: &Inner, horizon: u64) -> Result<()> {
-    let mut history = write(&inner.catalog)?;
+    let mut history = inner.catalog_mut()?;
     let keep_from = history
         .versions
         .iter()
@@ -519,17 +514,17 @@ impl Inner {
     /// pipeline, `commit.rs`). Its failure poisons the database (see `checkpoint::run`) and
     /// is reported by the next write; it is never the committer's error.
     pub(crate) fn threshold_checkpoint(self: &Arc<Self>) {
-        if !self.options.background_checkpoints {
+        if !self.options().background_checkpoints {
             let _ = run(self);
             return;
         }
         // The slot lock orders spawning against a finishing thread: a
         // thread clears `running` under it, so the handle stored here is
         // always the running thread's.
-        let Ok(mut slot) = self.checkpointer.thread.lock() else {
+        let Ok(mut slot) = self.checkpointer().thread.lock() else {
             return;
         };
-        if self.checkpointer.running.swap(true, Ordering::SeqCst) {
+        if self.checkpointer().running.swap(true, Ordering::SeqCst) {
             return;
         }
         let weak = Arc::downgrade(self);
@@ -538,8 +533,8 @@ impl Inner {
             .spawn(move || {
                 if let Some(inner) = weak.upgrade() {
                     let _ = run(&inner);
-                    let _slot = inner.checkpointer.thread.lock();
-                    inner.checkpointer.running.store(false, Ordering::SeqCst);
+                    let _slot = inner.checkpointer().thread.lock();
+                    inner.checkpointer().running.store(false, Ordering::SeqCst);
                 }
             });
         match spawned {
@@ -548,7 +543,7 @@ impl Inner {
             Err(_) => {
                 drop(slot);
                 let _ = run(self);
-                self.checkpointer.running.store(false, Ordering::SeqCst);
+                self.checkpointer().running.store(false, Ordering::SeqCst);
             }
         }
     }

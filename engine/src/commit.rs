@@ -33,30 +33,28 @@ use std::sync::atomic::Ordering;
 impl Inner {
     /// Runs the commit pipeline described in the module docs.
     pub fn commit(self: &Arc<Self>, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
-        self.wal.check()?;
-        let in_flight = self.wal.announce();
+        self.wal().check()?;
+        let in_flight = self.wal().announce();
         let (seq, end) = {
-            let mut state = self.commit_lock.lock().map_err(|_| Error::Poisoned {
-                cause: "commit lock poisoned".into(),
-            })?;
+            let mut state = self.lock_commits()?;
             self.validate(snapshot, &changes)?;
             let seq = state.last_seq + 1;
             let mut bytes = Vec::new();
             changes.encode(txn_id, seq, &mut bytes)?;
             if let Err(e) = self.apply(seq, changes) {
-                self.wal
+                self.wal()
                     .poison(format!("applying commit {seq} failed: {e}"));
                 return Err(e);
             }
-            let end = self.wal.append(&bytes, seq)?;
+            let end = self.wal().append(&bytes, seq)?;
             state.last_seq = seq;
             (seq, end)
         };
         drop(in_flight);
-        let durable = self.wal.wait_durable(end)?;
-        self.visible_seq.fetch_max(durable, Ordering::SeqCst);
+        let durable = self.wal().wait_durable(end)?;
+        self.publish(durable);
         // The commit is durable and visible: nothing below may fail it.
-        if self.wal.len() > self.options.checkpoint_wal_bytes {
+        if self.wal().len() > self.options().checkpoint_wal_bytes {
             self.threshold_checkpoint();
         }
         Ok(seq)
@@ -64,13 +62,13 @@ impl Inner {
 
     /// First-committer-wins validation (see [`crate::mvcc`]).
     fn validate(&self, snapshot: u64, changes: &Changes) -> Result<()> {
-        if changes.has_ddl() && read(&self.catalog)?.latest_seq() > snapshot {
+        if changes.has_ddl() && self.catalog()?.latest_seq() > snapshot {
             return Err(Error::Conflict {
                 table: "<catalog>".into(),
                 key: "schema changed concurrently".into(),
             });
         }
-        let tables = read(&self.tables)?;
+        let tables = self.tables()?;
         for change in &changes.tables {
             let created_here = changes.creates.iter().any(|d| d.id == change.table_id);
             let table = match tables.get(&change.table_id) {
@@ -137,7 +135,7 @@ impl Inner {
     /// Applies a transaction's changes to memory at `seq` (commit and replay).
     pub fn apply(&self, seq: u64, changes: Changes) -> Result<()> {
         if changes.has_ddl() {
-            let mut history = write(&self.catalog)?;
+            let mut history = self.catalog_mut()?;
             let blob = match &changes.catalog {
                 Some(blob) => Arc::new(blob.clone()),
                 None => history
@@ -148,9 +146,9 @@ impl Inner {
             };
             history.versions.push((seq, blob));
         }
-        let mut tables = write(&self.tables)?;
+        let mut tables = self.tables_mut()?;
         for def in changes.creates {
-            self.next_id.fetch_max(def.id + 1, Ordering::SeqCst);
+            self.reserve_id(def.id);
             tables.insert(def.id, Arc::new(TableState::new(def, seq)));
         }
         for change in changes.tables {
@@ -160,7 +158,7 @@ impl Inner {
                     name: format!("#{}", change.table_id),
                 })?;
             let deleted: Vec<Box<[u8]>> = change.deleted.into_iter().map(|(k, _)| k).collect();
-            let chunk_id = self.next_id.fetch_add(1, Ordering::SeqCst);
+            let chunk_id = self.allocate_id();
             if table.def.key_columns.is_empty() {
                 self.bump_rowid(change.rows.as_ref());
             }
@@ -195,7 +193,7 @@ impl Inner {
             .map(u64::from_be_bytes)
             .max();
         if let Some(max) = max {
-            self.next_rowid.fetch_max(max + 1, Ordering::SeqCst);
+            self.reserve_rowid(max);
         }
     }
 }

@@ -7,7 +7,8 @@
 
 use crate::checkpoint::Checkpointer;
 use crate::error::{Error, Result};
-use crate::locks::read;
+use crate::locks::{read, write};
+use crate::manifest::Manifest;
 use crate::mvcc::Snapshots;
 use crate::segment::ChunkCache;
 use crate::storage::{FileStorage, LockGuard, MemStorage, Storage};
@@ -16,8 +17,8 @@ use crate::txn::Transaction;
 use crate::wal::WalWriter;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
@@ -73,38 +74,93 @@ impl CatalogHistory {
     }
 }
 
+/// The table map: every committed table by id, dropped ones included until
+/// no snapshot can see them.
+pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
+
 /// State shared by the engine handle and its transactions.
+///
+/// Fields are private: other modules reach them through the methods below,
+/// which take the right lock and name what they do. Recovery builds it with
+/// [`Inner::new`] from what it read on disk.
+///
+/// WHO GUARDS WHAT
+///
+/// | field / state                         | guarded by                         | written by                  |
+/// |---------------------------------------|------------------------------------|-----------------------------|
+/// | `checkpoint_lock` (`()`)              | itself: one checkpoint at a time   | checkpoint, integrity check |
+/// | `commit_lock` → `CommitState.last_seq`| the commit lock                    | commit, checkpoint A/C      |
+/// | `tables` (the map)                    | its `RwLock`; changed only under the commit lock | apply (CREATE), checkpoint C (gone tables) |
+/// | `catalog` (versions)                  | its `RwLock`; changed only under the commit lock | apply (DDL), checkpoint C (prune) |
+/// | per table: `dropped_seq`, `schema_seq`| their lock / atomic; changed only under the commit lock | apply |
+/// | per table: index list, each index, key index, chunk list, tombstones, each chunk's delete map | their own `RwLock`s; changed under the commit lock | apply, checkpoint C.4; builds on first use |
+/// | `wal`                                 | its own locks (leaf)               | commit, checkpoint          |
+/// | `snapshots`                           | its own lock (leaf)                | transactions, checkpoint A  |
+/// | `visible_seq`                         | atomic, only grows ([`Inner::publish`]) | commit, checkpoint A   |
+/// | `checkpoint_seq`                      | atomic; stored under the commit lock | checkpoint C              |
+/// | `next_id`, `next_rowid`, `next_txn`   | atomic counters                    | anyone allocating           |
+/// | `checkpointer` (thread slot)          | its own lock (leaf)                | threshold checkpoints       |
+/// | `storage`, `options`, `encryption`, `cache` | immutable after open (the cache locks itself) | recovery  |
+///
+/// LOCK ORDER (a thread holding one lock only takes locks further down):
+///
+/// 1. checkpoint lock — never taken while holding the commit lock;
+/// 2. commit lock;
+/// 3. the table map;
+/// 4. per table: index list (read), each index (list order), key index,
+///    chunk list, tombstones, a chunk's delete map. Apply and checkpoint
+///    hold the index list while they change chunks, so an index created
+///    concurrently is built after the change (`index.rs`);
+/// 5. leaves, which take nothing while held: the catalog history, a
+///    table's `dropped_seq`, the WAL writer's locks, the snapshot registry,
+///    the checkpointer's thread slot, the chunk cache.
+///
+/// Readers (scans, lookups, integrity's table walk) take only levels 3–5, in
+/// the same order.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub storage: Arc<dyn Storage>,
-    pub options: EngineOptions,
-    pub wal: WalWriter,
-    /// Serialises validation, sequence assignment, apply and WAL append.
-    pub commit_lock: Mutex<CommitState>,
-    /// One checkpoint at a time; taken before the commit lock, never while
-    /// holding it (see `checkpoint.rs`).
-    pub checkpoint_lock: Mutex<()>,
-    pub visible_seq: AtomicU64,
-    pub next_id: AtomicU64,
-    pub next_rowid: AtomicU64,
-    pub next_txn: AtomicU64,
-    pub tables: RwLock<BTreeMap<u64, Arc<TableState>>>,
-    pub catalog: RwLock<CatalogHistory>,
-    pub snapshots: Snapshots,
-    pub checkpoint_seq: AtomicU64,
-    pub encryption: Vec<u8>,
-    pub cache: Arc<ChunkCache>,
-    pub checkpointer: Checkpointer,
+    storage: Arc<dyn Storage>,
+    options: EngineOptions,
+    wal: WalWriter,
+    commit_lock: Mutex<CommitState>,
+    checkpoint_lock: Mutex<()>,
+    visible_seq: AtomicU64,
+    next_id: AtomicU64,
+    next_rowid: AtomicU64,
+    next_txn: AtomicU64,
+    tables: RwLock<Tables>,
+    catalog: RwLock<CatalogHistory>,
+    snapshots: Snapshots,
+    checkpoint_seq: AtomicU64,
+    encryption: Vec<u8>,
+    cache: Arc<ChunkCache>,
+    checkpointer: Checkpointer,
     /// Engine handles and transactions alive (a background checkpoint's
     /// reference does not count): the last one to go waits for that
     /// checkpoint, so the database is closed — its LOCK released — when the
     /// application's last handle is gone.
-    pub handles: std::sync::atomic::AtomicUsize,
-    pub _lock: Box<dyn LockGuard>,
+    handles: AtomicUsize,
+    _lock: Box<dyn LockGuard>,
 }
 
+/// What the commit lock guards.
 #[derive(Debug, Default)]
 pub(crate) struct CommitState {
+    /// Sequence of the last commit appended to the WAL (it may not be
+    /// durable or visible yet).
+    pub last_seq: u64,
+}
+
+/// The durable state recovery found, from which an [`Inner`] starts.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// The manifest: checkpoint sequence, id counters, catalog, key check.
+    pub manifest: Manifest,
+    /// Tables with the chunk lists of their live segments.
+    pub tables: Tables,
+    /// The chunk cache the segments were opened with.
+    pub cache: Arc<ChunkCache>,
+    /// Last commit in the WAL (the manifest's when it holds none).
     pub last_seq: u64,
 }
 
@@ -174,22 +230,22 @@ impl Engine {
 
     /// The newest visible commit sequence.
     pub fn visible_seq(&self) -> u64 {
-        self.inner.visible_seq.load(Ordering::SeqCst)
+        self.inner.visible_seq()
     }
 
     /// Sequence of the last checkpoint.
     pub fn checkpoint_seq(&self) -> u64 {
-        self.inner.checkpoint_seq.load(Ordering::SeqCst)
+        self.inner.checkpoint_seq()
     }
 
     /// Current WAL size in bytes.
     pub fn wal_len(&self) -> u64 {
-        self.inner.wal.len()
+        self.inner.wal().len()
     }
 
     /// fdatasync calls made on the WAL since open.
     pub fn wal_sync_count(&self) -> u64 {
-        self.inner.wal.sync_count()
+        self.inner.wal().sync_count()
     }
 
     /// Verifies every checksum of every file, the manifest against the
@@ -209,23 +265,23 @@ impl Engine {
     /// [`EngineOptions::background_checkpoints`]) has finished; returns at
     /// once when none runs. Its outcome shows in [`Engine::check_healthy`].
     pub fn wait_for_background_checkpoint(&self) {
-        self.inner.checkpointer.join();
+        self.inner.checkpointer().join();
     }
 
     /// Fails with `Poisoned` if an earlier I/O failure poisoned the database.
     pub fn check_healthy(&self) -> Result<()> {
-        self.inner.wal.check()
+        self.inner.wal().check()
     }
 
     /// The storage backend.
     pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.inner.storage
+        self.inner.storage()
     }
 
     /// Releases the memory of the index over `columns` of a table (after
     /// `DROP INDEX`). A later use rebuilds it.
     pub fn forget_index(&self, table_id: u64, columns: &[usize]) -> Result<()> {
-        if let Some(t) = read(&self.inner.tables)?.get(&table_id) {
+        if let Some(t) = self.inner.tables()?.get(&table_id) {
             t.indexes.remove(columns)?;
         }
         Ok(())
@@ -240,7 +296,10 @@ impl Drop for Engine {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if self.options.checkpoint_on_close && !self.wal.is_empty() && self.wal.check().is_ok() {
+        if self.options().checkpoint_on_close
+            && !self.wal().is_empty()
+            && self.wal().check().is_ok()
+        {
             // Nothing can report an error from here; a failed checkpoint
             // leaves the WAL for recovery, as after a crash.
             let _ = crate::checkpoint::run(self);
@@ -249,6 +308,197 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The state of an engine opened on `storage` (its LOCK held by `lock`)
+    /// at the recovered state, before WAL replay: commits up to `last_seq`
+    /// count as applied and visible once replay has applied them.
+    pub(crate) fn new(
+        storage: Arc<dyn Storage>,
+        lock: Box<dyn LockGuard>,
+        options: EngineOptions,
+        wal: WalWriter,
+        recovered: Recovered,
+    ) -> Self {
+        let Recovered {
+            manifest,
+            tables,
+            cache,
+            last_seq,
+        } = recovered;
+        let mut catalog = CatalogHistory::default();
+        catalog
+            .versions
+            .push((manifest.catalog_seq, Arc::new(manifest.catalog)));
+        Self {
+            storage,
+            options,
+            wal,
+            commit_lock: Mutex::new(CommitState { last_seq }),
+            checkpoint_lock: Mutex::new(()),
+            visible_seq: AtomicU64::new(last_seq),
+            next_id: AtomicU64::new(manifest.next_id.max(1)),
+            next_rowid: AtomicU64::new(manifest.next_rowid.max(1)),
+            next_txn: AtomicU64::new(1),
+            tables: RwLock::new(tables),
+            catalog: RwLock::new(catalog),
+            snapshots: Snapshots::default(),
+            checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
+            encryption: manifest.encryption,
+            cache,
+            checkpointer: Checkpointer::default(),
+            handles: AtomicUsize::new(0),
+            _lock: lock,
+        }
+    }
+
+    /// Turns checkpoint-on-close on or off; recovery turns it on only once
+    /// the open has fully succeeded, so dropping a half-opened engine leaves
+    /// the files as they are.
+    pub(crate) fn set_checkpoint_on_close(&mut self, on: bool) {
+        self.options.checkpoint_on_close = on;
+    }
+
+    /// The storage backend.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The options the engine was opened with.
+    pub(crate) fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// The WAL writer.
+    pub(crate) fn wal(&self) -> &WalWriter {
+        &self.wal
+    }
+
+    /// Takes the commit lock (level 2 of the lock order).
+    pub(crate) fn lock_commits(&self) -> Result<MutexGuard<'_, CommitState>> {
+        self.commit_lock.lock().map_err(|_| Error::Poisoned {
+            cause: "commit lock poisoned".into(),
+        })
+    }
+
+    /// Takes the checkpoint lock (level 1: never while holding the commit
+    /// lock).
+    pub(crate) fn lock_checkpoints(&self) -> Result<MutexGuard<'_, ()>> {
+        self.checkpoint_lock.lock().map_err(|_| Error::Poisoned {
+            cause: "checkpoint lock poisoned".into(),
+        })
+    }
+
+    /// The newest visible commit.
+    pub(crate) fn visible_seq(&self) -> u64 {
+        self.visible_seq.load(Ordering::SeqCst)
+    }
+
+    /// Makes every commit up to `durable` visible (never moves back).
+    pub(crate) fn publish(&self, durable: u64) {
+        self.visible_seq.fetch_max(durable, Ordering::SeqCst);
+    }
+
+    /// Registers and returns a snapshot at the newest visible commit (see
+    /// [`Snapshots::take`]).
+    pub(crate) fn take_snapshot(&self) -> u64 {
+        self.snapshots.take(&self.visible_seq)
+    }
+
+    /// The registry of open snapshots.
+    pub(crate) fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// A fresh table or chunk id.
+    pub(crate) fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Keeps the id counter above `id` (replay of a CREATE).
+    pub(crate) fn reserve_id(&self, id: u64) {
+        self.next_id.fetch_max(id + 1, Ordering::SeqCst);
+    }
+
+    /// The next id to be allocated (saved in the manifest).
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.load(Ordering::SeqCst)
+    }
+
+    /// `n` consecutive row ids for a table without a primary key; returns
+    /// the first.
+    pub(crate) fn allocate_rowids(&self, n: u64) -> u64 {
+        self.next_rowid.fetch_add(n, Ordering::SeqCst)
+    }
+
+    /// Keeps the row-id counter above `rowid` (replay).
+    pub(crate) fn reserve_rowid(&self, rowid: u64) {
+        self.next_rowid.fetch_max(rowid + 1, Ordering::SeqCst);
+    }
+
+    /// The next row id to be allocated (saved in the manifest).
+    pub(crate) fn next_rowid(&self) -> u64 {
+        self.next_rowid.load(Ordering::SeqCst)
+    }
+
+    /// A fresh transaction id.
+    pub(crate) fn allocate_txn_id(&self) -> u64 {
+        self.next_txn.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The table map, read-locked (level 3).
+    pub(crate) fn tables(&self) -> Result<RwLockReadGuard<'_, Tables>> {
+        read(&self.tables)
+    }
+
+    /// The table map, write-locked: only under the commit lock.
+    pub(crate) fn tables_mut(&self) -> Result<RwLockWriteGuard<'_, Tables>> {
+        write(&self.tables)
+    }
+
+    /// The committed table with `id`, if any (dropped ones included).
+    pub(crate) fn table(&self, id: u64) -> Result<Option<Arc<TableState>>> {
+        Ok(self.tables()?.get(&id).cloned())
+    }
+
+    /// The catalog history, read-locked (a leaf of the lock order).
+    pub(crate) fn catalog(&self) -> Result<RwLockReadGuard<'_, CatalogHistory>> {
+        read(&self.catalog)
+    }
+
+    /// The catalog history, write-locked: only under the commit lock.
+    pub(crate) fn catalog_mut(&self) -> Result<RwLockWriteGuard<'_, CatalogHistory>> {
+        write(&self.catalog)
+    }
+
+    /// The catalog blob at `snapshot`.
+    pub fn catalog_at(&self, snapshot: u64) -> Result<Arc<Vec<u8>>> {
+        Ok(self.catalog()?.at(snapshot).1)
+    }
+
+    /// Sequence of the last checkpoint.
+    pub(crate) fn checkpoint_seq(&self) -> u64 {
+        self.checkpoint_seq.load(Ordering::SeqCst)
+    }
+
+    /// Records a finished checkpoint (phase C, under the commit lock).
+    pub(crate) fn set_checkpoint_seq(&self, seq: u64) {
+        self.checkpoint_seq.store(seq, Ordering::SeqCst);
+    }
+
+    /// The encryption key check saved in the manifest (empty: plaintext).
+    pub(crate) fn encryption(&self) -> &[u8] {
+        &self.encryption
+    }
+
+    /// The decoded-chunk cache segments are opened with.
+    pub(crate) fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
+    }
+
+    /// The background checkpoint thread.
+    pub(crate) fn checkpointer(&self) -> &Checkpointer {
+        &self.checkpointer
+    }
+
     /// Counts a new engine handle or transaction.
     pub(crate) fn acquire_handle(&self) {
         self.handles.fetch_add(1, Ordering::SeqCst);
@@ -259,10 +509,5 @@ impl Inner {
         if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.checkpointer.join();
         }
-    }
-
-    /// The catalog blob at `snapshot`.
-    pub fn catalog_at(&self, snapshot: u64) -> Result<Arc<Vec<u8>>> {
-        Ok(read(&self.catalog)?.at(snapshot).1)
     }
 }

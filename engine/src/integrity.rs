@@ -51,27 +51,22 @@ use arrow::array::AsArray;
 use arrow::datatypes::UInt64Type;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// Runs the check (see the module docs). `unique` lists `(table id, user
 /// columns)` of the UNIQUE constraints to verify. Returns one line per
 /// problem; empty means the database is intact.
 pub(crate) fn check(inner: &Inner, unique: &[(u64, Vec<usize>)]) -> Result<Vec<String>> {
-    // Lock order: checkpoint lock, then commit lock (a checkpoint writing
+    // Both top locks, in the order of `Inner` (a checkpoint writing
     // segments would otherwise show them as orphans).
-    let _no_checkpoint = inner.checkpoint_lock.lock().map_err(|_| Error::Poisoned {
-        cause: "checkpoint lock poisoned".into(),
-    })?;
-    let _writers_wait = inner.commit_lock.lock().map_err(|_| Error::Poisoned {
-        cause: "commit lock poisoned".into(),
-    })?;
+    let _no_checkpoint = inner.lock_checkpoints()?;
+    let _writers_wait = inner.lock_commits()?;
     let mut problems = Vec::new();
-    let tables: Vec<Arc<TableState>> = read(&inner.tables)?.values().cloned().collect();
-    let manifest = report(&mut problems, Manifest::load(inner.storage.as_ref()));
+    let tables: Vec<Arc<TableState>> = inner.tables()?.values().cloned().collect();
+    let manifest = report(&mut problems, Manifest::load(inner.storage().as_ref()));
     if let Some(manifest) = manifest.flatten() {
         check_manifest(inner, &manifest, &tables, &mut problems)?;
         check_wal(inner, &manifest, &mut problems);
-    } else if inner.checkpoint_seq.load(Ordering::SeqCst) > 0 {
+    } else if inner.checkpoint_seq() > 0 {
         problems.push(format!("{MANIFEST_FILE}: missing"));
     }
     for table in &tables {
@@ -108,7 +103,7 @@ fn check_manifest(
     tables: &[Arc<TableState>],
     problems: &mut Vec<String>,
 ) -> Result<()> {
-    let running = inner.checkpoint_seq.load(Ordering::SeqCst);
+    let running = inner.checkpoint_seq();
     if manifest.checkpoint_seq != running {
         problems.push(format!(
             "{MANIFEST_FILE}: covers commits up to {}, the database checkpointed {running}",
@@ -156,7 +151,7 @@ fn check_manifest(
             );
         }
     }
-    let files = report(problems, inner.storage.list().map_err(Error::io(".")));
+    let files = report(problems, inner.storage().list().map_err(Error::io(".")));
     for name in files.into_iter().flatten() {
         if name.ends_with(".eseg") && !named.contains(&name) {
             problems.push(format!(
@@ -166,7 +161,7 @@ fn check_manifest(
         if name != "LOCK" {
             report(
                 problems,
-                inner.storage.verify(&name).map_err(Error::io(&name)),
+                inner.storage().verify(&name).map_err(Error::io(&name)),
             );
         }
     }
@@ -183,7 +178,7 @@ fn check_segment(
     problems: &mut Vec<String>,
 ) {
     let name = segment_file_name(id);
-    let Some(seg) = report(problems, SegmentReader::open(inner.storage.as_ref(), id)) else {
+    let Some(seg) = report(problems, SegmentReader::open(inner.storage().as_ref(), id)) else {
         return;
     };
     if seg.footer.rows != rows || seg.footer.columns as usize != columns {
@@ -238,7 +233,7 @@ fn check_seqs(
 
 fn check_wal(inner: &Inner, manifest: &Manifest, problems: &mut Vec<String>) {
     let bytes = inner
-        .storage
+        .storage()
         .open(WAL_FILE, false)
         .and_then(|f| f.read_all())
         .map_err(Error::io(WAL_FILE));

@@ -18,18 +18,16 @@
 
 use crate::changes::Changes;
 use crate::chunk::{Chunk, ChunkData, ChunkList};
-use crate::engine::{CatalogHistory, CommitState, EngineOptions, Inner};
+use crate::engine::{EngineOptions, Inner, Recovered};
 use crate::error::{Error, Result};
 use crate::locks::write;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
-use crate::mvcc::Snapshots;
 use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
 use crate::table::TableState;
 use crate::wal::{WAL_FILE, WAL_TMP, WalRecord, WalWriter, base_record, scan_wal};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 /// Name of the lock file (see [`crate::storage::FileStorage`]).
 const LOCK_FILE: &str = "LOCK";
@@ -88,33 +86,24 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
 
     let wal_file = storage.open(WAL_FILE, fresh).map_err(Error::io(WAL_FILE))?;
     let last_seq = replay.last().map_or(manifest.checkpoint_seq, |r| r.seq);
-    let mut catalog = CatalogHistory::default();
-    catalog
-        .versions
-        .push((manifest.catalog_seq, Arc::new(manifest.catalog.clone())));
+    // A new database's WAL is its base record alone, written in phase 2.
+    let (wal_len, header_len) = if fresh {
+        let base_len = base_record(0)?.len() as u64;
+        (base_len, base_len)
+    } else {
+        (scan.valid_len, header_len)
+    };
+    let wal = WalWriter::new(wal_file.clone(), wal_len, header_len, last_seq);
     // No checkpoint on close until the open has fully succeeded: dropping a
     // half-built engine must leave the files as they are.
     let checkpoint_on_close = std::mem::replace(&mut options.checkpoint_on_close, false);
-    let mut inner = Inner {
-        storage: storage.clone(),
-        options,
-        wal: WalWriter::new(wal_file.clone(), scan.valid_len, header_len, last_seq),
-        commit_lock: Mutex::new(CommitState { last_seq }),
-        checkpoint_lock: Mutex::new(()),
-        visible_seq: AtomicU64::new(last_seq),
-        next_id: AtomicU64::new(manifest.next_id.max(1)),
-        next_rowid: AtomicU64::new(manifest.next_rowid.max(1)),
-        next_txn: AtomicU64::new(1),
-        tables: RwLock::new(tables),
-        catalog: RwLock::new(catalog),
-        snapshots: Snapshots::default(),
-        checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
-        encryption: manifest.encryption.clone(),
+    let recovered = Recovered {
+        manifest: manifest.clone(),
+        tables,
         cache,
-        checkpointer: Default::default(),
-        handles: AtomicUsize::new(0),
-        _lock: lock,
+        last_seq,
     };
+    let mut inner = Inner::new(storage.clone(), lock, options, wal, recovered);
     for r in replay {
         inner.apply(r.seq, r.changes)?;
     }
@@ -129,7 +118,6 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
             .and_then(|()| wal_file.append(&base))
             .and_then(|_| wal_file.sync())
             .map_err(Error::io(WAL_FILE))?;
-        inner.wal = WalWriter::new(wal_file, base.len() as u64, base.len() as u64, last_seq);
         manifest.save(storage.as_ref())?;
     } else if scan.torn {
         wal_file
@@ -138,7 +126,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
             .map_err(Error::io(WAL_FILE))?;
     }
     remove_orphans(storage.as_ref(), &manifest)?;
-    inner.options.checkpoint_on_close = checkpoint_on_close;
+    inner.set_checkpoint_on_close(checkpoint_on_close);
     Ok(inner)
 }
 

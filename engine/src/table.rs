@@ -153,7 +153,7 @@ impl TableState {
             self.ensure_index()?;
         }
         let batch = batch.filter(|b| b.num_rows() > 0);
-        // Lock order everywhere: indexes, keys, chunks. Holding every index
+        // Lock order (see `Inner`): indexes, keys, chunks. Holding every index
         // and the key index while the chunk appears keeps a concurrent build
         // from indexing the chunk a second time.
         let indexes = self.indexes.list()?;

@@ -25,7 +25,6 @@ use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::SchemaRef;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// A key's state as written by this transaction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +100,7 @@ pub struct Transaction {
 impl Transaction {
     pub(crate) fn new(engine: Arc<Inner>, read_only: bool) -> Self {
         engine.acquire_handle();
-        let id = engine.next_txn.fetch_add(1, Ordering::SeqCst);
+        let id = engine.allocate_txn_id();
         Self {
             engine,
             id,
@@ -130,7 +129,7 @@ impl Transaction {
     pub fn snapshot(&mut self) -> u64 {
         *self
             .snapshot
-            .get_or_insert_with(|| self.engine.snapshots.take(&self.engine.visible_seq))
+            .get_or_insert_with(|| self.engine.take_snapshot())
     }
 
     fn active(&self) -> Result<()> {
@@ -145,7 +144,7 @@ impl Transaction {
         if self.read_only {
             return Err(Error::ReadOnly);
         }
-        self.engine.wal.check()
+        self.engine.wal().check()
     }
 
     /// True when the transaction changed anything.
@@ -158,7 +157,7 @@ impl Transaction {
         self.active()?;
         let snapshot = self.snapshot();
         let mut defs = Vec::new();
-        for t in read(&self.engine.tables)?.values() {
+        for t in self.engine.tables()?.values() {
             if t.visible_at(snapshot)? && !self.dropped.contains(&t.def.id) {
                 defs.push(t.def.clone());
             }
@@ -181,7 +180,7 @@ impl Transaction {
             return Ok(def.clone());
         }
         let snapshot = self.snapshot();
-        let tables = read(&self.engine.tables)?;
+        let tables = self.engine.tables()?;
         match tables.get(&id) {
             Some(t) if t.visible_at(snapshot)? && !self.dropped.contains(&id) => Ok(t.def.clone()),
             _ => Err(Error::TableNotFound {
@@ -201,7 +200,7 @@ impl Transaction {
         if self.table(name).is_ok() {
             return Err(Error::TableExists { name: name.into() });
         }
-        let id = self.engine.next_id.fetch_add(1, Ordering::SeqCst);
+        let id = self.engine.allocate_id();
         let def = TableDef::new(id, name, schema, key_columns)?;
         self.created.insert(id, def.clone());
         self.undo.push(Undo::Created(id));
@@ -365,7 +364,7 @@ impl Transaction {
         if self.created.contains_key(&id) {
             return Ok(None);
         }
-        Ok(read(&self.engine.tables)?.get(&id).cloned())
+        self.engine.table(id)
     }
 
     /// Inserts the rows of `batch` (the table's user columns). Fails with
@@ -388,7 +387,7 @@ impl Transaction {
     fn make_keys(&self, def: &TableDef, batch: &RecordBatch) -> Result<BinaryArray> {
         if def.key_columns.is_empty() {
             let n = batch.num_rows() as u64;
-            let first = self.engine.next_rowid.fetch_add(n, Ordering::SeqCst);
+            let first = self.engine.allocate_rowids(n);
             return Ok(rowid_keys(first, batch.num_rows()));
         }
         let cols: Vec<ArrayRef> = def
@@ -535,7 +534,7 @@ impl Transaction {
             return Ok(false);
         }
         let snapshot = self.snapshot();
-        let Some(table) = read(&self.engine.tables)?.get(&def.id).cloned() else {
+        let Some(table) = self.engine.table(def.id)? else {
             return Ok(false);
         };
         let index = table.index(cols)?;
@@ -624,7 +623,7 @@ impl Transaction {
     pub fn build_index(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
         self.active()?;
         self.table_by_id(table_id)?.check_columns(columns)?;
-        let table = read(&self.engine.tables)?.get(&table_id).cloned();
+        let table = self.engine.table(table_id)?;
         if let Some(table) = table {
             table.index(columns)?;
         }
@@ -669,7 +668,7 @@ impl Transaction {
         };
         let mut out = Vec::new();
         if !self.created.contains_key(&table_id) {
-            let table = read(&self.engine.tables)?.get(&table_id).cloned();
+            let table = self.engine.table(table_id)?;
             if let Some(table) = table {
                 match crate::lookup::committed(&table, req, snapshot, hidden, &schema, &stored)? {
                     Some(batches) => out = batches,
@@ -689,7 +688,7 @@ impl Transaction {
 
     /// Committed row versions of a table (an upper bound on its visible rows).
     pub fn row_estimate(&mut self, table_id: u64) -> Result<u64> {
-        let table = read(&self.engine.tables)?.get(&table_id).cloned();
+        let table = self.engine.table(table_id)?;
         let Some(table) = table else { return Ok(0) };
         let chunks = read(&table.chunks)?;
         Ok(chunks.chunks.iter().map(|c| u64::from(c.rows)).sum())
@@ -756,7 +755,7 @@ impl Transaction {
         let committed = if self.created.contains_key(&table_id) {
             Vec::new()
         } else {
-            let tables = read(&self.engine.tables)?;
+            let tables = self.engine.tables()?;
             match tables.get(&table_id) {
                 Some(t) => read(&t.chunks)?.chunks.clone(),
                 None => Vec::new(),
@@ -820,7 +819,9 @@ impl Transaction {
 
     fn table_exists_locally(&self, id: u64) -> bool {
         self.created.contains_key(&id)
-            || read(&self.engine.tables)
+            || self
+                .engine
+                .tables()
                 .map(|t| t.contains_key(&id))
                 .unwrap_or(false)
     }
@@ -829,7 +830,7 @@ impl Transaction {
 impl Drop for Transaction {
     fn drop(&mut self) {
         if let Some(seq) = self.snapshot {
-            self.engine.snapshots.release(seq);
+            self.engine.snapshots().release(seq);
         }
         self.engine.release_handle();
     }
