@@ -11,13 +11,16 @@
 //! prepared primary-key lookups, W4 CREATE INDEX + 100,000 prepared `k = ?`
 //! lookups and the same 200 queries without the index, W5 warm and cold
 //! scans, W6 reopen after a killed process (WAL not checkpointed) + first
-//! query. Every phase also reports the process's peak RSS.
+//! query, W7 TPC-H (scale factor `--tpch-sf`, default 1; 0.001 in smoke
+//! mode) against DataFusion MemTables of the same batches. Every phase also
+//! reports the process's peak RSS.
 //!
 //! Without `--bench` (under `cargo test`) it runs a tiny smoke pass.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod tpch;
 
 use common::{Rng, batches, best_of, schema};
 
@@ -443,6 +446,7 @@ fn w3_lookups(
     lite: &rusqlite::Connection,
     rows: usize,
     n: usize,
+    full: bool,
 ) {
     let mut c = BlockingConnection::new(db).unwrap();
     let stmt = c.prepare("SELECT * FROM t WHERE id = $1").unwrap();
@@ -462,6 +466,30 @@ fn w3_lookups(
     let rate = n as f64 / start.elapsed().as_secs_f64();
     assert_eq!(found, n, "every id exists");
     report.add("W3", "entidb", "pk_lookups_per_s", rate, "lookups/s");
+
+    // The same lookups as SQL text, no prepare (what most users write);
+    // fewer in smoke mode (debug builds are slow at parsing).
+    let text_n = if full { n } else { n.min(1000) };
+    let mut rng = Rng(42);
+    let start = Instant::now();
+    let mut found = 0;
+    for _ in 0..text_n {
+        let id = (rng.next() % rows as u64) as i64;
+        let b = c
+            .query(&format!("SELECT * FROM t WHERE id = {id}"))
+            .unwrap();
+        found += b.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    let text_rate = text_n as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(found, text_n, "every id exists");
+    report.add(
+        "W3",
+        "entidb",
+        "sql_text_pk_lookups_per_s",
+        text_rate,
+        "lookups/s",
+    );
+    report.ratio("W3_sql_text_lookups_per_s", text_rate);
 
     let mut q = lite
         .prepare("SELECT id, k, v, s FROM t WHERE id = ?1")
@@ -679,6 +707,38 @@ fn w5_scans(
     );
     drop(c);
     drop(db);
+    // A script of 200 point queries as text in a fresh process-like open,
+    // with the index on k (built at first use) and without it.
+    let with_index = script_queries(dir);
+    {
+        let db = open_entidb(dir);
+        let mut c = BlockingConnection::new(&db).unwrap();
+        c.execute("DROP INDEX t_k").unwrap();
+    }
+    let without_index = script_queries(dir);
+    {
+        let db = open_entidb(dir);
+        let mut c = BlockingConnection::new(&db).unwrap();
+        c.execute("CREATE INDEX t_k ON t (k)").unwrap();
+    }
+    report.add(
+        "W5",
+        "entidb",
+        "script_200_k_queries_index",
+        ms(with_index),
+        "ms",
+    );
+    report.add(
+        "W5",
+        "entidb",
+        "script_200_k_queries_no_index",
+        ms(without_index),
+        "ms",
+    );
+    report.ratio(
+        "W5_script_index_speedup",
+        without_index.as_secs_f64() / with_index.as_secs_f64(),
+    );
     report.ratio(
         "W5_cold_over_warm",
         cold["filter"].as_secs_f64() / warm["filter"].as_secs_f64(),
@@ -688,6 +748,163 @@ fn w5_scans(
         cold["groupby"].as_secs_f64() / warm["groupby"].as_secs_f64(),
     );
     report.rss("W5");
+}
+
+/// Open `dir`, run 200 `SELECT v FROM t WHERE k = …` as SQL text, close:
+/// what one `entidb` script does. The whole time.
+fn script_queries(dir: &Path) -> Duration {
+    let t = Instant::now();
+    let db = open_entidb(dir);
+    let mut c = BlockingConnection::new(&db).unwrap();
+    let mut rng = Rng(11);
+    for _ in 0..200 {
+        let k = (rng.next() % 1_000_000) as i64;
+        c.query(&format!("SELECT v FROM t WHERE k = {k}")).unwrap();
+    }
+    drop(c);
+    drop(db);
+    t.elapsed()
+}
+
+/// The rows of a result, printed; `None` for an error.
+fn printed(batches: &[RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Printed rows without the table frame, sorted (for results whose order
+/// is not fully specified, e.g. ties under ORDER BY … LIMIT).
+fn sorted_rows(printed: &str) -> Vec<String> {
+    let mut lines: Vec<String> = printed
+        .lines()
+        .filter(|l| !l.starts_with('+'))
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn geomean(ratios: &[f64]) -> f64 {
+    (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+}
+
+/// W7: TPC-H at scale factor `sf` loaded through `append`, the 22 queries
+/// on EntiDB and on MemTables of the same batches; warm (best of `runs`)
+/// and cold (open + first run) times, results compared.
+fn w7_tpch(report: &mut Report, dir: &Path, sf: f64, runs: usize, strict: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    reset_peak_rss();
+    let t = Instant::now();
+    let tables = tpch::generate(sf);
+    let rows: usize = tables.iter().map(|t| t.rows()).sum();
+    report.add("W7", "tpchgen", "generate", ms(t.elapsed()), "ms");
+    report.add("W7", "tpchgen", "rows", rows as f64, "rows");
+
+    let db = open_entidb(dir);
+    let mut c = BlockingConnection::new(&db).unwrap();
+    let t = Instant::now();
+    for table in &tables {
+        c.execute(&table.create_sql()).unwrap();
+        c.execute("BEGIN").unwrap();
+        for b in &table.batches {
+            c.append(table.name, b).unwrap();
+        }
+        c.execute("COMMIT").unwrap();
+    }
+    let load = t.elapsed();
+    let t = Instant::now();
+    c.execute("CHECKPOINT").unwrap();
+    report.add("W7", "entidb", "load", ms(load), "ms");
+    report.add(
+        "W7",
+        "entidb",
+        "checkpoint_after_load",
+        ms(t.elapsed()),
+        "ms",
+    );
+    report.add(
+        "W7",
+        "entidb",
+        "load_rows_per_s",
+        rows as f64 / load.as_secs_f64(),
+        "rows/s",
+    );
+    drop(c);
+
+    let mem = SessionContext::new();
+    for table in &tables {
+        let schema = table.batches[0].schema();
+        let provider = MemTable::try_new(schema, vec![table.batches.clone()]).unwrap();
+        mem.register_table(table.name, Arc::new(provider)).unwrap();
+    }
+    let mut conn = db.connect();
+    let mut warm = BTreeMap::new();
+    let mut over_memtable = Vec::new();
+    let mut mismatches = 0;
+    for (i, sql) in tpch::QUERIES.iter().enumerate() {
+        let q = i + 1;
+        let enti = match rt.block_on(conn.query(sql)) {
+            Ok(b) => b,
+            Err(e) if !strict => {
+                println!("  W7 q{q}: entidb error: {e}");
+                mismatches += 1;
+                continue;
+            }
+            Err(e) => panic!("q{q}: {e}"),
+        };
+        let table = rt
+            .block_on(async { mem.sql(sql).await?.collect().await })
+            .unwrap();
+        let (a, b) = (printed(&enti), printed(&table));
+        if a != b {
+            let same_rows = sorted_rows(&a) == sorted_rows(&b);
+            println!(
+                "  W7 q{q}: results differ{}",
+                if same_rows { " in order only" } else { "" }
+            );
+            if !same_rows {
+                mismatches += 1;
+                assert!(!strict, "q{q}: entidb\n{a}\nmemtable\n{b}");
+            }
+        }
+        let e = best_of(runs, || {
+            rt.block_on(conn.query(sql)).unwrap();
+        });
+        let m = best_of(runs, || {
+            rt.block_on(async { mem.sql(sql).await.unwrap().collect().await.unwrap() });
+        });
+        report.add("W7", "entidb", &format!("q{q}_warm"), ms(e), "ms");
+        report.add("W7", "memtable", &format!("q{q}_warm"), ms(m), "ms");
+        over_memtable.push(e.as_secs_f64() / m.as_secs_f64());
+        warm.insert(q, e);
+    }
+    drop(conn);
+    drop(db);
+    let mut cold_over_warm = Vec::new();
+    for (i, sql) in tpch::QUERIES.iter().enumerate() {
+        let q = i + 1;
+        let Some(w) = warm.get(&q) else { continue };
+        let t = Instant::now();
+        let db = open_entidb(dir);
+        let mut conn = db.connect();
+        rt.block_on(conn.query(sql)).unwrap();
+        let d = t.elapsed();
+        drop(conn);
+        drop(db);
+        report.add("W7", "entidb", &format!("q{q}_cold"), ms(d), "ms");
+        cold_over_warm.push(d.as_secs_f64() / w.as_secs_f64());
+    }
+    if !over_memtable.is_empty() {
+        report.ratio("W7_tpch_geomean_over_memtable", geomean(&over_memtable));
+        report.ratio("W7_tpch_cold_geomean_over_warm", geomean(&cold_over_warm));
+    }
+    report.ratio("W7_tpch_mismatches", mismatches as f64);
+    report.rss("W7");
 }
 
 /// Child process of W6: load without checkpointing, then die.
@@ -783,7 +1000,7 @@ fn main() {
         );
     }
     if report.wants("W3") {
-        w3_lookups(&mut report, &db, &lite, rows, lookups);
+        w3_lookups(&mut report, &db, &lite, rows, lookups, full);
     }
     if report.wants("W4") {
         w4_index(&mut report, &db, &lite, lookups, full);
@@ -795,6 +1012,12 @@ fn main() {
     }
     if report.wants("W6") {
         w6_reopen(&mut report, &tmp.path().join("w6"), rows);
+    }
+    if report.wants("W7") {
+        let sf = arg("--tpch-sf")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(if full { 1.0 } else { 0.001 });
+        w7_tpch(&mut report, &tmp.path().join("w7"), sf, runs, !full);
     }
     if !report.wants("W1") {
         report.results.retain(|m| m.workload != "W1");
@@ -809,6 +1032,11 @@ fn main() {
         ("W2_commit_p50_over_fsync_p50", "≤ 1.1"),
         ("W2_8writers_over_1writer", "≥ 4"),
         ("W3_entidb_lookups_per_s", "≥ 50,000"),
+        ("W3_sql_text_lookups_per_s", "≥ 20,000"),
+        ("W5_script_index_speedup", "≥ 10"),
+        ("W7_tpch_geomean_over_memtable", "≤ 1.1"),
+        ("W7_tpch_cold_geomean_over_warm", "≤ 2"),
+        ("W7_tpch_mismatches", "0"),
         ("W4_index_speedup", "≥ 100"),
         ("W5_warm_filter_over_memtable", "≤ 1.2"),
         ("W5_warm_groupby_over_memtable", "≤ 1.2"),

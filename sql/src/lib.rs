@@ -17,8 +17,10 @@ mod pruning;
 pub mod session;
 mod slot;
 pub mod stack;
+mod statement_cache;
 
 pub use error::{Error, ErrorKind, Result};
 pub use limits::{DatabaseDir, SessionOptions, register_database_dir};
 pub use prepared::Prepared;
 pub use session::{Output, Session, count_batch};
+pub use statement_cache::CacheStats;

@@ -186,7 +186,7 @@ impl Session {
 
     /// Answers `p` from an index if it is a point query (inside the
     /// transaction scope, catalog synced).
-    async fn try_point_query(
+    pub(crate) async fn try_point_query(
         &mut self,
         p: &Prepared,
         params: &[ScalarValue],
@@ -219,7 +219,10 @@ impl Session {
             return Ok(None);
         };
         let lead = index.columns.first().copied().unwrap_or_default();
-        let Some((_, key)) = values.iter().find(|(c, _)| *c == lead) else {
+        let Some(key_at) = values.iter().position(|(c, _)| *c == lead) else {
+            return Ok(None);
+        };
+        let Some((_, key)) = values.get(key_at).cloned() else {
             return Ok(None);
         };
         let mut read: Vec<usize> = point.columns.clone();
@@ -228,7 +231,7 @@ impl Session {
         read.dedup();
         let request = IndexScanRequest {
             index: index.columns.clone(),
-            ranges: vec![KeyRange::point(key.clone())],
+            ranges: vec![KeyRange::point(key)],
             projection: Some(read.clone()),
             include_key: false,
             max_candidates: None,
@@ -237,10 +240,15 @@ impl Session {
         let Some(batches) = self.slot.with(|t| t.index_scan(def.id, &request))? else {
             return Ok(None);
         };
-        // The index matched the leading column exactly; the other
-        // equalities are checked on the rows it returned.
-        let residual: Vec<(usize, Vec<u8>)> =
-            values.into_iter().filter(|(c, _)| *c != lead).collect();
+        // The index matched the equality it was looked up with exactly;
+        // every other one (another value for the same column too) is
+        // checked on the rows it returned.
+        let residual: Vec<(usize, Vec<u8>)> = values
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i != key_at)
+            .map(|(_, v)| v)
+            .collect();
         let mut out = Vec::with_capacity(batches.len());
         for batch in batches {
             out.push(finish(&batch, &read, &residual, point)?);

@@ -34,6 +34,7 @@ use crate::limits::{self, SessionOptions};
 use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
+use crate::statement_cache::{self, StatementCache};
 use crate::{alter, ddl, dml};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
@@ -80,7 +81,9 @@ pub struct Session {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) tables: HashMap<String, Arc<EntiTable>>,
     registered: Vec<String>,
-    views: HashMap<String, CachedView>,
+    pub(crate) views: HashMap<String, CachedView>,
+    /// Plans of SQL text (`statement_cache.rs`).
+    pub(crate) statements: StatementCache,
     options: SessionOptions,
     /// The memory limit now in force (read by the capped functions).
     memory_limit: Arc<AtomicUsize>,
@@ -143,6 +146,7 @@ impl Session {
             tables: HashMap::new(),
             registered: Vec::new(),
             views: HashMap::new(),
+            statements: StatementCache::default(),
             external_access: options.external_access,
             options,
             memory_limit,
@@ -483,6 +487,7 @@ impl Session {
     }
 
     async fn dispatch(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+        statement_cache::forget_on_settings(self, &stmt);
         if let DFStatement::Explain(e) = &stmt
             && let DFStatement::Statement(inner) = e.statement.as_ref()
             && matches!(
@@ -537,8 +542,13 @@ impl Session {
                 _ => {}
             }
         }
+        if let Some(out) = statement_cache::point_query(self, &stmt, params).await? {
+            return Ok(out);
+        }
         let ast = match &stmt {
-            DFStatement::Statement(s) => Some(s.as_ref().clone()),
+            DFStatement::Statement(s) if !matches!(s.as_ref(), SqlStatement::Query(_)) => {
+                Some(s.as_ref().clone())
+            }
             _ => None,
         };
         let plan = self.plan(stmt, params).await?;
@@ -549,7 +559,7 @@ impl Session {
     }
 
     async fn plan(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<LogicalPlan> {
-        let plan = self.ctx.state().statement_to_plan(stmt).await?;
+        let plan = statement_cache::logical_plan(self, stmt).await?;
         // COPY … TO is the one statement that writes files (`limits.rs`).
         let mut targets = Vec::new();
         plan.apply(|p| {
@@ -597,6 +607,7 @@ impl Session {
             return Ok(());
         }
         let catalog = Catalog::decode(&blob)?;
+        self.statements.clear();
         for name in self.registered.drain(..) {
             self.ctx.deregister_table(name.as_str())?;
         }
@@ -747,9 +758,9 @@ impl Session {
 
 /// A planned view and the relations its plan reads.
 #[derive(Clone)]
-struct CachedView {
+pub(crate) struct CachedView {
     sql: String,
-    provider: Arc<dyn TableProvider>,
+    pub(crate) provider: Arc<dyn TableProvider>,
     deps: Vec<String>,
 }
 
