@@ -150,6 +150,20 @@ pub enum ErrorKind {
     /// The definition is not allowed (DROP NOT NULL of a key column…).
     #[error("{0}")]
     InvalidTableDefinition(String),
+    /// A value in a loaded file is not valid text for its column's type
+    /// (`COPY … FROM`; the error's context names file, line and column).
+    #[error("invalid input syntax: {0}")]
+    InvalidTextRepresentation(String),
+    /// A loaded file is malformed: wrong number of fields, broken quoting,
+    /// bad JSON (`COPY … FROM`).
+    #[error("malformed file: {0}")]
+    BadCopyFileFormat(String),
+    /// A value cannot be converted to the requested type (`Row::get`).
+    #[error("{0}")]
+    DatatypeMismatch(String),
+    /// A query expected to return a row returned none (`query_row`).
+    #[error("query returned no rows")]
+    NoRows,
 }
 
 impl ErrorKind {
@@ -182,20 +196,29 @@ impl ErrorKind {
             ErrorKind::DuplicateColumn { .. } => "42701",
             ErrorKind::DependentObjects(_) => "2BP01",
             ErrorKind::InvalidTableDefinition(_) => "42P16",
+            ErrorKind::InvalidTextRepresentation(_) => "22P02",
+            ErrorKind::BadCopyFileFormat(_) => "22P04",
+            ErrorKind::DatatypeMismatch(_) => "42804",
+            ErrorKind::NoRows => "P0002",
         }
     }
 }
 
-/// An error, with the statement that caused it when there was one.
+/// An error, with the statement that caused it when there was one, and
+/// where in its input it happened (a file's line and column) when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     kind: ErrorKind,
+    context: Option<String>,
     statement: Option<String>,
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (SQLSTATE {})", self.kind, self.kind.sqlstate())?;
+        if let Some(c) = &self.context {
+            write!(f, "\n  context: {c}")?;
+        }
         if let Some(s) = &self.statement {
             write!(f, "\n  in statement: {s}")?;
         }
@@ -209,6 +232,7 @@ impl From<ErrorKind> for Error {
     fn from(kind: ErrorKind) -> Self {
         Self {
             kind,
+            context: None,
             statement: None,
         }
     }
@@ -247,6 +271,20 @@ impl Error {
         matches!(self.kind, ErrorKind::Conflict { .. })
     }
 
+    /// Where in the statement's input the error happened (`COPY … FROM`:
+    /// file, line and column), if known.
+    pub fn context(&self) -> Option<&str> {
+        self.context.as_deref()
+    }
+
+    /// Attaches where the error happened (keeps an existing context).
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        if self.context.is_none() {
+            self.context = Some(context.into());
+        }
+        self
+    }
+
     /// Attaches the statement text (keeps an existing one).
     pub fn in_statement(mut self, sql: &str) -> Self {
         if self.statement.is_none() {
@@ -255,8 +293,14 @@ impl Error {
         self
     }
 
-    /// Recovers the typed error from a DataFusion error chain.
+    /// Recovers the typed error from a DataFusion error chain (an EntiDB
+    /// error wrapped by [`sql_to_df`] comes back whole, with its context).
     pub fn from_df(e: &DataFusionError) -> Self {
+        if let DataFusionError::External(inner) = e.find_root()
+            && let Some(sql) = inner.downcast_ref::<Error>()
+        {
+            return sql.clone();
+        }
         Self::from(kind_of_df(e))
     }
 }

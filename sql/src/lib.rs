@@ -4,12 +4,15 @@
 //! statement.
 
 mod alter;
+mod copy;
 mod ddl;
 mod dml;
 pub mod error;
 mod functions;
+pub mod files;
 pub mod indexes;
 pub mod limits;
+mod placeholders;
 pub mod pragma;
 mod prepared;
 pub mod provider;

@@ -17,12 +17,16 @@
 //! in clear to the temporary directory; `SET datafusion.runtime.temp_directory`
 //! is refused there.
 //!
-//! FILES. `COPY … TO` is the only SQL that writes files (`CREATE EXTERNAL
-//! TABLE` is not supported). It is refused (`InsufficientPrivilege`, 42501)
-//! when its target lies inside the directory of any database open in this
-//! process ([`register_database_dir`]), and always when file access is off
-//! ([`SessionOptions::external_access`] false, or `SET
-//! entidb.external_access = false`, which cannot be undone in the session).
+//! FILES. SQL touches files in two ways: `COPY … TO` writes them, and
+//! `COPY … FROM`, file tables (`SELECT * FROM 'f.parquet'`, `read_csv(…)`)
+//! and external tables read them (`files.rs`, `copy.rs`). One policy covers
+//! both ([`check_write`], [`check_read`]): refused (`InsufficientPrivilege`,
+//! 42501) when the file lies inside the directory of any database open in
+//! this process ([`register_database_dir`]: its files belong to the engine),
+//! and always when file access is off ([`SessionOptions::external_access`]
+//! false, or `SET entidb.external_access = false`, which cannot be undone in
+//! the session). URLs with another scheme than `file://` are not checked
+//! (no object store is registered, so they fail anyway).
 
 use crate::error::{Error, ErrorKind, Result, sql_to_df};
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -55,7 +59,7 @@ pub struct SessionOptions {
     pub spill: bool,
     /// Where spill files go (`None`: the OS temporary directory).
     pub temp_directory: Option<PathBuf>,
-    /// Whether SQL may write files (`COPY … TO`).
+    /// Whether SQL may read and write files (`COPY`, file tables).
     pub external_access: bool,
 }
 
@@ -385,6 +389,17 @@ fn resolve(path: &Path) -> PathBuf {
 /// Refuses writing to `url` (a COPY target) when file access is off or the
 /// target is inside an open database's directory.
 pub fn check_write(url: &str, external_access: bool) -> Result<()> {
+    check_file(url, external_access, "write to")
+}
+
+/// Refuses reading `url` (`COPY … FROM`, a file table, an external table)
+/// when file access is off or the file is inside an open database's
+/// directory (its files are the engine's alone).
+pub fn check_read(url: &str, external_access: bool) -> Result<()> {
+    check_file(url, external_access, "read")
+}
+
+fn check_file(url: &str, external_access: bool, verb: &str) -> Result<()> {
     if !external_access {
         return Err(ErrorKind::InsufficientPrivilege(
             "file access from SQL is disabled (entidb.external_access = false)".into(),
@@ -400,7 +415,7 @@ pub fn check_write(url: &str, external_access: bool) -> Result<()> {
     let dirs = DATABASE_DIRS.lock().unwrap_or_else(PoisonError::into_inner);
     if dirs.iter().any(|d| target.starts_with(d)) {
         return Err(ErrorKind::InsufficientPrivilege(format!(
-            "COPY cannot write to {}: it is inside the directory of an open database",
+            "SQL cannot {verb} {}: it is inside the directory of an open database",
             target.display()
         ))
         .into());

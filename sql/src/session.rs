@@ -2,9 +2,13 @@
 //!
 //! LIFE OF A STATEMENT
 //!
-//! 1. The text is parsed with DataFusion's parser (sqlparser, generic dialect).
+//! 1. The text is parsed with DataFusion's parser (sqlparser, generic
+//!    dialect); `COPY … FROM` and PostgreSQL's `COPY … TO … WITH (…)`,
+//!    which it does not take, by `copy/`. Placeholders are renumbered to
+//!    `$N` (`placeholders.rs`).
 //! 2. Transaction control (`BEGIN`, `START TRANSACTION`, `COMMIT`, `END`,
-//!    `ROLLBACK`) and `CHECKPOINT` are handled here directly.
+//!    `ROLLBACK`) and `CHECKPOINT` are handled here directly; `COPY … FROM`
+//!    loads through the INSERT path (`copy/`).
 //! 3. Otherwise the statement runs inside a transaction: the explicit one, or
 //!    a fresh autocommit one. A savepoint is taken first.
 //! 4. If the transaction's catalog differs from the one the DataFusion
@@ -124,7 +128,8 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let mut ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut ctx =
+            crate::files::install(SessionContext::new_with_config_rt(config, runtime));
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.
@@ -242,6 +247,27 @@ impl Session {
         self.explicit
     }
 
+    /// Rolls back the explicit transaction, if one is open (what a dropped
+    /// transaction guard does; synchronous, never fails).
+    pub fn abandon_transaction(&mut self) {
+        if self.explicit {
+            self.explicit = false;
+            let _ = self.slot.take();
+        }
+    }
+
+    /// The DataFusion context: register functions (`register_udf`,
+    /// `register_udaf`) or read its configuration. Tables and views are
+    /// EntiDB's: the session re-registers them from the catalog.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Whether SQL may read and write files now (`limits.rs`).
+    pub(crate) fn external_access(&self) -> bool {
+        self.external_access
+    }
+
     /// Runs every statement of `sql`; returns the output of the last one.
     ///
     /// # Errors
@@ -258,6 +284,7 @@ impl Session {
             let text = stmt.text();
             last = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, params).await,
             }
             .map_err(|e| e.in_statement(&text))?;
@@ -281,6 +308,7 @@ impl Session {
             let text = stmt.text();
             let out = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, &[]).await,
             }
             .map_err(|e| e.in_statement(&text));
@@ -301,9 +329,13 @@ impl Session {
         })
     }
 
-    /// Runs `sql` and returns the rows of its last statement.
+    /// Runs `sql` and returns the rows of its last statement: at least one
+    /// batch, so an empty result still has its schema.
     pub async fn query(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Vec<RecordBatch>> {
         Ok(match self.run(sql, params).await? {
+            Output::Rows(schema, batches) if batches.is_empty() => {
+                vec![RecordBatch::new_empty(schema)]
+            }
             Output::Rows(_, batches) => batches,
             Output::Count(n) => vec![count_batch(n)?],
         })
@@ -571,6 +603,7 @@ impl Session {
         for target in &targets {
             limits::check_write(target, self.external_access)?;
         }
+        crate::files::check_reads(&plan, self.external_access)?;
         if params.is_empty() {
             Ok(plan)
         } else {
@@ -584,13 +617,14 @@ impl Session {
             DdlStatement::DropTable(d) => ddl::drop_table(self, d),
             DdlStatement::CreateView(v) => ddl::create_view(self, v, ast),
             DdlStatement::DropView(v) => ddl::drop_view(self, v),
+            DdlStatement::CreateExternalTable(c) => crate::files::create_external(self, c).await,
             other => Err(ErrorKind::NotSupported(other.name().to_string()).into()),
         }?;
         Ok(Output::Count(0))
     }
 
     pub(crate) async fn run_plan(&mut self, plan: LogicalPlan) -> Result<Output> {
-        let is_dml = matches!(plan, LogicalPlan::Dml(_));
+        let is_dml = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
@@ -769,6 +803,8 @@ pub(crate) struct CachedView {
 pub(crate) enum Parsed {
     /// `CHECKPOINT` (not known to sqlparser).
     Checkpoint,
+    /// `COPY … FROM` (not known to DataFusion's parser; `copy/`).
+    CopyFrom(Box<crate::copy::CopyFrom>),
     /// Anything sqlparser understands.
     Sql(Box<DFStatement>),
 }
@@ -777,6 +813,7 @@ impl Parsed {
     fn text(&self) -> String {
         match self {
             Parsed::Checkpoint => "CHECKPOINT".into(),
+            Parsed::CopyFrom(c) => c.text.clone(),
             Parsed::Sql(s) => s.to_string(),
         }
     }
@@ -795,9 +832,11 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
             .collect(),
         Err(_) => parse_pieces(sql)?,
     };
-    for statement in &statements {
+    let mut statements = statements;
+    for statement in &mut statements {
         if let Parsed::Sql(s) = statement {
             check_depth(s).map_err(|e| e.in_statement(sql))?;
+            crate::placeholders::normalize(s).map_err(|e| e.in_statement(sql))?;
         }
     }
     Ok(statements)
@@ -826,8 +865,16 @@ fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
             out.push(Parsed::Checkpoint);
             continue;
         }
-        let statements =
-            DFParser::parse_sql(text).map_err(|e| Error::from(e).in_statement(text))?;
+        let statements = match DFParser::parse_sql(text) {
+            Ok(statements) => statements,
+            Err(e) => match crate::copy::parse(text) {
+                Some(copy) => {
+                    out.push(copy.map_err(|e| e.in_statement(text))?);
+                    continue;
+                }
+                None => return Err(Error::from(e).in_statement(text)),
+            },
+        };
         out.extend(statements.into_iter().map(|s| Parsed::Sql(Box::new(s))));
     }
     Ok(out)
