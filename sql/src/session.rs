@@ -128,8 +128,7 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let mut ctx =
-            crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        let mut ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.
