@@ -10,6 +10,14 @@
 //! - [`mvcc`]: snapshot isolation with before-image conflict detection;
 //! - [`Engine`] and [`Transaction`]: the API the SQL layer uses.
 //!
+//! Internally: `engine.rs` holds the shared state (`Inner`, with the one
+//! table of which lock guards which field and the lock order), `commit.rs`
+//! the commit pipeline, `checkpoint.rs` checkpoints and their background
+//! thread, `recovery.rs` opening, `chunk.rs` chunks and row locations (the
+//! base of `table.rs` and `index.rs`), `locks.rs` poison-aware lock helpers.
+//! The seeded simulator that checks all of it lives in the `entidb-sim`
+//! crate (`sim/`).
+//!
 //! The on-disk formats are documented in `docs/format.md`, the recovery
 //! policy in `docs/recovery.md`.
 
