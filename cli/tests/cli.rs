@@ -72,7 +72,7 @@ fn sql_error_exits_1_and_usage_error_exits_2() {
     assert!(err.contains("42P01"), "{err}");
     let (code, _, err) = entidb(&["--bogus"], None);
     assert_eq!(code, 2);
-    assert!(err.contains("usage"), "{err}");
+    assert!(err.to_lowercase().contains("usage"), "{err}");
     let (code, _, _) = entidb(&["-c"], None);
     assert_eq!(code, 2);
 }

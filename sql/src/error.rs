@@ -322,7 +322,10 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
                 "parentheses or subqueries nest too deeply ({msg})"
             ))
         }
-        DataFusionError::SQL(..) => ErrorKind::Syntax(msg),
+        DataFusionError::SQL(e, _) => ErrorKind::Syntax(match e.as_ref() {
+            ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+            other => other.to_string(),
+        }),
         DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory(msg),
         DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
             ErrorKind::UndefinedTable {

@@ -1,235 +1,177 @@
-//! `entidb [PATH] [-c SQL]… [--csv | --json]`, `entidb --check PATH`
+//! `entidb [OPTIONS] [PATH]`: the EntiDB shell.
 //!
-//! Opens the database at PATH (in memory without one). With `-c` it runs each
-//! SQL string in order and exits; without, it runs the statements read from
-//! standard input. Query results print as a table, CSV or JSON. Exit code 0
-//! on success, 1 on a SQL error (message on stderr), 2 on a usage error.
+//! Opens the database directory PATH (created when new; in memory without
+//! PATH). With `-c` it runs each argument in order and exits; otherwise it
+//! reads statements and dot-commands from standard input — interactively
+//! when that is a terminal, else as a stream, each statement running as
+//! soon as its `;` arrives. Exit code 0 on success, 1 when a statement or
+//! command failed (or the database cannot be opened), 2 on a usage error.
 //! `--check` runs `PRAGMA integrity_check` on PATH and prints its report:
-//! exit 0 when it is `ok`, 1 when it lists problems or the database cannot
-//! be opened (a damaged database is refused by the open itself).
+//! exit 0 when it is `ok`, 1 otherwise. See `entidb_cli::shell`.
 
-use arrow::array::RecordBatch;
-use entidb::{BlockingConnection, Database, OpenOptions, Output, Secret};
-use std::io::{Read, Write};
+use clap::Parser;
+use entidb::{Database, OpenOptions, Secret};
+use entidb_cli::shell::{
+    Failure, Mode, Settings, Shell, Stop, Style, TERMINAL_ROWS, open_database, run_commands,
+    run_stream, run_terminal,
+};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: entidb [--key-file FILE | --passphrase] [PATH] [-c SQL]... [--csv | --json]
-       entidb [--key-file FILE | --passphrase] --check PATH
-  --check           verify every checksum, file, index and constraint of PATH
-  --key-file FILE   encrypt/decrypt with the 32 raw bytes in FILE
-  --passphrase      encrypt/decrypt with a passphrase from $ENTIDB_PASSPHRASE
-                    (or typed at a prompt)";
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Table,
-    Csv,
-    Json,
-}
-
+/// The EntiDB shell: SQL on an embedded database.
+#[derive(Debug, Parser)]
+#[command(name = "entidb", version, about, after_help = entidb_cli::shell::HELP)]
 struct Args {
-    path: Option<String>,
+    /// Database directory (created when new); in memory without one.
+    path: Option<PathBuf>,
+    /// Run this statement or dot-command, then exit (repeatable, in order).
+    #[arg(short = 'c', value_name = "SQL")]
     commands: Vec<String>,
-    format: Format,
-    key_file: Option<String>,
+    /// Print results as CSV.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// Print each result as one JSON array of row objects (NULL as null).
+    #[arg(long)]
+    json: bool,
+    /// Stop at the first error (also `-bail`).
+    #[arg(long)]
+    bail: bool,
+    /// Encrypt/decrypt with the 32 raw bytes in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
+    key_file: Option<PathBuf>,
+    /// Encrypt/decrypt with a passphrase from $ENTIDB_PASSPHRASE (or typed
+    /// at a prompt).
+    #[arg(long)]
     passphrase: bool,
+    /// Open the database read-only.
+    #[arg(long)]
+    readonly: bool,
+    /// Verify every checksum, file, index and constraint of PATH and exit.
+    #[arg(long, requires = "path", conflicts_with = "commands")]
     check: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        path: None,
-        commands: Vec::new(),
-        format: Format::Table,
-        key_file: None,
-        passphrase: false,
-        check: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-c" => args
-                .commands
-                .push(it.next().ok_or("-c needs an SQL argument")?),
-            "--csv" => args.format = Format::Csv,
-            "--json" => args.format = Format::Json,
-            "--key-file" => args.key_file = Some(it.next().ok_or("--key-file needs a file")?),
-            "--passphrase" => args.passphrase = true,
-            "--check" => args.check = true,
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            s if args.path.is_none() => args.path = Some(s.to_string()),
-            s => return Err(format!("unexpected argument {s}")),
-        }
-    }
-    Ok(args)
-}
-
-/// Longest column header printed in full; longer ones (a header derived
-/// from a 10 MB literal) are cut, as formatting them took minutes.
-const MAX_HEADER_CHARS: usize = 64;
-
-/// `batches` with column names longer than [`MAX_HEADER_CHARS`] shortened.
-fn short_headers(batches: &[RecordBatch]) -> Result<Vec<RecordBatch>, String> {
-    batches
-        .iter()
-        .map(|b| {
-            let schema = b.schema();
-            if schema
-                .fields()
-                .iter()
-                .all(|f| f.name().chars().count() <= MAX_HEADER_CHARS)
-            {
-                return Ok(b.clone());
-            }
-            let fields: Vec<arrow::datatypes::Field> = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    if f.name().chars().count() <= MAX_HEADER_CHARS {
-                        return f.as_ref().clone();
-                    }
-                    let short: String = f.name().chars().take(MAX_HEADER_CHARS - 1).collect();
-                    f.as_ref().clone().with_name(format!("{short}…"))
-                })
-                .collect();
-            let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
-            RecordBatch::try_new(schema, b.columns().to_vec()).map_err(|e| e.to_string())
-        })
+/// `-bail` (sqlite3's spelling) as `--bail`.
+fn normalized_args() -> Vec<std::ffi::OsString> {
+    std::env::args_os()
+        .map(|a| if a == "-bail" { "--bail".into() } else { a })
         .collect()
 }
 
-/// Cells longer than this are printed by [`plain_table`]: the table
-/// formatter's time grows much faster than the cell (1 MB: 3 s, 10 MB: more
-/// than a minute).
-const MAX_PRETTY_CELL: usize = 64 << 10;
-
-/// Formats rows as text cells (NULL as an empty cell).
-fn cells(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
-    let options = arrow::util::display::FormatOptions::default();
-    let mut rows = Vec::new();
-    for b in batches {
-        let formatters = b
-            .columns()
-            .iter()
-            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        for row in 0..b.num_rows() {
-            rows.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect(),
-            );
+fn main() -> ExitCode {
+    let args = match Args::try_parse_from(normalized_args()) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
-    }
-    Ok(rows)
-}
-
-/// The same `+---+` table as arrow's pretty printer, in linear time (values
-/// on one line each).
-fn plain_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let rule: String = widths.iter().fold("+".to_string(), |mut s, w| {
-        s.push_str(&"-".repeat(w + 2));
-        s.push('+');
-        s
-    });
-    let line = |cells: &[String]| {
-        let mut s = "|".to_string();
-        for (w, c) in widths.iter().zip(cells) {
-            s.push(' ');
-            s.push_str(c);
-            s.push_str(&" ".repeat(w - c.chars().count() + 1));
-            s.push('|');
-        }
-        s
     };
-    let mut out = vec![rule.clone(), line(header), rule.clone()];
-    out.extend(rows.iter().map(|r| line(r)));
-    out.push(rule);
-    out.join("\n")
-}
-
-fn print(batches: &[RecordBatch], format: Format) -> Result<(), String> {
-    if batches.is_empty() {
-        return Ok(());
+    if args.path.is_none() && (args.key_file.is_some() || args.passphrase) {
+        eprintln!("error: encryption needs a database PATH");
+        return ExitCode::from(2);
     }
-    let batches = &short_headers(batches)?;
-    let mut out = std::io::stdout().lock();
-    if format == Format::Table {
-        let rows = cells(batches)?;
-        if rows.iter().flatten().any(|c| c.len() > MAX_PRETTY_CELL) {
-            let header: Vec<String> = batches
-                .first()
-                .map(|b| {
-                    b.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            return writeln!(out, "{}", plain_table(&header, &rows)).map_err(|e| e.to_string());
+    let secret = match secret(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
+    };
+    if args.readonly {
+        eprintln!("error: --readonly is not supported yet (SQLSTATE 0A000)");
+        return ExitCode::from(2);
     }
-    match format {
-        Format::Table => arrow::util::pretty::pretty_format_batches(batches)
-            .map(|t| writeln!(out, "{t}").map_err(|e| e.to_string()))
-            .map_err(|e| e.to_string())?,
-        Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut out);
-            batches
-                .iter()
-                .try_for_each(|b| w.write(b))
-                .map_err(|e| e.to_string())
+    let options = OpenOptions {
+        encryption: secret,
+        ..OpenOptions::default()
+    };
+    let db = match open_database(args.path.as_deref(), options) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("{}", open_error(&e));
+            return ExitCode::from(1);
         }
-        Format::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut out);
-            let refs: Vec<&RecordBatch> = batches.iter().collect();
-            w.write_batches(&refs)
-                .and_then(|()| w.finish())
-                .map_err(|e| e.to_string())?;
-            writeln!(out).map_err(|e| e.to_string())
+    };
+    if args.check {
+        return check(&db);
+    }
+    match session(db, &args) {
+        Ok(shell) => shell,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }
 
-fn run(conn: &mut BlockingConnection, sql: &str, format: Format) -> Result<(), ()> {
-    for output in conn.run_script(sql) {
-        match output {
-            Ok(Output::Rows(_, batches)) => {
-                if let Err(e) = print(&batches, format) {
-                    eprintln!("error: {e}");
-                    return Err(());
-                }
-            }
-            Ok(Output::Count(_)) => {}
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(());
-            }
-        }
+fn open_error(e: &Failure) -> String {
+    match e {
+        Failure::Sql(e) => format!("error: {} (SQLSTATE {})", e.kind(), e.sqlstate()),
+        other => format!("error: {other}"),
     }
-    Ok(())
+}
+
+fn session(db: Database, args: &Args) -> Result<ExitCode, Failure> {
+    let stdin_is_terminal = std::io::stdin().is_terminal();
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let interactive = args.commands.is_empty() && stdin_is_terminal;
+    let mode = if args.csv {
+        Mode::Csv
+    } else if args.json {
+        Mode::Json
+    } else if stdout_is_terminal {
+        Mode::Box
+    } else {
+        Mode::Table
+    };
+    let settings = Settings {
+        style: Style {
+            mode,
+            headers: true,
+            max_rows: Some(TERMINAL_ROWS),
+        },
+        bail: args.bail,
+        cancel_on_ctrl_c: interactive,
+        stdout_is_terminal,
+    };
+    let mut shell = Shell::new(db, settings)?;
+    let ended = if !args.commands.is_empty() {
+        run_commands(&mut shell, &args.commands)
+    } else if interactive {
+        let where_ = match &args.path {
+            Some(p) => format!("database {}", p.display()),
+            None => "an in-memory database (.open PATH for a file)".to_string(),
+        };
+        let banner = format!(
+            "EntiDB {} on {where_}. Statements end with ';'; .help for commands.",
+            env!("CARGO_PKG_VERSION")
+        );
+        run_terminal(&mut shell, &banner)
+    } else {
+        run_stream(&mut shell, std::io::stdin().lock())
+    };
+    let _ = std::io::stdout().flush();
+    Ok(match ended {
+        Err(Stop::BrokenPipe) => ExitCode::SUCCESS,
+        _ if shell.errors() > 0 => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// The encryption secret from `--key-file` or `--passphrase`.
 fn secret(args: &Args) -> Result<Option<Secret>, String> {
     if let Some(path) = &args.key_file {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read key file {path}: {e}"))?;
+        let shown = path.display();
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read key file {shown}: {e}"))?;
         let key: [u8; 32] = bytes
             .try_into()
-            .map_err(|_| format!("key file {path} must hold exactly 32 bytes"))?;
+            .map_err(|_| format!("key file {shown} must hold exactly 32 bytes"))?;
         return Ok(Some(Secret::Key(key)));
     }
     if args.passphrase {
@@ -245,75 +187,15 @@ fn secret(args: &Args) -> Result<Option<Secret>, String> {
     Ok(None)
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.check && (args.path.is_none() || !args.commands.is_empty()) {
-        eprintln!("--check needs a database PATH and no -c\n{USAGE}");
-        return ExitCode::from(2);
-    }
-    if args.path.is_none() && (args.key_file.is_some() || args.passphrase) {
-        eprintln!("encryption needs a database PATH\n{USAGE}");
-        return ExitCode::from(2);
-    }
-    let secret = match secret(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let db = match &args.path {
-        Some(p) => Database::open_with(
-            p,
-            OpenOptions {
-                encryption: secret,
-                ..OpenOptions::default()
-            },
-        ),
-        None => Database::open_in_memory(),
-    };
-    let mut conn = match db.and_then(|db| BlockingConnection::new(&db)) {
+/// `--check`: prints the integrity report; exit 0 only for `ok`.
+fn check(db: &Database) -> ExitCode {
+    let mut conn = match entidb::BlockingConnection::new(db) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }
     };
-    if args.check {
-        return check(&mut conn);
-    }
-    let scripts = if args.commands.is_empty() {
-        let mut input = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut input) {
-            eprintln!("error: cannot read standard input: {e}");
-            return ExitCode::from(2);
-        }
-        vec![input]
-    } else {
-        args.commands
-    };
-    for sql in &scripts {
-        if sql.trim().is_empty() {
-            continue;
-        }
-        if run(&mut conn, sql, args.format).is_err() {
-            return ExitCode::from(1);
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// `--check`: prints the integrity report; exit 0 only for `ok`.
-fn check(conn: &mut BlockingConnection) -> ExitCode {
     let lines = match conn.query("PRAGMA integrity_check") {
         Ok(batches) => batches
             .iter()
@@ -333,8 +215,11 @@ fn check(conn: &mut BlockingConnection) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mut out = std::io::stdout().lock();
     for line in &lines {
-        println!("{line}");
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
     }
     if lines == ["ok"] {
         ExitCode::SUCCESS
