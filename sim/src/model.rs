@@ -1,6 +1,6 @@
 //! The reference model of the simulation: snapshot isolation with
 //! first-committer-wins, written independently of the engine from the rules
-//! documented in `engine/src/mvcc.rs`, `txn.rs`, `engine.rs` and `unique.rs`.
+//! documented in `engine/src/mvcc.rs`, `txn.rs`, `commit.rs` and `unique.rs`.
 //!
 //! Table `kv(id BIGINT PRIMARY KEY, v TEXT, u BIGINT UNIQUE NULL)`.
 //!
