@@ -39,7 +39,7 @@ use crate::ddl::normalize;
 use crate::error::Result;
 use crate::prepared::Prepared;
 use crate::session::{Output, Session};
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{TableProvider, source_as_provider};
@@ -220,11 +220,31 @@ fn in_default_schema(name: &TableReference) -> bool {
 /// `SELECT … WHERE col = literal [AND …]` whose literals all match their
 /// columns' kinds.
 fn parameterise(stmt: &DFStatement, session: &Session) -> Option<(DFStatement, Vec<ScalarValue>)> {
+    // The shape is checked on the borrowed statement: most queries are not
+    // point queries, and cloning a big AST costs more than the check.
+    let schema = one_table_select(stmt, session)?;
     let mut shape = stmt.clone();
     let DFStatement::Statement(inner) = &mut shape else {
         return None;
     };
     let SqlStatement::Query(query) = inner.as_mut() else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return None;
+    };
+    let mut values = Vec::new();
+    replace_literals(select.selection.as_mut()?, &schema, &mut values)?;
+    (!values.is_empty()).then_some((shape, values))
+}
+
+/// The schema of the table `stmt` reads when it is a plain
+/// `SELECT … FROM table WHERE …` (no WITH, ORDER BY, LIMIT, join).
+fn one_table_select(stmt: &DFStatement, session: &Session) -> Option<SchemaRef> {
+    let DFStatement::Statement(inner) = stmt else {
+        return None;
+    };
+    let SqlStatement::Query(query) = inner.as_ref() else {
         return None;
     };
     if query.with.is_some()
@@ -234,13 +254,13 @@ fn parameterise(stmt: &DFStatement, session: &Session) -> Option<(DFStatement, V
     {
         return None;
     }
-    let SetExpr::Select(select) = query.body.as_mut() else {
+    let SetExpr::Select(select) = query.body.as_ref() else {
         return None;
     };
     let [from] = select.from.as_slice() else {
         return None;
     };
-    if !from.joins.is_empty() {
+    if !from.joins.is_empty() || select.selection.is_none() {
         return None;
     }
     let TableFactor::Table { name, .. } = &from.relation else {
@@ -249,12 +269,8 @@ fn parameterise(stmt: &DFStatement, session: &Session) -> Option<(DFStatement, V
     let [part] = name.0.as_slice() else {
         return None;
     };
-    let table = session.tables.get(&normalize(part.as_ident()?))?.clone();
-    let schema = table.def().schema.clone();
-    let selection = select.selection.as_mut()?;
-    let mut values = Vec::new();
-    replace_literals(selection, &schema, &mut values)?;
-    (!values.is_empty()).then_some((shape, values))
+    let table = session.tables.get(&normalize(part.as_ident()?))?;
+    Some(table.def().schema.clone())
 }
 
 /// Rewrites an `AND` of `column = literal` terms in place; `None` when
