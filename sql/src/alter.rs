@@ -120,8 +120,8 @@ impl Shape {
             .find(|c| c.field.name() == column)
             .ok_or_else(|| {
                 ErrorKind::UndefinedColumn {
-                    table,
                     column: column.to_string(),
+                    relation: Some(table),
                 }
                 .into()
             })
@@ -295,8 +295,8 @@ fn drop_column(
             return Ok(());
         }
         return Err(ErrorKind::UndefinedColumn {
-            table: shape.name.clone(),
             column: column.to_string(),
+            relation: Some(shape.name.clone()),
         }
         .into());
     };

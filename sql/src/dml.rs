@@ -7,8 +7,16 @@
 //! ```text
 //!   DELETE FROM t WHERE p            →  SELECT t.__entidb_key FROM t WHERE p
 //!   UPDATE t SET a = e WHERE p       →  SELECT t.__entidb_key, e AS a, t.b, … FROM t WHERE p
-//!   UPDATE t SET … FROM u WHERE p    →  … FROM t, u WHERE p
+//!   UPDATE t SET … FROM u WHERE p    →  … FROM t, u WHERE p ORDER BY 1, 2, …
+//!   DELETE FROM t USING u WHERE p    →  SELECT t.__entidb_key FROM t, u WHERE p
 //! ```
+//!
+//! A join may produce a target row several times: only the first row per
+//! key is used. For UPDATE … FROM the SELECT is ordered by key and new
+//! values, so "first" is the candidate whose new values sort first — the
+//! same answer whatever order the join emits (PostgreSQL leaves the choice
+//! unspecified). With RETURNING, DELETE also selects the old row, and the
+//! list is evaluated over the rows written (`returning.rs`).
 //!
 //! The SELECT runs against a *keyed* provider of `t` (its schema has the row
 //! key as an extra column) and reads the statement's snapshot in full before
@@ -22,14 +30,17 @@ use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
 use crate::indexes::unique_sets;
 use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
+use crate::returning;
 use crate::session::{Output, Session};
-use arrow::array::{Array, AsArray, BinaryArray, RecordBatch};
+use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
+use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Delete, FromTable, Statement as SqlStatement, TableFactor, TableWithJoins,
-    Update, UpdateTableFromKind,
+    Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, Statement as SqlStatement,
+    TableFactor, TableWithJoins, Update, UpdateTableFromKind,
 };
+use entidb_engine::TableDef;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -42,7 +53,7 @@ struct Target {
     relation: String,
 }
 
-fn quote(name: &str) -> String {
+pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -114,6 +125,24 @@ fn where_clause(selection: Option<&datafusion::sql::sqlparser::ast::Expr>) -> St
     selection.map(|s| format!(" WHERE {s}")).unwrap_or_default()
 }
 
+fn relations(list: &[TableWithJoins]) -> String {
+    list.iter().map(|x| format!(", {x}")).collect()
+}
+
+/// The target's columns, qualified, as SELECT items.
+fn target_columns(target: &Target) -> Vec<String> {
+    target
+        .table
+        .def()
+        .schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}.{}", target.qualifier, quote(f.name())))
+        .collect()
+}
+
+/// DELETE's row-finding SELECT: the key, and the old row when there is a
+/// RETURNING list.
 fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
     let tables = match &d.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
@@ -121,32 +150,33 @@ fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
     let [twj] = tables.as_slice() else {
         return Err(ErrorKind::NotSupported("DELETE from several tables".into()).into());
     };
-    if d.using.is_some() || d.returning.is_some() || d.limit.is_some() || !d.order_by.is_empty() {
-        return Err(ErrorKind::NotSupported(
-            "DELETE with USING, RETURNING, ORDER BY or LIMIT".into(),
-        )
-        .into());
+    if d.limit.is_some() || !d.order_by.is_empty() {
+        return Err(ErrorKind::NotSupported("DELETE with ORDER BY or LIMIT".into()).into());
     }
     let target = target(session, twj)?;
+    let mut items = vec![format!("{}.{KEY_COLUMN}", target.qualifier)];
+    if d.returning.is_some() {
+        items.extend(target_columns(&target));
+    }
     let sql = format!(
-        "SELECT {}.{KEY_COLUMN} FROM {}{}",
-        target.qualifier,
+        "SELECT {} FROM {}{}{}",
+        items.join(", "),
         target.relation,
+        relations(d.using.as_deref().unwrap_or_default()),
         where_clause(d.selection.as_ref())
     );
     Ok((target, sql))
 }
 
-fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
-    if u.returning.is_some() || u.limit.is_some() || !u.order_by.is_empty() || u.or.is_some() {
-        return Err(
-            ErrorKind::NotSupported("UPDATE with RETURNING, ORDER BY, LIMIT or OR".into()).into(),
-        );
-    }
-    let target = target(session, &u.table)?;
-    let schema = target.table.def().schema.clone();
-    let mut values: Vec<Option<String>> = vec![None; schema.fields().len()];
-    for a in &u.assignments {
+/// The expression assigned to each column of `schema` (of table `table`)
+/// by `SET` `assignments`, `None` for the columns left alone.
+pub(crate) fn assigned<'a>(
+    schema: &Schema,
+    table: &str,
+    assignments: &'a [Assignment],
+) -> Result<Vec<Option<&'a SqlExpr>>> {
+    let mut values = vec![None; schema.fields().len()];
+    for a in assignments {
         let AssignmentTarget::ColumnName(col) = &a.target else {
             return Err(ErrorKind::NotSupported("tuple assignment in UPDATE".into()).into());
         };
@@ -156,14 +186,39 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
             .and_then(|p| p.as_ident())
             .ok_or_else(|| ErrorKind::Plan(format!("bad column {col}")))?;
         let name = normalize(ident);
-        let i = schema.index_of(&name).map_err(|_| {
-            ErrorKind::Plan(format!(
-                "column {name} of table {} does not exist",
-                target.table.meta().name
-            ))
-        })?;
-        values[i] = Some(a.value.to_string());
+        let i = schema
+            .index_of(&name)
+            .map_err(|_| ErrorKind::UndefinedColumn {
+                column: name.clone(),
+                relation: Some(table.to_string()),
+            })?;
+        if let Some(slot) = values.get_mut(i) {
+            if slot.is_some() {
+                return Err(ErrorKind::Syntax(format!(
+                    "multiple assignments to same column \"{name}\""
+                ))
+                .into());
+            }
+            *slot = Some(&a.value);
+        }
     }
+    Ok(values)
+}
+
+/// UPDATE's row-finding SELECT: the key and the new row. With FROM, a
+/// target row may be joined to several source rows; the SELECT is then
+/// ordered by key and new values, so the candidate whose new values sort
+/// first is the one kept (see [`first_per_key`]), whatever the join order.
+fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
+    if u.limit.is_some() || !u.order_by.is_empty() || u.or.is_some() {
+        return Err(ErrorKind::NotSupported("UPDATE with ORDER BY, LIMIT or OR".into()).into());
+    }
+    let target = target(session, &u.table)?;
+    let schema = target.table.def().schema.clone();
+    let values: Vec<Option<String>> = assigned(&schema, &target.table.meta().name, &u.assignments)?
+        .into_iter()
+        .map(|e| e.map(ToString::to_string))
+        .collect();
     let mut items = vec![format!("{}.{KEY_COLUMN}", target.qualifier)];
     for (f, v) in schema.fields().iter().zip(&values) {
         items.push(match v {
@@ -171,15 +226,15 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
             None => format!("{}.{}", target.qualifier, quote(f.name())),
         });
     }
-    let from = match &u.from {
+    let (from, order) = match &u.from {
         Some(UpdateTableFromKind::BeforeSet(t) | UpdateTableFromKind::AfterSet(t)) => {
-            let extra: Vec<String> = t.iter().map(|x| x.to_string()).collect();
-            format!(", {}", extra.join(", "))
+            let positions: Vec<String> = (1..=items.len()).map(|i| i.to_string()).collect();
+            (relations(t), format!(" ORDER BY {}", positions.join(", ")))
         }
-        None => String::new(),
+        None => (String::new(), String::new()),
     };
     let sql = format!(
-        "SELECT {} FROM {}{from}{}",
+        "SELECT {} FROM {}{from}{}{order}",
         items.join(", "),
         target.relation,
         where_clause(u.selection.as_ref())
@@ -194,51 +249,80 @@ fn rows(out: Output) -> Vec<RecordBatch> {
     }
 }
 
-fn keys_of(batch: &RecordBatch) -> Result<BinaryArray> {
+pub(crate) fn keys_of(batch: &RecordBatch) -> Result<BinaryArray> {
     batch
-        .column(0)
-        .as_binary_opt::<i32>()
+        .columns()
+        .first()
+        .and_then(|c| c.as_binary_opt::<i32>())
         .cloned()
         .ok_or_else(|| ErrorKind::Execution("row key column has the wrong type".into()).into())
 }
 
-/// DELETE: collect the keys of matching rows, then delete them.
-pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -> Result<u64> {
-    let (target, select) = delete_select(session, d)?;
-    let batches = rows(with_keyed(session, &target, &select, params).await?);
-    let id = target.table.def().id;
-    let mut deleted = 0;
-    for batch in &batches {
-        let keys = keys_of(batch)?;
-        deleted += session.slot.with(|t| t.delete(id, &keys))?;
-    }
-    Ok(deleted)
-}
-
-/// UPDATE: compute the new rows, delete the old versions, insert the new.
-pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -> Result<u64> {
-    let (target, select) = update_select(session, u)?;
-    let batches = rows(with_keyed(session, &target, &select, params).await?);
-    let def = target.table.def().clone();
-    let unique = unique_sets(target.table.indexes());
+/// Keeps the first row of every key (a join may produce a target row
+/// several times), across batches.
+fn first_per_key(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
     let mut seen = HashSet::new();
-    let mut changes = Vec::new();
-    for batch in &batches {
-        let keys = keys_of(batch)?;
-        // UPDATE … FROM may match a row several times: the first match wins.
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let keys = keys_of(&batch)?;
         let keep: Vec<bool> = keys
             .iter()
             .map(|k| seen.insert(k.unwrap_or_default().to_vec()))
             .collect();
-        let mask = arrow::array::BooleanArray::from(keep);
-        let batch = arrow::compute::filter_record_batch(batch, &mask)
-            .map_err(|e| ErrorKind::Execution(e.to_string()))?;
-        if batch.num_rows() == 0 {
+        if keep.iter().all(|k| *k) {
+            out.push(batch);
             continue;
         }
-        let keys = keys_of(&batch)?;
-        let new_rows = conform_columns(&def, batch.columns().get(1..).unwrap_or_default())?;
-        changes.push((keys, new_rows));
+        let mask = BooleanArray::from(keep);
+        let batch = arrow::compute::filter_record_batch(&batch, &mask)
+            .map_err(|e| ErrorKind::Execution(e.to_string()))?;
+        if batch.num_rows() > 0 {
+            out.push(batch);
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `batch` after its key column, as a batch of the table.
+fn table_rows(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
+    conform_columns(def, batch.columns().get(1..).unwrap_or_default())
+}
+
+/// DELETE [USING …] [RETURNING …]: collect the keys of matching rows, then
+/// delete them.
+pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -> Result<Output> {
+    let (target, select) = delete_select(session, d)?;
+    let found = rows(with_keyed(session, &target, &select, params).await?);
+    let batches = first_per_key(found)?;
+    let def = target.table.def().clone();
+    let mut deleted = 0;
+    for batch in &batches {
+        let keys = keys_of(batch)?;
+        deleted += session.slot.with(|t| t.delete(def.id, &keys))?;
+    }
+    match &d.returning {
+        None => Ok(Output::Count(deleted)),
+        Some(items) => {
+            let old = batches
+                .iter()
+                .map(|b| table_rows(&def, b))
+                .collect::<Result<Vec<_>>>()?;
+            let schema = def.schema.clone();
+            returning::project(session, &target.qualifier, schema, old, items, params).await
+        }
+    }
+}
+
+/// UPDATE [FROM …] [RETURNING …]: compute the new rows, delete the old
+/// versions, insert the new.
+pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -> Result<Output> {
+    let (target, select) = update_select(session, u)?;
+    let found = rows(with_keyed(session, &target, &select, params).await?);
+    let def = target.table.def().clone();
+    let unique = unique_sets(target.table.indexes());
+    let mut changes = Vec::new();
+    for batch in first_per_key(found)? {
+        changes.push((keys_of(&batch)?, table_rows(&def, &batch)?));
     }
     // Every old version goes before any new one is checked against the
     // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.
@@ -251,7 +335,16 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
         }
         Ok(())
     })?;
-    Ok(changes.iter().map(|(k, _)| k.len() as u64).sum())
+    match &u.returning {
+        None => Ok(Output::Count(
+            changes.iter().map(|(k, _)| k.len() as u64).sum(),
+        )),
+        Some(items) => {
+            let new = changes.into_iter().map(|(_, rows)| rows).collect();
+            let schema = def.schema.clone();
+            returning::project(session, &target.qualifier, schema, new, items, params).await
+        }
+    }
 }
 
 /// EXPLAIN of a DELETE or UPDATE: the plan of the SELECT that finds the rows.

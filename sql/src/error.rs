@@ -7,6 +7,7 @@
 //! (SQLSTATE 40001), not as an opaque string. Errors of a statement keep the
 //! statement's text.
 
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use entidb_engine::Error as EngineError;
@@ -49,6 +50,27 @@ pub enum ErrorKind {
         /// Name.
         name: String,
     },
+    /// No such column.
+    #[error("column {column}{} does not exist", relation_suffix(.relation.as_deref()))]
+    UndefinedColumn {
+        /// The column as the statement named it.
+        column: String,
+        /// The relation it was looked up in, when known.
+        relation: Option<String>,
+    },
+    /// An unqualified column name several relations have.
+    #[error("column reference {column} is ambiguous")]
+    AmbiguousColumn {
+        /// The column name.
+        column: String,
+    },
+    /// A column list names no matching constraint (ON CONFLICT (cols)).
+    #[error("{0}")]
+    InvalidColumnReference(String),
+    /// A statement would change one row twice (upsert, MERGE), or a
+    /// subquery returned more rows than allowed.
+    #[error("{0}")]
+    CardinalityViolation(String),
     /// No such index (or other named object).
     #[error("{kind} {name} does not exist")]
     UndefinedObject {
@@ -128,14 +150,6 @@ pub enum ErrorKind {
     /// access from SQL).
     #[error("permission denied: {0}")]
     InsufficientPrivilege(String),
-    /// No such column.
-    #[error("column {column} of relation {table} does not exist")]
-    UndefinedColumn {
-        /// Table name.
-        table: String,
-        /// Column name.
-        column: String,
-    },
     /// The column already exists.
     #[error("column {column} of relation {table} already exists")]
     DuplicateColumn {
@@ -176,6 +190,10 @@ impl ErrorKind {
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
             ErrorKind::UndefinedObject { .. } => "42704",
+            ErrorKind::UndefinedColumn { .. } => "42703",
+            ErrorKind::InvalidColumnReference(_) => "42P10",
+            ErrorKind::AmbiguousColumn { .. } => "42702",
+            ErrorKind::CardinalityViolation(_) => "21000",
             ErrorKind::Corruption { .. } => "XX001",
             ErrorKind::Locked { .. } => "55006",
             ErrorKind::Poisoned { .. } | ErrorKind::Io(_) => "58030",
@@ -192,7 +210,6 @@ impl ErrorKind {
             ErrorKind::OutOfMemory(_) => "53200",
             ErrorKind::ProgramLimitExceeded(_) => "54000",
             ErrorKind::InsufficientPrivilege(_) => "42501",
-            ErrorKind::UndefinedColumn { .. } => "42703",
             ErrorKind::DuplicateColumn { .. } => "42701",
             ErrorKind::DependentObjects(_) => "2BP01",
             ErrorKind::InvalidTableDefinition(_) => "42P16",
@@ -241,6 +258,12 @@ impl From<ErrorKind> for Error {
 impl From<EngineError> for Error {
     fn from(e: EngineError) -> Self {
         Self::from(kind_of_engine(&e))
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self::from(ErrorKind::Execution(e.to_string()))
     }
 }
 
@@ -322,10 +345,7 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
                 "parentheses or subqueries nest too deeply ({msg})"
             ))
         }
-        DataFusionError::SQL(e, _) => ErrorKind::Syntax(match e.as_ref() {
-            ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
-            other => other.to_string(),
-        }),
+        DataFusionError::SQL(e, _) => ErrorKind::Syntax(parser_message(e)),
         DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory(msg),
         DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
             ErrorKind::UndefinedTable {
@@ -334,11 +354,38 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
                     .unwrap_or_else(|| m.clone()),
             }
         }
-        DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => ErrorKind::Plan(msg),
+        DataFusionError::SchemaError(e, _) => match e.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => ErrorKind::UndefinedColumn {
+                column: match &field.relation {
+                    Some(r) => format!("{r}.{}", field.name),
+                    None => field.name.clone(),
+                },
+                relation: None,
+            },
+            SchemaError::AmbiguousReference { field } => ErrorKind::AmbiguousColumn {
+                column: field.name.clone(),
+            },
+            _ => ErrorKind::Plan(msg),
+        },
+        DataFusionError::Plan(_) => ErrorKind::Plan(msg),
         DataFusionError::NotImplemented(_) => ErrorKind::NotSupported(msg),
         DataFusionError::IoError(_) => ErrorKind::Io(msg),
         _ => ErrorKind::Execution(msg),
     }
+}
+
+/// A parser error's message without its Debug wrapping (`ParserError("…")`).
+fn parser_message(e: &ParserError) -> String {
+    match e {
+        ParserError::TokenizerError(m) | ParserError::ParserError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "recursion limit exceeded".into(),
+    }
+}
+
+fn relation_suffix(relation: Option<&str>) -> String {
+    relation
+        .map(|r| format!(" of relation {r}"))
+        .unwrap_or_default()
 }
 
 fn between_quotes(m: &str) -> Option<String> {
@@ -355,6 +402,7 @@ fn strip_df_prefix(msg: &str) -> String {
         "This feature is not implemented: ",
         "Arrow error: ",
         "Resources exhausted: ",
+        "Schema error: ",
     ] {
         if let Some(rest) = msg.strip_prefix(p) {
             return rest.to_string();

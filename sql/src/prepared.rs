@@ -390,6 +390,9 @@ fn insert_shape(statement: &DFStatement, session: &Session) -> Option<InsertRow>
     let SqlStatement::Insert(insert) = stmt.as_ref() else {
         return None;
     };
+    if crate::insert::needs_session(insert) {
+        return None;
+    }
     let TableObject::TableName(name) = &insert.table else {
         return None;
     };

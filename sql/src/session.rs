@@ -18,7 +18,9 @@
 //!    from their SQL text (`sync_views`).
 //! 5. DELETE and UPDATE (and EXPLAIN of them) are rewritten into a SELECT of
 //!    the hidden row key plus the new values, evaluated by DataFusion, and
-//!    applied by key (`dml.rs`). CREATE/DROP TABLE/VIEW are planned by
+//!    applied by key (`dml.rs`); INSERT with ON CONFLICT or RETURNING is
+//!    planned by DataFusion but written by us (`insert.rs`, `upsert.rs`,
+//!    `returning.rs`). CREATE/DROP TABLE/VIEW are planned by
 //!    DataFusion and executed by us (`ddl.rs`); CREATE/DROP INDEX, which
 //!    DataFusion cannot plan or run, are taken from the parsed statement
 //!    (`ddl.rs`), and so is `PRAGMA integrity_check` (`pragma.rs`).
@@ -39,7 +41,7 @@ use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::statement_cache::{self, StatementCache};
-use crate::{alter, ddl, dml};
+use crate::{alter, ddl, dml, insert};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -538,11 +540,10 @@ impl Session {
                 return out;
             }
             match s.as_ref() {
-                SqlStatement::Delete(d) => {
-                    return dml::delete(self, d, params).await.map(Output::Count);
-                }
-                SqlStatement::Update(u) => {
-                    return dml::update(self, u, params).await.map(Output::Count);
+                SqlStatement::Delete(d) => return dml::delete(self, d, params).await,
+                SqlStatement::Update(u) => return dml::update(self, u, params).await,
+                SqlStatement::Insert(i) if insert::needs_session(i) => {
+                    return insert::run(self, i, params).await;
                 }
                 SqlStatement::Explain { statement, .. }
                     if matches!(
