@@ -7,6 +7,7 @@
 //! (SQLSTATE 40001), not as an opaque string. Errors of a statement keep the
 //! statement's text.
 
+use arrow::error::ArrowError;
 use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -64,6 +65,18 @@ pub enum ErrorKind {
         /// The column name.
         column: String,
     },
+    /// A value does not fit its type (integer overflow, cast out of range).
+    #[error("numeric value out of range: {0}")]
+    NumericValueOutOfRange(String),
+    /// Text that does not parse as the type it is cast to.
+    #[error("invalid input syntax: {0}")]
+    InvalidTextRepresentation(String),
+    /// Division (or modulo) by zero.
+    #[error("division by zero")]
+    DivisionByZero,
+    /// A `$n` parameter without a value.
+    #[error("{0}")]
+    UndefinedParameter(String),
     /// A column list names no matching constraint (ON CONFLICT (cols)).
     #[error("{0}")]
     InvalidColumnReference(String),
@@ -192,6 +205,10 @@ impl ErrorKind {
             ErrorKind::UndefinedObject { .. } => "42704",
             ErrorKind::UndefinedColumn { .. } => "42703",
             ErrorKind::InvalidColumnReference(_) => "42P10",
+            ErrorKind::NumericValueOutOfRange(_) => "22003",
+            ErrorKind::InvalidTextRepresentation(_) => "22P02",
+            ErrorKind::DivisionByZero => "22012",
+            ErrorKind::UndefinedParameter(_) => "42P02",
             ErrorKind::AmbiguousColumn { .. } => "42702",
             ErrorKind::CardinalityViolation(_) => "21000",
             ErrorKind::Corruption { .. } => "XX001",
@@ -261,9 +278,9 @@ impl From<EngineError> for Error {
     }
 }
 
-impl From<arrow::error::ArrowError> for Error {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        Self::from(ErrorKind::Execution(e.to_string()))
+impl From<ArrowError> for Error {
+    fn from(e: ArrowError) -> Self {
+        Self::from(kind_of_arrow(&e))
     }
 }
 
@@ -367,6 +384,13 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
             },
             _ => ErrorKind::Plan(msg),
         },
+        DataFusionError::ArrowError(e, _) => kind_of_arrow(e),
+        DataFusionError::Plan(m) | DataFusionError::Execution(m)
+            if m.starts_with("No value found for placeholder")
+                || (m.starts_with("Placeholder '") && m.contains("not provided a value")) =>
+        {
+            ErrorKind::UndefinedParameter(msg)
+        }
         DataFusionError::Plan(_) => ErrorKind::Plan(msg),
         DataFusionError::NotImplemented(_) => ErrorKind::NotSupported(msg),
         DataFusionError::IoError(_) => ErrorKind::Io(msg),
@@ -386,6 +410,23 @@ fn relation_suffix(relation: Option<&str>) -> String {
     relation
         .map(|r| format!(" of relation {r}"))
         .unwrap_or_default()
+}
+
+/// Arrow's compute errors: failed casts of text (22P02), values out of
+/// range (22003), division by zero (22012).
+fn kind_of_arrow(e: &ArrowError) -> ErrorKind {
+    match e {
+        ArrowError::CastError(m) if m.starts_with("Cannot cast string") => {
+            ErrorKind::InvalidTextRepresentation(m.clone())
+        }
+        ArrowError::CastError(m) if m.contains("overflow") || m.starts_with("Can't cast value") => {
+            ErrorKind::NumericValueOutOfRange(m.clone())
+        }
+        ArrowError::CastError(m) => ErrorKind::InvalidTextRepresentation(m.clone()),
+        ArrowError::ArithmeticOverflow(m) => ErrorKind::NumericValueOutOfRange(m.clone()),
+        ArrowError::DivideByZero => ErrorKind::DivisionByZero,
+        other => ErrorKind::Execution(strip_df_prefix(&other.to_string())),
+    }
 }
 
 fn between_quotes(m: &str) -> Option<String> {

@@ -23,6 +23,7 @@ pub mod session;
 mod slot;
 pub mod stack;
 mod statement_cache;
+mod truncate;
 mod upsert;
 
 pub use error::{Error, ErrorKind, Result};

@@ -41,7 +41,7 @@ use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::statement_cache::{self, StatementCache};
-use crate::{alter, ddl, dml, insert};
+use crate::{alter, ddl, dml, insert, truncate};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -544,6 +544,9 @@ impl Session {
                 SqlStatement::Update(u) => return dml::update(self, u, params).await,
                 SqlStatement::Insert(i) if insert::needs_session(i) => {
                     return insert::run(self, i, params).await;
+                }
+                SqlStatement::Truncate(t) => {
+                    return truncate::run(self, t).map(|()| Output::Count(0));
                 }
                 SqlStatement::Explain { statement, .. }
                     if matches!(
