@@ -429,6 +429,19 @@ fn kind_of_arrow(e: &ArrowError) -> ErrorKind {
     }
 }
 
+/// A failed cast of a value written into `column` (INSERT, UPDATE, append).
+pub(crate) fn cast_failure(column: &str, e: &ArrowError) -> ErrorKind {
+    match kind_of_arrow(e) {
+        ErrorKind::NumericValueOutOfRange(m) => {
+            ErrorKind::NumericValueOutOfRange(format!("column {column}: {m}"))
+        }
+        ErrorKind::InvalidTextRepresentation(m) => {
+            ErrorKind::InvalidTextRepresentation(format!("column {column}: {m}"))
+        }
+        other => other,
+    }
+}
+
 fn between_quotes(m: &str) -> Option<String> {
     let start = m.find('\'')? + 1;
     let len = m.get(start..)?.find('\'')?;

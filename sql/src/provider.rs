@@ -564,12 +564,8 @@ pub fn conform_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<RecordBat
                 safe: false,
                 ..Default::default()
             };
-            arrow::compute::cast_with_options(column, field.data_type(), &options).map_err(|e| {
-                crate::Error::from(ErrorKind::Execution(format!(
-                    "column {}: {e}",
-                    field.name()
-                )))
-            })?
+            arrow::compute::cast_with_options(column, field.data_type(), &options)
+                .map_err(|e| crate::Error::from(crate::error::cast_failure(field.name(), &e)))?
         };
         out.push(column);
     }
