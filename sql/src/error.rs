@@ -68,9 +68,6 @@ pub enum ErrorKind {
     /// A value does not fit its type (integer overflow, cast out of range).
     #[error("numeric value out of range: {0}")]
     NumericValueOutOfRange(String),
-    /// Text that does not parse as the type it is cast to.
-    #[error("invalid input syntax: {0}")]
-    InvalidTextRepresentation(String),
     /// Division (or modulo) by zero.
     #[error("division by zero")]
     DivisionByZero,
@@ -206,7 +203,6 @@ impl ErrorKind {
             ErrorKind::UndefinedColumn { .. } => "42703",
             ErrorKind::InvalidColumnReference(_) => "42P10",
             ErrorKind::NumericValueOutOfRange(_) => "22003",
-            ErrorKind::InvalidTextRepresentation(_) => "22P02",
             ErrorKind::DivisionByZero => "22012",
             ErrorKind::UndefinedParameter(_) => "42P02",
             ErrorKind::AmbiguousColumn { .. } => "42702",

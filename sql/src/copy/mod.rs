@@ -282,8 +282,8 @@ async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
     for name in &columns {
         let Ok(index) = schema.index_of(name) else {
             return Err(ErrorKind::UndefinedColumn {
-                table: copy.table.clone(),
                 column: name.clone(),
+                relation: Some(copy.table.clone()),
             }
             .into());
         };
