@@ -2,8 +2,9 @@
 //!
 //! The engine stores physical tables (an id, an Arrow schema, key columns);
 //! the catalog adds what SQL needs on top — column defaults (as SQL text),
-//! NOT NULL, primary key and UNIQUE constraints, views (name and SQL text) and
-//! index definitions. The whole catalog is one blob that the engine keeps in
+//! NOT NULL, primary key and UNIQUE constraints, identity columns, views (name
+//! and SQL text), index definitions and sequences (their counters live in an
+//! engine table, see `sql/src/identity.rs`). The whole catalog is one blob that the engine keeps in
 //! the manifest and changes through the WAL inside transactions, so catalog
 //! changes are transactional: a rolled-back `CREATE TABLE` leaves nothing.
 //!
@@ -11,15 +12,19 @@
 //! interpreted by the SQL layer.
 //!
 //! BLOB LAYOUT (see `docs/format.md`): `"ECAT" | version u16 | tables u32 |
-//! table* | views u32 | view* | indexes u32 | index*`, encoded with the
-//! engine's bounds-checked codec.
+//! table* | views u32 | view* | indexes u32 | index* | sequences u32 |
+//! sequence*`, encoded with the engine's bounds-checked codec. Version 2
+//! added identity columns and sequences; version 1 blobs still decode (no
+//! identities, no sequences) and are written back as version 2.
 #![deny(clippy::indexing_slicing)]
 
 use entidb_engine::codec::{Decoder, Encoder};
 use entidb_engine::{Error, Result, Transaction};
 
 const MAGIC: &[u8; 4] = b"ECAT";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// The oldest blob version this build decodes.
+const OLDEST: u16 = 1;
 
 /// One column's logical properties (name and type live in the engine schema).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,6 +33,28 @@ pub struct ColumnMeta {
     pub name: String,
     /// `DEFAULT` expression as SQL text.
     pub default: Option<String>,
+    /// Identity column (`GENERATED … AS IDENTITY`, `SERIAL`, `AUTOINCREMENT`);
+    /// its default is `nextval` of the sequence.
+    pub identity: Option<Identity>,
+}
+
+/// How an identity column takes its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `GENERATED ALWAYS`: an explicit value is an error (`BY DEFAULT`,
+    /// `SERIAL` and `AUTOINCREMENT` accept one).
+    pub always: bool,
+    /// The sequence that numbers the column.
+    pub sequence: String,
+}
+
+/// A sequence (its counter lives in the engine, not in the catalog).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceMeta {
+    /// Sequence name.
+    pub name: String,
+    /// The table owning it (identity columns), dropped with the table.
+    pub owner: Option<String>,
 }
 
 /// A table.
@@ -76,6 +103,8 @@ pub struct Catalog {
     pub views: Vec<ViewMeta>,
     /// Indexes.
     pub indexes: Vec<IndexMeta>,
+    /// Sequences.
+    pub sequences: Vec<SequenceMeta>,
 }
 
 impl Catalog {
@@ -111,6 +140,11 @@ impl Catalog {
         self.indexes.iter().find(|i| i.name == name)
     }
 
+    /// The sequence called `name`.
+    pub fn sequence(&self, name: &str) -> Option<&SequenceMeta> {
+        self.sequences.iter().find(|s| s.name == name)
+    }
+
     /// True when a table or view is called `name`.
     pub fn has_relation(&self, name: &str) -> bool {
         self.table(name).is_some() || self.view(name).is_some()
@@ -129,6 +163,10 @@ impl Catalog {
                 e.str(&c.name)?;
                 match &c.default {
                     Some(d) => e.u8(1).str(d)?,
+                    None => e.u8(0),
+                };
+                match &c.identity {
+                    Some(i) => e.u8(if i.always { 2 } else { 1 }).str(&i.sequence)?,
                     None => e.u8(0),
                 };
             }
@@ -150,6 +188,14 @@ impl Catalog {
             }
             e.u8(u8::from(i.unique));
         }
+        e.u32(self.sequences.len() as u32);
+        for s in &self.sequences {
+            e.str(&s.name)?;
+            match &s.owner {
+                Some(o) => e.u8(1).str(o)?,
+                None => e.u8(0),
+            };
+        }
         Ok(e.finish())
     }
 
@@ -166,7 +212,7 @@ impl Catalog {
             return Err(d.error("bad catalog magic"));
         }
         let version = d.u16()?;
-        if version != VERSION {
+        if !(OLDEST..=VERSION).contains(&version) {
             return Err(Error::IncompatibleVersion {
                 file: "catalog".into(),
                 found: version.to_string(),
@@ -184,7 +230,12 @@ impl Catalog {
                     0 => None,
                     _ => Some(d.str()?.to_string()),
                 };
-                columns.push(ColumnMeta { name, default });
+                let identity = d_identity(&mut d, version)?;
+                columns.push(ColumnMeta {
+                    name,
+                    default,
+                    identity,
+                });
             }
             let primary_key = decode_indexes(&mut d)?;
             let mut unique = Vec::new();
@@ -219,9 +270,35 @@ impl Catalog {
                 unique,
             });
         }
+        if version >= 2 {
+            for _ in 0..d.count(5)? {
+                let name = d.str()?.to_string();
+                let owner = match d.u8()? {
+                    0 => None,
+                    _ => Some(d.str()?.to_string()),
+                };
+                c.sequences.push(SequenceMeta { name, owner });
+            }
+        }
         d.finish()?;
         Ok(c)
     }
+}
+
+/// A column's identity (version 2 on): `0` none, `1` BY DEFAULT, `2`
+/// ALWAYS, then the sequence name.
+fn d_identity(d: &mut Decoder<'_>, version: u16) -> Result<Option<Identity>> {
+    if version < 2 {
+        return Ok(None);
+    }
+    let always = match d.u8()? {
+        0 => return Ok(None),
+        1 => false,
+        2 => true,
+        _ => return Err(d.error("bad identity kind")),
+    };
+    let sequence = d.str()?.to_string();
+    Ok(Some(Identity { always, sequence }))
 }
 
 fn encode_indexes(e: &mut Encoder, v: &[usize]) {
@@ -250,10 +327,15 @@ mod tests {
                     ColumnMeta {
                         name: "a".into(),
                         default: Some("1 + 1".into()),
+                        identity: None,
                     },
                     ColumnMeta {
                         name: "b".into(),
-                        default: None,
+                        default: Some("nextval('t_b_seq')".into()),
+                        identity: Some(Identity {
+                            always: true,
+                            sequence: "t_b_seq".into(),
+                        }),
                     },
                 ],
                 primary_key: vec![0],
@@ -269,6 +351,16 @@ mod tests {
                 columns: vec!["b".into()],
                 unique: false,
             }],
+            sequences: vec![
+                SequenceMeta {
+                    name: "t_b_seq".into(),
+                    owner: Some("t".into()),
+                },
+                SequenceMeta {
+                    name: "s".into(),
+                    owner: None,
+                },
+            ],
         };
         assert_eq!(Catalog::decode(&c.encode().unwrap()).unwrap(), c);
         assert_eq!(Catalog::decode(&[]).unwrap(), Catalog::default());
@@ -278,5 +370,20 @@ mod tests {
             Catalog::decode(&blob),
             Err(Error::Corruption { .. })
         ));
+    }
+
+    /// A version-1 blob (written before identities and sequences) decodes.
+    #[test]
+    fn decodes_version_1() {
+        let mut e = Encoder::new();
+        e.raw(MAGIC).u16(1).u32(1);
+        e.str("t").unwrap().u64(3).u32(1);
+        e.str("a").unwrap().u8(1).str("7").unwrap();
+        e.u32(0).u32(0).u32(0).u32(0);
+        let c = Catalog::decode(&e.finish()).unwrap();
+        assert_eq!(c.tables.len(), 1);
+        assert_eq!(c.tables[0].columns[0].default.as_deref(), Some("7"));
+        assert_eq!(c.tables[0].columns[0].identity, None);
+        assert!(c.sequences.is_empty());
     }
 }

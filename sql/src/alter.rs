@@ -49,7 +49,7 @@ use datafusion::sql::sqlparser::ast::{
     Statement as SqlStatement, Visit, VisitMut, Visitor, VisitorMut, visit_relations,
     visit_relations_mut,
 };
-use entidb_catalog::{Catalog, ColumnMeta, TableMeta};
+use entidb_catalog::{Catalog, ColumnMeta, Identity, TableMeta};
 use entidb_engine::{ScanRequest, TableDef};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -69,6 +69,7 @@ enum Source {
 struct Column {
     field: Field,
     default: Option<String>,
+    identity: Option<Identity>,
     source: Source,
 }
 
@@ -96,6 +97,7 @@ impl Shape {
                 .map(|(i, f)| Column {
                     field: f.as_ref().clone(),
                     default: meta.columns.get(i).and_then(|c| c.default.clone()),
+                    identity: meta.columns.get(i).and_then(|c| c.identity.clone()),
                     source: Source::Old(i),
                 })
                 .collect(),
@@ -262,6 +264,7 @@ async fn add_column(
     shape.columns.push(Column {
         field: Field::new(&name, data_type, !not_null),
         default,
+        identity: None,
         source: Source::Fill(value),
     });
     shape.rewrite = true;
@@ -316,7 +319,10 @@ fn drop_column(
         }
         drop_views(catalog, dependents);
     }
-    shape.columns.remove(pos);
+    let removed = shape.columns.remove(pos);
+    if let Some(identity) = removed.identity {
+        catalog.sequences.retain(|s| s.name != identity.sequence);
+    }
     if shape.primary_key.iter().any(|c| c == column) {
         shape.primary_key.clear();
     }
@@ -427,6 +433,11 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
     for index in catalog.indexes.iter_mut().filter(|i| i.table == old) {
         index.table = new.to_string();
     }
+    for sequence in catalog.sequences.iter_mut() {
+        if sequence.owner.as_deref() == Some(old.as_str()) {
+            sequence.owner = Some(new.to_string());
+        }
+    }
     for view in catalog.views.iter_mut() {
         if reads_relation(&view.sql, &old) {
             view.sql = rewrite_view(&view.sql, |stmt| {
@@ -468,6 +479,14 @@ async fn alter_column(
             }
             col.field = col.field.clone().with_nullable(true);
             shape.rewrite = true;
+        }
+        AlterColumnOperation::SetDefault { .. } | AlterColumnOperation::DropDefault
+            if col.identity.is_some() =>
+        {
+            return Err(ErrorKind::Syntax(format!(
+                "column {column} of relation {table} is an identity column"
+            ))
+            .into());
         }
         AlterColumnOperation::SetDefault { value } => {
             let sql = value.to_string();
@@ -519,6 +538,7 @@ fn table_meta(shape: &Shape, table_id: u64) -> TableMeta {
             .map(|c| ColumnMeta {
                 name: c.field.name().clone(),
                 default: c.default.clone(),
+                identity: c.identity.clone(),
             })
             .collect(),
         primary_key: shape.indexes_of(&shape.primary_key),

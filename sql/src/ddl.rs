@@ -7,6 +7,9 @@
 //! taken from the SQL text of the statement and stored as SQL.
 
 use crate::error::{ErrorKind, Result};
+use crate::identity::{
+    create_counter, drop_counter, free_sequence_name, nextval_sql, take_identities,
+};
 use crate::indexes::{table_indexes, unique_sets};
 use crate::provider::{conform_columns, insert_rows};
 use crate::session::{Output, Session};
@@ -14,11 +17,12 @@ use arrow::datatypes::DataType;
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::Constraint;
 use datafusion::logical_expr::{CreateMemoryTable, CreateView, DropTable, DropView, LogicalPlan};
+use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateIndex, CreateTable, DataType as SqlType, Expr as SqlExpr, Ident,
     ObjectName, Statement as SqlStatement, TableConstraint, TimezoneInfo,
 };
-use entidb_catalog::{ColumnMeta, IndexMeta, TableMeta, ViewMeta};
+use entidb_catalog::{ColumnMeta, Identity, IndexMeta, SequenceMeta, TableMeta, ViewMeta};
 use std::sync::Arc;
 
 /// Normalises an identifier as DataFusion does (unquoted → lower case).
@@ -45,11 +49,25 @@ fn defaults_from_ast(ast: Option<&SqlStatement>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The statement DataFusion plans: a CREATE TABLE loses its identity
+/// options (kept by [`create_table`] from the statement as written) and is
+/// checked for what DataFusion would accept and ignore.
+pub fn plannable(stmt: DFStatement) -> Result<DFStatement> {
+    let DFStatement::Statement(mut inner) = stmt else {
+        return Ok(stmt);
+    };
+    if let SqlStatement::CreateTable(create) = inner.as_mut() {
+        crate::identity::take_identities(create)?;
+        check_create_table(create)?;
+    }
+    Ok(DFStatement::Statement(inner))
+}
+
 /// Refuses, before DataFusion plans it, what CREATE TABLE would otherwise
 /// accept and ignore (or reject with a planning error): foreign keys, CHECK
-/// constraints, identity / AUTOINCREMENT / generated columns — each 0A000
+/// constraints, generated columns and other identity syntaxes — each 0A000
 /// naming the feature.
-pub fn check_create_table(create: &CreateTable) -> Result<()> {
+fn check_create_table(create: &CreateTable) -> Result<()> {
     let unsupported = |what: &str| -> Result<()> {
         Err(ErrorKind::NotSupported(format!("{what} in CREATE TABLE")).into())
     };
@@ -58,17 +76,8 @@ pub fn check_create_table(create: &CreateTable) -> Result<()> {
             match &option.option {
                 ColumnOption::ForeignKey(_) => return unsupported("REFERENCES (foreign keys)"),
                 ColumnOption::Check(_) => return unsupported("CHECK constraints"),
-                ColumnOption::Identity(_) | ColumnOption::Generated { .. } => {
-                    return unsupported("identity and generated columns");
-                }
-                ColumnOption::DialectSpecific(tokens)
-                    if tokens.iter().any(|t| {
-                        let t = t.to_string().to_ascii_uppercase();
-                        t == "AUTOINCREMENT" || t == "AUTO_INCREMENT"
-                    }) =>
-                {
-                    return unsupported("AUTOINCREMENT");
-                }
+                ColumnOption::Identity(_) => return unsupported("IDENTITY(seed, increment)"),
+                ColumnOption::Generated { .. } => return unsupported("generated columns"),
                 _ => {}
             }
         }
@@ -181,19 +190,45 @@ pub async fn create_table(
     let fields = with_time_zones(fields, ast.as_ref());
     let schema = Arc::new(Schema::new(fields));
     let defaults = defaults_from_ast(ast.as_ref());
+    let identities = match ast.as_ref() {
+        Some(SqlStatement::CreateTable(create)) => take_identities(&mut create.clone())?,
+        _ => Vec::new(),
+    };
+    let mut catalog = session.catalog.as_ref().clone();
+    let mut counters = Vec::new();
     let columns = schema
         .fields()
         .iter()
-        .map(|f| ColumnMeta {
-            name: f.name().clone(),
-            default: defaults
-                .iter()
-                .find(|(n, _)| n == f.name())
-                .map(|(_, d)| d.clone()),
+        .map(|f| {
+            let identity = identities.iter().find(|i| i.column == *f.name()).map(|i| {
+                let sequence = free_sequence_name(&catalog, &name, &i.column);
+                counters.push((sequence.clone(), i.start));
+                catalog.sequences.push(SequenceMeta {
+                    name: sequence.clone(),
+                    owner: Some(name.clone()),
+                });
+                Identity {
+                    always: i.always,
+                    sequence,
+                }
+            });
+            ColumnMeta {
+                name: f.name().clone(),
+                default: match &identity {
+                    Some(i) => Some(nextval_sql(&i.sequence)),
+                    None => defaults
+                        .iter()
+                        .find(|(n, _)| n == f.name())
+                        .map(|(_, d)| d.clone()),
+                },
+                identity,
+            }
         })
         .collect();
-    let mut catalog = session.catalog.as_ref().clone();
     let (def, meta) = session.slot.with(|t| {
+        for (sequence, start) in &counters {
+            create_counter(t, sequence, *start)?;
+        }
         let def = t.create_table(&name, schema.clone(), primary_key.clone())?;
         let meta = TableMeta {
             name: name.clone(),
@@ -234,7 +269,17 @@ pub fn drop_table(session: &mut Session, d: DropTable) -> Result<()> {
     let mut catalog = session.catalog.as_ref().clone();
     catalog.tables.retain(|t| t.name != name);
     catalog.indexes.retain(|i| i.table != name);
+    let owned: Vec<String> = catalog
+        .sequences
+        .iter()
+        .filter(|s| s.owner.as_deref() == Some(name.as_str()))
+        .map(|s| s.name.clone())
+        .collect();
+    catalog.sequences.retain(|s| !owned.contains(&s.name));
     session.slot.with(|t| {
+        for sequence in &owned {
+            drop_counter(t, sequence)?;
+        }
         t.drop_table(meta.table_id)?;
         catalog.save(t)
     })?;

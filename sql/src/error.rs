@@ -188,6 +188,13 @@ pub enum ErrorKind {
     /// A query expected to return a row returned none (`query_row`).
     #[error("query returned no rows")]
     NoRows,
+    /// An explicit value for a `GENERATED ALWAYS` identity column.
+    #[error("{0}")]
+    GeneratedAlways(String),
+    /// The object is not in the state the operation needs (`currval`
+    /// before `nextval`).
+    #[error("{0}")]
+    ObjectNotInPrerequisiteState(String),
 }
 
 impl ErrorKind {
@@ -230,6 +237,8 @@ impl ErrorKind {
             ErrorKind::BadCopyFileFormat(_) => "22P04",
             ErrorKind::DatatypeMismatch(_) => "42804",
             ErrorKind::NoRows => "P0002",
+            ErrorKind::GeneratedAlways(_) => "428C9",
+            ErrorKind::ObjectNotInPrerequisiteState(_) => "55000",
         }
     }
 }

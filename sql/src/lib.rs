@@ -10,6 +10,7 @@ mod dml;
 pub mod error;
 pub mod files;
 mod functions;
+mod identity;
 pub mod indexes;
 mod insert;
 pub mod limits;

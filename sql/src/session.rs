@@ -23,7 +23,10 @@
 //!    `returning.rs`). CREATE/DROP TABLE/VIEW are planned by
 //!    DataFusion and executed by us (`ddl.rs`); CREATE/DROP INDEX, which
 //!    DataFusion cannot plan or run, are taken from the parsed statement
-//!    (`ddl.rs`), and so is `PRAGMA integrity_check` (`pragma.rs`).
+//!    (`ddl.rs`), and so are ALTER TABLE (`alter.rs`), CREATE/DROP SEQUENCE
+//!    (`identity.rs`) and `PRAGMA integrity_check` (`pragma.rs`). A CREATE
+//!    TABLE loses its identity options before DataFusion plans it
+//!    (`ddl::plannable`).
 //!    Everything else — SELECT, INSERT, EXPLAIN, SET — is
 //!    executed by DataFusion over our providers. (Prepared statements may
 //!    skip DataFusion for point queries and one-row INSERTs: `prepared.rs`.)
@@ -41,7 +44,7 @@ use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::statement_cache::{self, StatementCache};
-use crate::{alter, ddl, dml, insert, truncate};
+use crate::{alter, ddl, dml, identity, insert, truncate};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -142,10 +145,14 @@ impl Session {
         for udf in crate::functions::widened_functions(ctx.state().scalar_functions()) {
             ctx.register_udf(udf);
         }
+        let slot = Arc::new(TxnSlot::default());
+        for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
+            ctx.register_udf(udf);
+        }
         Self {
             engine,
             ctx,
-            slot: Arc::new(TxnSlot::default()),
+            slot,
             explicit: false,
             synced: None,
             catalog: Arc::new(Catalog::default()),
@@ -543,6 +550,7 @@ impl Session {
                 SqlStatement::Delete(d) => return dml::delete(self, d, params).await,
                 SqlStatement::Update(u) => return dml::update(self, u, params).await,
                 SqlStatement::Insert(i) if insert::needs_session(i) => {
+                    identity::check_insert(&self.catalog, i)?;
                     return insert::run(self, i, params).await;
                 }
                 SqlStatement::Truncate(t) => {
@@ -562,7 +570,27 @@ impl Session {
                 SqlStatement::AlterTable(a) => {
                     return alter::alter_table(self, a).await.map(|()| Output::Count(0));
                 }
-                SqlStatement::CreateTable(c) => ddl::check_create_table(c)?,
+                SqlStatement::Insert(i) => identity::check_insert(&self.catalog, i)?,
+                SqlStatement::CreateSequence {
+                    name,
+                    if_not_exists,
+                    sequence_options,
+                    temporary: false,
+                    owned_by: None,
+                    ..
+                } => {
+                    return identity::create_sequence(self, name, *if_not_exists, sequence_options)
+                        .map(|()| Output::Count(0));
+                }
+                SqlStatement::Drop {
+                    object_type: ObjectType::Sequence,
+                    names,
+                    if_exists,
+                    ..
+                } => {
+                    return identity::drop_sequence(self, names, *if_exists)
+                        .map(|()| Output::Count(0));
+                }
                 SqlStatement::Pragma { name, .. } => {
                     return crate::pragma::run(&self.engine, name);
                 }
@@ -586,6 +614,7 @@ impl Session {
             }
             _ => None,
         };
+        let stmt = ddl::plannable(stmt)?;
         let plan = self.plan(stmt, params).await?;
         match plan {
             LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, ast).await,
