@@ -16,8 +16,13 @@ fn sample() -> Catalog {
     let column = |name: &str, default: Option<&str>| ColumnMeta {
         name: name.into(),
         default: default.map(Into::into),
+        identity: None,
     };
     Catalog {
+        sequences: vec![entidb_catalog::SequenceMeta {
+            name: "t_id_seq".into(),
+            owner: Some("t".into()),
+        }],
         tables: vec![
             TableMeta {
                 name: "t".into(),
