@@ -93,7 +93,10 @@ fn start(inner: &Inner) -> Result<Option<Start>> {
     let mut tables = Vec::new();
     let mut gone = Vec::new();
     for table in inner.tables()?.values() {
-        match *read(&table.dropped_seq)? {
+        // Copied out, so `dropped_seq` (a leaf) is not held across the
+        // chunk-list read below.
+        let dropped_seq = *read(&table.dropped_seq)?;
+        match dropped_seq {
             Some(d) if d <= horizon => gone.push(table.clone()),
             // Dropped at or before `seq`: not in the manifest, kept in
             // memory for the snapshots that still see it.

@@ -89,11 +89,11 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// | field / state                         | guarded by                         | written by                  |
 /// |---------------------------------------|------------------------------------|-----------------------------|
 /// | `checkpoint_lock` (`()`)              | itself: one checkpoint at a time   | checkpoint, integrity check |
-/// | `commit_lock` → `CommitState.last_seq`| the commit lock                    | commit, checkpoint A/C      |
+/// | `commit_lock` → `CommitState.last_seq`| the commit lock                    | commit (checkpoint A/C read it) |
 /// | `tables` (the map)                    | its `RwLock`; changed only under the commit lock | apply (CREATE), checkpoint C (gone tables) |
 /// | `catalog` (versions)                  | its `RwLock`; changed only under the commit lock | apply (DDL), checkpoint C (prune) |
 /// | per table: `dropped_seq`, `schema_seq`| their lock / atomic; changed only under the commit lock | apply |
-/// | per table: index list, each index, key index, chunk list, tombstones, each chunk's delete map | their own `RwLock`s; changed under the commit lock | apply, checkpoint C.4; builds on first use |
+/// | per table: index list, each index, key index, chunk list, tombstones, each chunk's delete map | their own `RwLock`s; changed under the commit lock, except the index list, which `Engine::forget_index` and first-use builds also change | apply, checkpoint C.4; builds on first use |
 /// | `wal`                                 | its own locks (leaf)               | commit, checkpoint          |
 /// | `snapshots`                           | its own lock (leaf)                | transactions, checkpoint A  |
 /// | `visible_seq`                         | atomic, only grows ([`Inner::publish`]) | commit, checkpoint A   |
@@ -110,7 +110,10 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// 4. per table: index list (read), each index (list order), key index,
 ///    chunk list, tombstones, a chunk's delete map. Apply and checkpoint
 ///    hold the index list while they change chunks, so an index created
-///    concurrently is built after the change (`index.rs`);
+///    concurrently is built after the change (`index.rs`). One exception:
+///    integrity's index check holds the chunk list while it locks each
+///    index, which is safe only because it holds the commit lock, which
+///    every writer of a chunk list needs;
 /// 5. leaves, which take nothing while held: the catalog history, a
 ///    table's `dropped_seq`, the WAL writer's locks, the snapshot registry,
 ///    the checkpointer's thread slot, the chunk cache.

@@ -31,9 +31,10 @@
 //! 3. Checkpoints move rows into new segments and drop versions no snapshot
 //!    needs; they re-point the index entries in the same step that swaps the
 //!    chunk lists, holding the index lock (`checkpoint.rs`).
-//! 4. Apply and checkpoint hold the table's index list (read) and every
-//!    index while they change chunks, so an index created concurrently is
-//!    built after the change. The lock order is written on `Inner`
+//! 4. Apply and checkpoint hold the table's index list (read) while they
+//!    change chunks, so an index created concurrently is built after the
+//!    change. (Apply releases the index locks before it marks old versions
+//!    deleted; builds never read delete marks, so that is safe.) The lock order is written on `Inner`
 //!    (`engine.rs`).
 //!
 //! Contents are not persisted: an index is built from the table's chunks the
