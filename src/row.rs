@@ -270,8 +270,8 @@ impl Row {
 
 fn undefined(column: impl std::fmt::Display) -> Error {
     ErrorKind::UndefinedColumn {
-        table: "the query result".into(),
         column: column.to_string(),
+        relation: Some("the query result".into()),
     }
     .into()
 }
