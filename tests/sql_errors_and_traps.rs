@@ -126,8 +126,12 @@ fn errors_have_sqlstates() {
 
 #[test]
 fn locked_database_is_55006() {
+    // `Database::open` shares a database already open in this process, so
+    // the lock is held by the engine directly, as another process would.
     let dir = tempfile::tempdir().unwrap();
-    let _db = Database::open(dir.path()).unwrap();
+    let _engine =
+        entidb_engine::Engine::open_dir(dir.path(), entidb_engine::EngineOptions::default())
+            .unwrap();
     let err = Database::open(dir.path()).unwrap_err();
     assert_eq!(err.sqlstate(), "55006", "{err}");
 }
