@@ -21,6 +21,7 @@ pub mod session;
 mod slot;
 pub mod stack;
 mod statement_cache;
+mod subquery;
 
 pub use error::{Error, ErrorKind, Result};
 pub use limits::{DatabaseDir, SessionOptions, register_database_dir};

@@ -53,7 +53,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DFStatement};
+use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::ast::{Set, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -116,6 +116,7 @@ impl Session {
             .with_information_schema(true)
             .with_default_catalog_and_schema("entidb", "main");
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        crate::stack::raise_parser_limit(config.options_mut());
         let limit = options.memory_limit;
         // Only a broken temporary directory makes this fail; then nothing
         // spills.
@@ -128,7 +129,13 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let mut ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_optimizer_rules(crate::subquery::optimizer_rules())
+            .build();
+        let mut ctx = crate::files::install(SessionContext::new_with_state(state));
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.
@@ -745,7 +752,7 @@ impl Session {
                 // The plan inlines the views it reads, so the relations
                 // named in the SQL count too.
                 let mut deps = Vec::new();
-                if let Ok(statements) = DFParser::parse_sql(&view.sql) {
+                if let Ok(statements) = crate::stack::parse_sql(&view.sql) {
                     for statement in &statements {
                         if let DFStatement::Statement(st) = statement {
                             let _ = visit_relations(st.as_ref(), |name| {
@@ -824,7 +831,7 @@ impl Parsed {
 /// (re-printing tokens would lose the escaping of `'x''y'`). Statements
 /// nested too deeply are refused here (`stack.rs`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
-    let statements = match DFParser::parse_sql(sql) {
+    let statements = match crate::stack::parse_sql(sql) {
         Ok(statements) => statements
             .into_iter()
             .map(|s| Parsed::Sql(Box::new(s)))
@@ -864,7 +871,7 @@ fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
             out.push(Parsed::Checkpoint);
             continue;
         }
-        let statements = match DFParser::parse_sql(text) {
+        let statements = match crate::stack::parse_sql(text) {
             Ok(statements) => statements,
             Err(e) => match crate::copy::parse(text) {
                 Some(copy) => {
