@@ -6,12 +6,14 @@
 mod alter;
 mod copy;
 mod ddl;
+pub mod dialect;
 mod dml;
 pub mod error;
 pub mod files;
 mod functions;
 pub mod indexes;
 pub mod limits;
+mod output_names;
 mod placeholders;
 pub mod pragma;
 mod prepared;

@@ -32,6 +32,7 @@
 //!    will however recur at COMMIT, so the application should roll back and
 //!    retry.
 
+use crate::dialect::Dialect;
 use crate::error::{Error, ErrorKind, Result};
 use crate::indexes::table_indexes;
 use crate::limits::{self, SessionOptions};
@@ -39,7 +40,7 @@ use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::statement_cache::{self, StatementCache};
-use crate::{alter, ddl, dml};
+use crate::{alter, ddl, dml, output_names};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -92,6 +93,8 @@ pub struct Session {
     /// The memory limit now in force (read by the capped functions).
     memory_limit: Arc<AtomicUsize>,
     external_access: bool,
+    /// Whose semantics apply where PostgreSQL and SQLite differ.
+    dialect: Dialect,
 }
 
 impl std::fmt::Debug for Session {
@@ -159,6 +162,7 @@ impl Session {
             views: HashMap::new(),
             statements: StatementCache::default(),
             external_access: options.external_access,
+            dialect: Dialect::default(),
             options,
             memory_limit,
         }
@@ -177,6 +181,10 @@ impl Session {
         let value = values.first().map(|v| v.to_string()).unwrap_or_default();
         let denied = |why: &str| Some(Err(ErrorKind::InsufficientPrivilege(why.into()).into()));
         match name.as_str() {
+            "entidb.dialect" => Some(Dialect::parse(&value).map(|d| {
+                self.dialect = d;
+                Output::Count(0)
+            })),
             "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
                 limits::parse_size(&value)
                     .and_then(|n| self.set_memory_limit(n))
@@ -209,6 +217,10 @@ impl Session {
     /// back on); `None` for the others.
     fn reset_variable(&mut self, name: &str) -> Option<Result<Output>> {
         match name.to_ascii_lowercase().as_str() {
+            "entidb.dialect" => {
+                self.dialect = Dialect::default();
+                Some(Ok(Output::Count(0)))
+            }
             "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
                 self.set_memory_limit(self.options.memory_limit)
                     .map(|()| Output::Count(0)),
@@ -405,12 +417,16 @@ impl Session {
         stmt: DFStatement,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
-        let plan = self.plan(stmt, params).await?;
+        let (plan, names) = output_names::plan(self, stmt, params).await?;
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
             return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(big_stack_stream(df.execute_stream().await?))
+        let stream = big_stack_stream(df.execute_stream().await?);
+        Ok(match names {
+            Some(names) => output_names::rename_stream(stream, &names),
+            None => stream,
+        })
     }
 
     pub(crate) async fn run_one(
@@ -589,14 +605,21 @@ impl Session {
             }
             _ => None,
         };
-        let plan = self.plan(stmt, params).await?;
-        match plan {
-            LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, ast).await,
-            plan => self.run_plan(plan).await,
+        let (plan, names) = output_names::plan(self, stmt, params).await?;
+        match (plan, names) {
+            (LogicalPlan::Ddl(ddl), _) => self.run_ddl(ddl, ast).await,
+            (plan, None) => self.run_plan(plan).await,
+            (plan, Some(names)) => output_names::rename_output(self.run_plan(plan).await?, &names),
         }
     }
 
-    async fn plan(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<LogicalPlan> {
+    pub(crate) async fn plan(
+        &mut self,
+        stmt: DFStatement,
+        params: &[ScalarValue],
+    ) -> Result<LogicalPlan> {
+        let mut stmt = stmt;
+        crate::dialect::rewrite(&mut stmt, self.dialect);
         let plan = statement_cache::logical_plan(self, stmt).await?;
         // COPY … TO is the one statement that writes files (`limits.rs`).
         let mut targets = Vec::new();

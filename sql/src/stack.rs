@@ -26,10 +26,10 @@
 //!    stack is reserved virtual memory; only the pages touched are used.
 
 use crate::error::{Error, ErrorKind};
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::common::config::{ConfigNonZeroUsize, ConfigOptions};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{CopyToSource, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Value, Visit, Visitor};
 use futures::Stream;

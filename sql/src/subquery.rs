@@ -49,13 +49,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::functions_aggregate::expr_fn::{bool_or, count};
 use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::expr::{Exists, InSubquery};
+use datafusion::logical_expr::expr::{Alias, Exists, InSubquery};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection, Subquery, lit, when,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The rule (see the module docs).
@@ -101,7 +102,9 @@ impl OptimizerRule for DecorrelateAggregates {
                     plan = new;
                     changed = true;
                 }
-                _ => break,
+                // A shape we do not handle, or a plan we could not build:
+                // leave the subquery (it fails as 0A000 later).
+                Ok(None) | Err(_) => break,
             }
         }
         Ok(if changed {
@@ -142,13 +145,39 @@ fn leftover_subquery(plan: &LogicalPlan) -> Option<Expr> {
     found
 }
 
-/// What a subquery becomes: aggregates over `input` (joined to the outer
-/// rows on `predicate`) and the expression over them that replaces it.
+/// What a subquery becomes: rows of `input` joined to the outer rows on
+/// `predicate` (in `input`'s columns and outer references), aggregated as
+/// `kind` says.
 struct Shape {
     input: LogicalPlan,
     predicate: Option<Expr>,
-    aggregates: Vec<Expr>,
-    result: Expr,
+    kind: Kind,
+}
+
+enum Kind {
+    /// The subquery's own aggregates (over `input`) and its projection
+    /// (over the aggregates, by name, and outer references).
+    Scalar {
+        aggregates: Vec<Expr>,
+        result: Expr,
+    },
+    Exists {
+        negated: bool,
+    },
+    /// `needle` is over the outer rows, `candidate` over `input`.
+    In {
+        needle: Expr,
+        candidate: Expr,
+        negated: bool,
+    },
+}
+
+/// Names of the columns one rewrite adds, unique in the plan.
+struct Names {
+    value: String,
+    marker: String,
+    row: String,
+    prefix: String,
 }
 
 /// Rewrites `plan` (a Projection or Filter) so that `target` is read from a
@@ -159,9 +188,7 @@ fn rewrite_node(
     target: &Expr,
     config: &dyn OptimizerConfig,
 ) -> Result<Option<LogicalPlan>> {
-    let names = config.alias_generator();
-    let value = names.next("__entidb_sq");
-    let Some(shape) = shape_of(target, &names.next("__entidb_agg"))? else {
+    let Some(shape) = shape_of(target)? else {
         return Ok(None);
     };
     let input = match plan {
@@ -169,14 +196,20 @@ fn rewrite_node(
         LogicalPlan::Filter(f) => f.input.as_ref(),
         _ => return Ok(None),
     };
-    let marker = names.next("__entidb_m");
-    let row = names.next("__entidb_rn");
-    let new_input = attach(input, shape, &value, &marker, &row)?;
+    let generator = config.alias_generator();
+    let names = Names {
+        value: generator.next("__entidb_sq"),
+        marker: generator.next("__entidb_m"),
+        row: generator.next("__entidb_rn"),
+        prefix: generator.next("__entidb_c"),
+    };
+    let new_input = attach(input, shape, &names)?;
+    let value = Expr::Column(Column::from_name(names.value.as_str()));
     let replace = |e: Expr| -> Result<Expr> {
         e.transform_down(|e| {
             if &e == target {
                 Ok(Transformed::new(
-                    Expr::Column(Column::from_name(value.as_str())),
+                    value.clone(),
                     true,
                     TreeNodeRecursion::Jump,
                 ))
@@ -213,35 +246,103 @@ fn rewrite_node(
     Ok(Some(new))
 }
 
-/// `input`'s rows, each with the subquery's value in column `value`.
-fn attach(
-    input: &LogicalPlan,
-    shape: Shape,
-    value: &str,
-    marker: &str,
-    row: &str,
-) -> Result<LogicalPlan> {
-    let outer = LogicalPlanBuilder::window_plan(input.clone(), [row_number().alias(row)])?;
-    let mut inner_columns = columns(&shape.input);
-    inner_columns.push(lit(true).alias(marker));
+/// `input`'s rows, each with the subquery's value in column `names.value`.
+/// The subquery's columns are renamed `<prefix>_<i>` so that they cannot
+/// clash with the outer ones (`SELECT a IN (SELECT a FROM t) FROM t`).
+fn attach(input: &LogicalPlan, shape: Shape, names: &Names) -> Result<LogicalPlan> {
+    let number = row_number();
+    let numbered = Expr::Column(Column::from_name(number.schema_name().to_string()));
+    let mut outer_columns = columns(input);
+    outer_columns.push(numbered.alias(names.row.as_str()));
+    let outer = LogicalPlanBuilder::from(LogicalPlanBuilder::window_plan(input.clone(), [number])?)
+        .project(outer_columns)?
+        .build()?;
+
+    let mut renamed = HashMap::new();
+    let mut inner_columns = Vec::new();
+    for (i, column) in shape.input.schema().columns().into_iter().enumerate() {
+        let name = format!("{}_{i}", names.prefix);
+        inner_columns.push(Expr::Column(column.clone()).alias(name.as_str()));
+        renamed.insert(column, Column::from_name(name));
+    }
+    inner_columns.push(lit(true).alias(names.marker.as_str()));
     let inner = LogicalPlanBuilder::from(shape.input)
         .project(inner_columns)?
         .build()?;
-    let matched = Expr::Column(Column::from_name(marker)).is_not_null();
-    let aggregates = shape
-        .aggregates
+    let inner_terms = |e: Expr| strip_outer(rename(e, &renamed)?);
+    let predicate = match shape.predicate {
+        Some(p) => inner_terms(p)?,
+        None => lit(true),
+    };
+
+    let agg = |i: usize| format!("{}_a{i}", names.prefix);
+    let agg_col = |i: usize| Expr::Column(Column::from_name(agg(i)));
+    let (aggregates, result) = match shape.kind {
+        Kind::Scalar { aggregates, result } => (
+            aggregates
+                .into_iter()
+                .map(inner_terms)
+                .collect::<Result<Vec<_>>>()?,
+            strip_outer(result)?,
+        ),
+        Kind::Exists { negated } => {
+            let n = agg_col(0);
+            let result = if negated {
+                n.eq(lit(0i64))
+            } else {
+                n.gt(lit(0i64))
+            };
+            (vec![count(lit(1i64)).alias(agg(0))], result)
+        }
+        Kind::In {
+            needle,
+            candidate,
+            negated,
+        } => {
+            let candidate = inner_terms(candidate)?;
+            let null = lit(ScalarValue::Boolean(None));
+            let (rows, non_null, hit) = (agg_col(0), agg_col(1), agg_col(2));
+            let found = when(rows.clone().eq(lit(0i64)), lit(false))
+                .when(needle.clone().is_null(), null.clone())
+                .when(hit.is_true(), lit(true))
+                .when(rows.gt(non_null), null)
+                .otherwise(lit(false))?;
+            (
+                vec![
+                    count(lit(1i64)).alias(agg(0)),
+                    count(candidate.clone()).alias(agg(1)),
+                    bool_or(candidate.eq(needle)).alias(agg(2)),
+                ],
+                if negated { !found } else { found },
+            )
+        }
+    };
+    let matched = Expr::Column(Column::from_name(names.marker.as_str())).is_not_null();
+    let aggregates = aggregates
         .into_iter()
         .map(|a| only_matched(a, &matched))
         .collect::<Result<Vec<_>>>()?;
     let mut group = columns(input);
-    group.push(Expr::Column(Column::from_name(row)));
+    group.push(Expr::Column(Column::from_name(names.row.as_str())));
     let mut output = columns(input);
-    output.push(shape.result.alias(value));
+    output.push(result.alias(names.value.as_str()));
     LogicalPlanBuilder::from(outer)
-        .join_on(inner, JoinType::Left, shape.predicate)?
+        .join_on(inner, JoinType::Left, [predicate])?
         .aggregate(group, aggregates)?
         .project(output)?
         .build()
+}
+
+/// Replaces the columns in `renamed`.
+fn rename(expr: Expr, renamed: &HashMap<Column, Column>) -> Result<Expr> {
+    expr.transform_up(|e| match e {
+        Expr::Column(c) => match renamed.get(&c) {
+            Some(new) => Ok(Transformed::yes(Expr::Column(new.clone()))),
+            None => Ok(Transformed::no(Expr::Column(c))),
+        },
+        e => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
 }
 
 /// Adds `AND matched` to the FILTER of every aggregate call in `expr`.
@@ -259,10 +360,8 @@ fn only_matched(expr: Expr, matched: &Expr) -> Result<Expr> {
     .map(|t| t.data)
 }
 
-/// The aggregates and result standing for `target`; `None` for a shape this
-/// rule does not handle. Aggregate columns are named `prefix_<i>`.
-fn shape_of(target: &Expr, prefix: &str) -> Result<Option<Shape>> {
-    let agg = |i: usize| Expr::Column(Column::from_name(format!("{prefix}_{i}")));
+/// How `target` is rewritten; `None` for a shape this rule does not handle.
+fn shape_of(target: &Expr) -> Result<Option<Shape>> {
     match target {
         Expr::ScalarSubquery(s) => scalar_shape(s),
         Expr::Exists(Exists { subquery, negated }) => {
@@ -270,17 +369,10 @@ fn shape_of(target: &Expr, prefix: &str) -> Result<Option<Shape>> {
             else {
                 return Ok(None);
             };
-            let n = agg(0);
-            let result = if *negated {
-                n.eq(lit(0i64))
-            } else {
-                n.gt(lit(0i64))
-            };
             Ok(Some(Shape {
                 input,
                 predicate,
-                aggregates: vec![count(lit(1i64)).alias(format!("{prefix}_0"))],
-                result,
+                kind: Kind::Exists { negated: *negated },
             }))
         }
         Expr::InSubquery(InSubquery {
@@ -291,24 +383,14 @@ fn shape_of(target: &Expr, prefix: &str) -> Result<Option<Shape>> {
             let Some((input, predicate, candidate)) = in_list_shape(&subquery.subquery) else {
                 return Ok(None);
             };
-            let needle = strip_outer(expr.as_ref().clone())?;
-            let null = lit(ScalarValue::Boolean(None));
-            let (rows, non_null, hit) = (agg(0), agg(1), agg(2));
-            let found = when(rows.clone().eq(lit(0i64)), lit(false))
-                .when(needle.clone().is_null(), null.clone())
-                .when(hit.is_true(), lit(true))
-                .when(rows.gt(non_null), null)
-                .otherwise(lit(false))?;
-            let result = if *negated { !found } else { found };
             Ok(Some(Shape {
                 input,
                 predicate,
-                aggregates: vec![
-                    count(lit(1i64)).alias(format!("{prefix}_0")),
-                    count(candidate.clone()).alias(format!("{prefix}_1")),
-                    bool_or(candidate.eq(needle)).alias(format!("{prefix}_2")),
-                ],
-                result,
+                kind: Kind::In {
+                    needle: expr.as_ref().clone(),
+                    candidate,
+                    negated: *negated,
+                },
             }))
         }
         _ => Ok(None),
@@ -339,18 +421,16 @@ fn scalar_shape(s: &Subquery) -> Result<Option<Shape>> {
         .iter()
         .map(|a| {
             let name = a.schema_name().to_string();
-            Expr::Alias(datafusion::logical_expr::expr::Alias::new(
-                unalias(a.clone()),
-                None::<&str>,
-                name,
-            ))
+            Expr::Alias(Alias::new(unalias(a.clone()), None::<&str>, name))
         })
         .collect();
     Ok(Some(Shape {
         input,
         predicate,
-        aggregates,
-        result: strip_outer(unalias(result))?,
+        kind: Kind::Scalar {
+            aggregates,
+            result: unalias(result),
+        },
     }))
 }
 
@@ -381,23 +461,20 @@ fn in_list_shape(plan: &LogicalPlan) -> Option<(LogicalPlan, Option<Expr>, Expr)
 /// A projection on top of an EXISTS subquery does not change its rows.
 fn strip_projection(plan: &LogicalPlan) -> &LogicalPlan {
     match plan {
-        LogicalPlan::Projection(p) if !p.expr.iter().any(Expr::contains_outer) => {
-            p.input.as_ref()
-        }
+        LogicalPlan::Projection(p) if !p.expr.iter().any(Expr::contains_outer) => p.input.as_ref(),
         other => other,
     }
 }
 
-/// `Filter(pred) <- input` with the correlation only in `pred` (outer
-/// references turned into columns), or an uncorrelated `input`.
+/// `Filter(pred) <- input` with the correlation only in `pred`, or an
+/// uncorrelated `input`.
 fn split_filter(plan: &LogicalPlan) -> Option<(LogicalPlan, Option<Expr>)> {
     if !has_outer_refs(plan) {
         return Some((plan.clone(), None));
     }
     match plan {
         LogicalPlan::Filter(f) if !has_outer_refs(f.input.as_ref()) => {
-            let predicate = strip_outer(f.predicate.clone()).ok()?;
-            Some((f.input.as_ref().clone(), Some(predicate)))
+            Some((f.input.as_ref().clone(), Some(f.predicate.clone())))
         }
         _ => None,
     }
@@ -435,5 +512,9 @@ fn unalias(expr: Expr) -> Expr {
 
 /// Every column of `plan`'s output, as column expressions.
 fn columns(plan: &LogicalPlan) -> Vec<Expr> {
-    plan.schema().columns().into_iter().map(Expr::Column).collect()
+    plan.schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
 }
