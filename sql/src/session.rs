@@ -132,13 +132,13 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime)
-            .with_default_features()
+        let ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        // After `install`: rebuilding a context from its state (as
+        // `enable_url_table` does) drops custom optimizer rules.
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
             .with_optimizer_rules(crate::subquery::optimizer_rules())
             .build();
-        let mut ctx = crate::files::install(SessionContext::new_with_state(state));
+        let mut ctx = SessionContext::new_with_state(state);
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.
