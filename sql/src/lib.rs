@@ -6,6 +6,7 @@
 mod alter;
 mod copy;
 mod ddl;
+pub mod dialect;
 mod dml;
 pub mod error;
 pub mod files;
@@ -14,6 +15,7 @@ mod identity;
 pub mod indexes;
 mod insert;
 pub mod limits;
+mod output_names;
 mod placeholders;
 pub mod pragma;
 mod prepared;
@@ -24,6 +26,7 @@ pub mod session;
 mod slot;
 pub mod stack;
 mod statement_cache;
+mod subquery;
 mod truncate;
 mod upsert;
 

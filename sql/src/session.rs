@@ -37,6 +37,7 @@
 //!    will however recur at COMMIT, so the application should roll back and
 //!    retry.
 
+use crate::dialect::Dialect;
 use crate::error::{Error, ErrorKind, Result};
 use crate::indexes::table_indexes;
 use crate::limits::{self, SessionOptions};
@@ -44,7 +45,7 @@ use crate::provider::EntiTable;
 use crate::slot::TxnSlot;
 use crate::stack::{BigStack, big_stack_stream, check_depth};
 use crate::statement_cache::{self, StatementCache};
-use crate::{alter, ddl, dml, identity, insert, truncate};
+use crate::{alter, ddl, dml, identity, insert, output_names, truncate};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -58,7 +59,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::parser::{DFParser, ResetStatement, Statement as DFStatement};
+use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
 use datafusion::sql::sqlparser::ast::{Set, visit_relations};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -97,6 +98,8 @@ pub struct Session {
     /// The memory limit now in force (read by the capped functions).
     memory_limit: Arc<AtomicUsize>,
     external_access: bool,
+    /// Whose semantics apply where PostgreSQL and SQLite differ.
+    dialect: Dialect,
 }
 
 impl std::fmt::Debug for Session {
@@ -121,6 +124,7 @@ impl Session {
             .with_information_schema(true)
             .with_default_catalog_and_schema("entidb", "main");
         config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+        crate::stack::raise_parser_limit(config.options_mut());
         let limit = options.memory_limit;
         // Only a broken temporary directory makes this fail; then nothing
         // spills.
@@ -133,7 +137,13 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let mut ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        let ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        // After `install`: rebuilding a context from its state (as
+        // `enable_url_table` does) drops custom optimizer rules.
+        let state = SessionStateBuilder::new_from_existing(ctx.state())
+            .with_optimizer_rules(crate::subquery::optimizer_rules())
+            .build();
+        let mut ctx = SessionContext::new_with_state(state);
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.
@@ -161,6 +171,7 @@ impl Session {
             views: HashMap::new(),
             statements: StatementCache::default(),
             external_access: options.external_access,
+            dialect: Dialect::default(),
             options,
             memory_limit,
         }
@@ -179,6 +190,10 @@ impl Session {
         let value = values.first().map(|v| v.to_string()).unwrap_or_default();
         let denied = |why: &str| Some(Err(ErrorKind::InsufficientPrivilege(why.into()).into()));
         match name.as_str() {
+            "entidb.dialect" => Some(Dialect::parse(&value).map(|d| {
+                self.dialect = d;
+                Output::Count(0)
+            })),
             "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
                 limits::parse_size(&value)
                     .and_then(|n| self.set_memory_limit(n))
@@ -211,6 +226,10 @@ impl Session {
     /// back on); `None` for the others.
     fn reset_variable(&mut self, name: &str) -> Option<Result<Output>> {
         match name.to_ascii_lowercase().as_str() {
+            "entidb.dialect" => {
+                self.dialect = Dialect::default();
+                Some(Ok(Output::Count(0)))
+            }
             "entidb.memory_limit" | "datafusion.runtime.memory_limit" => Some(
                 self.set_memory_limit(self.options.memory_limit)
                     .map(|()| Output::Count(0)),
@@ -407,12 +426,16 @@ impl Session {
         stmt: DFStatement,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
-        let plan = self.plan(stmt, params).await?;
+        let (plan, names) = output_names::plan(self, stmt, params).await?;
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
             return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(big_stack_stream(df.execute_stream().await?))
+        let stream = big_stack_stream(df.execute_stream().await?);
+        Ok(match names {
+            Some(names) => output_names::rename_stream(stream, &names),
+            None => stream,
+        })
     }
 
     pub(crate) async fn run_one(
@@ -615,14 +638,21 @@ impl Session {
             _ => None,
         };
         let stmt = ddl::plannable(stmt)?;
-        let plan = self.plan(stmt, params).await?;
-        match plan {
-            LogicalPlan::Ddl(ddl) => self.run_ddl(ddl, ast).await,
-            plan => self.run_plan(plan).await,
+        let (plan, names) = output_names::plan(self, stmt, params).await?;
+        match (plan, names) {
+            (LogicalPlan::Ddl(ddl), _) => self.run_ddl(ddl, ast).await,
+            (plan, None) => self.run_plan(plan).await,
+            (plan, Some(names)) => output_names::rename_output(self.run_plan(plan).await?, &names),
         }
     }
 
-    async fn plan(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<LogicalPlan> {
+    pub(crate) async fn plan(
+        &mut self,
+        stmt: DFStatement,
+        params: &[ScalarValue],
+    ) -> Result<LogicalPlan> {
+        let mut stmt = stmt;
+        crate::dialect::rewrite(&mut stmt, self.dialect);
         let plan = statement_cache::logical_plan(self, stmt).await?;
         // COPY … TO is the one statement that writes files (`limits.rs`).
         let mut targets = Vec::new();
@@ -778,7 +808,7 @@ impl Session {
                 // The plan inlines the views it reads, so the relations
                 // named in the SQL count too.
                 let mut deps = Vec::new();
-                if let Ok(statements) = DFParser::parse_sql(&view.sql) {
+                if let Ok(statements) = crate::stack::parse_sql(&view.sql) {
                     for statement in &statements {
                         if let DFStatement::Statement(st) = statement {
                             let _ = visit_relations(st.as_ref(), |name| {
@@ -857,7 +887,7 @@ impl Parsed {
 /// (re-printing tokens would lose the escaping of `'x''y'`). Statements
 /// nested too deeply are refused here (`stack.rs`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
-    let statements = match DFParser::parse_sql(sql) {
+    let statements = match crate::stack::parse_sql(sql) {
         Ok(statements) => statements
             .into_iter()
             .map(|s| Parsed::Sql(Box::new(s)))
@@ -897,7 +927,7 @@ fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
             out.push(Parsed::Checkpoint);
             continue;
         }
-        let statements = match DFParser::parse_sql(text) {
+        let statements = match crate::stack::parse_sql(text) {
             Ok(statements) => statements,
             Err(e) => match crate::copy::parse(text) {
                 Some(copy) => {

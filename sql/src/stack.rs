@@ -15,8 +15,10 @@
 //!    nest more than [`MAX_DEPTH`] deep, with `StatementTooComplex`
 //!    (SQLSTATE 54001, as PostgreSQL's "stack depth limit exceeded"). The
 //!    walk uses sqlparser's visitor, which is itself stack-protected.
-//!    sqlparser's own recursion limit (50 nested parentheses or subqueries)
-//!    is reported with the same SQLSTATE.
+//!    sqlparser's own recursion limit (nested parentheses or subqueries),
+//!    raised from its default of 50 to [`MAX_DEPTH`] ([`parse_sql`]; the
+//!    parser runs on the big stack too), is reported with the same
+//!    SQLSTATE.
 //! 2. [`BigStack`] polls a statement's future on a stack of [`STACK_SIZE`]
 //!    bytes whenever less than [`RED_ZONE`] bytes of the caller's stack
 //!    remain (always, on ordinary threads), so everything below the cap
@@ -24,11 +26,14 @@
 //!    stack is reserved virtual memory; only the pages touched are used.
 
 use crate::error::{Error, ErrorKind};
+use datafusion::common::config::{ConfigNonZeroUsize, ConfigOptions};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
+use datafusion::sql::parser::{CopyToSource, DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Value, Visit, Visitor};
 use futures::Stream;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -37,6 +42,23 @@ use std::task::{Context, Poll};
 /// Deepest nesting of expressions (`1+1+…` is a left-deep tree, as is a
 /// chain of `AND`s) or of set operations a statement may have.
 pub const MAX_DEPTH: usize = 1000;
+
+/// Parses `sql` with sqlparser's recursion limit raised to [`MAX_DEPTH`]
+/// (call it on a big stack).
+pub fn parse_sql(sql: &str) -> Result<VecDeque<DFStatement>, DataFusionError> {
+    DFParserBuilder::new(sql)
+        .with_recursion_limit(MAX_DEPTH)
+        .build()?
+        .parse_statements()
+}
+
+/// Raises the recursion limit of DataFusion's own parser (view definitions
+/// are planned from their text) to [`MAX_DEPTH`] as well.
+pub fn raise_parser_limit(options: &mut ConfigOptions) {
+    if let Ok(limit) = ConfigNonZeroUsize::try_new(MAX_DEPTH) {
+        options.sql_parser.recursion_limit = limit;
+    }
+}
 
 /// Highest parameter number a statement may use (`$65535`, PostgreSQL's
 /// limit). DataFusion sizes a list by the highest number it sees: `$4294967296`
