@@ -137,13 +137,23 @@ impl Session {
                 limits::runtime(&no_spill, limit)
             })
             .unwrap_or_default();
-        let ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
-        // After `install`: rebuilding a context from its state (as
-        // `enable_url_table` does) drops custom optimizer rules.
-        let state = SessionStateBuilder::new_from_existing(ctx.state())
-            .with_optimizer_rules(crate::subquery::optimizer_rules())
-            .build();
-        let mut ctx = SessionContext::new_with_state(state);
+        let mut ctx = crate::files::install(SessionContext::new_with_config_rt(config, runtime));
+        // Added to the context `install` returns, never by rebuilding it: the
+        // URL-table factory keeps a reference to this context's state, and a
+        // rebuilt context loses it ("get current SessionStore error").
+        // So the rules are replaced in place, in order.
+        let current: Vec<String> = ctx
+            .state()
+            .optimizers()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
+        for name in &current {
+            ctx.remove_optimizer_rule(name);
+        }
+        for rule in crate::subquery::optimizer_rules() {
+            ctx.add_optimizer_rule(rule);
+        }
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.

@@ -63,8 +63,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct DecorrelateAggregates;
 
-/// DataFusion's optimizer rules with [`DecorrelateAggregates`] inserted
-/// right after its own decorrelation rules.
+/// DataFusion's default optimizer rules with [`DecorrelateAggregates`]
+/// inserted right after its own decorrelation rules.
 pub fn optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     let mut rules = datafusion::optimizer::Optimizer::new().rules;
     let at = rules
