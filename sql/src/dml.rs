@@ -37,8 +37,8 @@ use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, Statement as SqlStatement,
-    TableFactor, TableWithJoins, Update, UpdateTableFromKind,
+    Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, ObjectName,
+    Statement as SqlStatement, TableFactor, TableWithJoins, Update, UpdateTableFromKind,
 };
 use entidb_engine::TableDef;
 use std::collections::HashSet;
@@ -57,6 +57,31 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The EntiDB table a write names (its normalised name and table), or the
+/// error for a view (`cannot {verb} view …`, 0A000) or a missing table.
+pub(crate) fn written_table(
+    session: &Session,
+    name: &ObjectName,
+    verb: &str,
+) -> Result<(String, Arc<EntiTable>)> {
+    let ident = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {name}")))?;
+    let table_name = normalize(ident);
+    let table = session.tables.get(&table_name).cloned().ok_or_else(|| {
+        if session.catalog.view(&table_name).is_some() {
+            ErrorKind::NotSupported(format!("cannot {verb} view {table_name}"))
+        } else {
+            ErrorKind::UndefinedTable {
+                name: table_name.clone(),
+            }
+        }
+    })?;
+    Ok((table_name, table))
+}
+
 fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
     if !twj.joins.is_empty() {
         return Err(ErrorKind::NotSupported("JOIN in the target of DELETE/UPDATE".into()).into());
@@ -67,21 +92,7 @@ fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
         )
         .into());
     };
-    let ident = name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {name}")))?;
-    let table_name = normalize(ident);
-    let table = session.tables.get(&table_name).cloned().ok_or_else(|| {
-        if session.catalog.view(&table_name).is_some() {
-            ErrorKind::NotSupported(format!("cannot modify view {table_name}"))
-        } else {
-            ErrorKind::UndefinedTable {
-                name: table_name.clone(),
-            }
-        }
-    })?;
+    let (table_name, table) = written_table(session, name, "modify")?;
     let qualifier = match alias {
         Some(a) => quote(&normalize(&a.name)),
         None => quote(&table_name),

@@ -40,21 +40,7 @@ fn target(session: &Session, insert: &Insert) -> Result<(Arc<EntiTable>, String)
     let TableObject::TableName(name) = &insert.table else {
         return Err(ErrorKind::NotSupported("INSERT into a table function".into()).into());
     };
-    let ident = name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {name}")))?;
-    let table_name = normalize(ident);
-    let table = session.tables.get(&table_name).cloned().ok_or_else(|| {
-        if session.catalog.view(&table_name).is_some() {
-            ErrorKind::NotSupported(format!("cannot insert into view {table_name}"))
-        } else {
-            ErrorKind::UndefinedTable {
-                name: table_name.clone(),
-            }
-        }
-    })?;
+    let (table_name, table) = crate::dml::written_table(session, name, "insert into")?;
     let qualifier = match &insert.table_alias {
         Some(a) => normalize(&a.alias),
         None => table_name,
