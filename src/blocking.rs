@@ -358,6 +358,7 @@ impl BlockingConnection {
         mut f: impl FnMut(&mut BlockingTransaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut attempt = 1;
+        let mut backoff = entidb_engine::Backoff::new();
         loop {
             let mut tx = self.transaction()?;
             let result = match f(&mut tx) {
@@ -365,7 +366,10 @@ impl BlockingConnection {
                 Err(e) => Err(e),
             };
             match result {
-                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    backoff.wait();
+                }
                 other => return other,
             }
         }

@@ -365,7 +365,8 @@ impl Connection {
     /// Runs `f` in a transaction and commits it, running it again (up to
     /// [`MAX_ATTEMPTS`] times in all) while it or the commit fails with a
     /// retryable error (`Conflict`, 40001: a concurrent transaction changed
-    /// the same rows first). `f` must do all its work through the
+    /// the same rows first). Between attempts it waits a growing, jittered
+    /// time ([`crate::engine::Backoff`]) so the winner can become visible. `f` must do all its work through the
     /// transaction it is given, so that a retry repeats all of it.
     ///
     /// # Errors
@@ -390,6 +391,7 @@ impl Connection {
         mut f: impl AsyncFnMut(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
         let mut attempt = 1;
+        let mut backoff = entidb_engine::Backoff::new();
         loop {
             let mut tx = self.transaction().await?;
             let result = match f(&mut tx).await {
@@ -397,7 +399,10 @@ impl Connection {
                 Err(e) => Err(e),
             };
             match result {
-                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => attempt += 1,
+                Err(e) if e.is_retryable() && attempt < MAX_ATTEMPTS => {
+                    attempt += 1;
+                    sleep_async(backoff.next_delay()).await;
+                }
                 other => return other,
             }
         }
@@ -546,5 +551,17 @@ impl Drop for Transaction<'_> {
         if !self.finished {
             self.conn.session.abandon_transaction();
         }
+    }
+}
+
+/// Waits `delay` without needing the runtime's timer (a runtime built
+/// without `enable_time` would make `tokio::time::sleep` panic): the sleep
+/// runs on the blocking pool, or on this thread outside a runtime.
+async fn sleep_async(delay: std::time::Duration) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // A failed join only means the sleep was cut short.
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(delay)).await;
+    } else {
+        std::thread::sleep(delay);
     }
 }

@@ -21,6 +21,7 @@
 //! The on-disk formats are documented in `docs/format.md`, the recovery
 //! policy in `docs/recovery.md`.
 
+pub mod backoff;
 mod changes;
 mod checkpoint;
 mod chunk;
@@ -47,6 +48,7 @@ mod txn;
 mod unique;
 pub mod wal;
 
+pub use backoff::Backoff;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use index::KeyRange;

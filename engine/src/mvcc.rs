@@ -49,6 +49,12 @@
 //!                                          → Conflict, T2 retries and reads 90
 //! ```
 //!
+//! RETRYING. Validation compares against the newest *committed* version,
+//! but a new snapshot only reaches the newest *visible* one, which trails
+//! while the winner waits for its fdatasync. A loser that retries at once
+//! may begin on the same snapshot and lose again; retry loops wait a
+//! growing, jittered time between attempts ([`crate::Backoff`]).
+//!
 //! A tombstone at or before the reader's snapshot counts as "absent" in both
 //! places the comparison is made (the before-image and the newest version at
 //! commit), because a checkpoint may forget it in between; a tombstone after

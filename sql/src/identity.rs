@@ -14,7 +14,8 @@
 //!   values are not given back: gaps, as in PostgreSQL) and not after a crash
 //!   (the reservation is in the WAL before any row that uses it);
 //! - concurrent reservations of one sequence conflict in the engine; the
-//!   loser retries on a fresh snapshot;
+//!   loser waits a growing, jittered time ([`entidb_engine::Backoff`]) and
+//!   retries on a fresh snapshot, for up to 30 s;
 //! - a sequence created by a transaction that has not committed is visible
 //!   only to that transaction: its reservations are made inside it, and
 //!   vanish with it.
@@ -48,8 +49,9 @@ use std::sync::{Arc, Mutex};
 /// The engine table holding every sequence's next value.
 pub const COUNTERS: &str = "_entidb_sequences";
 
-/// How often a reservation retries after a conflict with a concurrent one.
-const RETRIES: usize = 100;
+/// How long a reservation keeps retrying after conflicts with concurrent
+/// ones before it gives up with a serialization failure.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The name of the sequence numbering `column` of `table`.
 pub fn sequence_name(table: &str, column: &str) -> String {
@@ -194,7 +196,9 @@ impl Sequences {
     /// Reserves in a transaction of its own; `None` when the sequence is
     /// not committed (then only the session's transaction knows it).
     fn reserve_committed(&self, name: &str, n: usize) -> Result<Option<i64>> {
-        for _ in 0..RETRIES {
+        let started = std::time::Instant::now();
+        let mut backoff = entidb_engine::Backoff::new();
+        while started.elapsed() < RETRY_FOR {
             let mut txn = self.engine.begin();
             // A conflict may show at the write (a newer committed version)
             // or at commit: either way, retry on a fresh snapshot.
@@ -204,7 +208,7 @@ impl Sequences {
             };
             match reserved {
                 Ok(first) => return Ok(first),
-                Err(EngineError::Conflict { .. }) => continue,
+                Err(EngineError::Conflict { .. }) => backoff.wait(),
                 Err(e) => return Err(e.into()),
             }
         }
