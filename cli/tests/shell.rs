@@ -375,3 +375,35 @@ fn version_and_help() {
         "{out}"
     );
 }
+
+/// `:memory:` names an in-memory database, as in SQLite and DuckDB: it used
+/// to create a database directory called `:memory:` in the working
+/// directory, which a second run then reopened.
+#[test]
+fn memory_path_opens_an_in_memory_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = Command::new(BIN)
+            .arg(":memory:")
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"CREATE TABLE t (a INT);\n")?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

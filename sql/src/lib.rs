@@ -4,6 +4,7 @@
 //! statement.
 
 mod alter;
+mod checked;
 mod copy;
 mod ddl;
 pub mod dialect;

@@ -154,6 +154,10 @@ impl Session {
         for rule in crate::subquery::optimizer_rules() {
             ctx.add_optimizer_rule(rule);
         }
+        // Integer `+ - *`, unary `-` and SUM fail on overflow (22003)
+        // instead of wrapping; the rule runs after type coercion.
+        ctx.add_analyzer_rule(Arc::new(crate::checked::CheckedArithmetic::default()));
+        ctx.register_udaf(crate::checked::CheckedSum::udaf());
         // JSON over TEXT: `->`, `->>`, json_get*, json_contains, json_length…
         // Registration only fails on a name clash, which would leave the
         // built-in function in place.

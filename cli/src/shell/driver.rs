@@ -84,13 +84,15 @@ pub struct Shell {
     errors: usize,
 }
 
-/// Opens the database at `path` (in memory without one), refusing paths
-/// that are not databases (see `open.rs`).
+/// Opens the database at `path` (in memory without one, or for the name
+/// `:memory:` as in SQLite and DuckDB), refusing paths that are not
+/// databases (see `open.rs`).
 ///
 /// # Errors
 /// The refusal or the open's error.
 pub fn open_database(path: Option<&Path>, options: OpenOptions) -> Result<Database, Failure> {
     match path {
+        Some(p) if p == Path::new(MEMORY) => Ok(Database::open_in_memory()?),
         Some(p) => {
             check_database_path(p).map_err(Failure::Other)?;
             Ok(Database::open_with(p, options)?)
@@ -98,6 +100,9 @@ pub fn open_database(path: Option<&Path>, options: OpenOptions) -> Result<Databa
         None => Ok(Database::open_in_memory()?),
     }
 }
+
+/// The path that names an in-memory database.
+pub const MEMORY: &str = ":memory:";
 
 /// Runs `f` to completion, or until Ctrl-C when `cancel` (then `None`).
 pub(super) fn block<F: Future>(
