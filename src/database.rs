@@ -14,8 +14,8 @@
 //! connections made from its handle.
 
 use crate::Connection;
-use entidb_engine::storage::{EncryptedStorage, FileStorage, Secret};
-use entidb_engine::{Engine, EngineOptions};
+use entidb_engine::storage::{EncryptedStorage, FileStorage, Secret, Storage};
+use entidb_engine::{self as engine, Engine, EngineOptions};
 use entidb_sql::{DatabaseDir, Error, ErrorKind, Result, SessionOptions, register_database_dir};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -54,6 +54,13 @@ pub struct OpenOptions {
     /// 'f.csv'`); never inside an open database's directory. `SET
     /// entidb.external_access = false` turns it off for one connection.
     pub external_access: bool,
+    /// Open without writing anything: no recovery repair, no checkpoint,
+    /// every write fails with SQLSTATE 25006. Several read-only opens of a
+    /// database may coexist (in any processes); a writer is refused while
+    /// one is open. [`Database::open`] falls back to it by itself when the
+    /// database cannot be written (a read-only file system, no write
+    /// permission). The database must exist.
+    pub read_only: bool,
 }
 
 impl Default for OpenOptions {
@@ -67,6 +74,7 @@ impl Default for OpenOptions {
             memory_limit: None,
             temp_directory: None,
             external_access: true,
+            read_only: false,
         }
     }
 }
@@ -279,6 +287,13 @@ impl Database {
     pub fn engine(&self) -> &Engine {
         &self.shared.engine
     }
+
+    /// True when the database is open read-only ([`OpenOptions::read_only`],
+    /// or because its files cannot be written): every write fails with
+    /// SQLSTATE 25006.
+    pub fn is_read_only(&self) -> bool {
+        self.shared.engine.is_read_only()
+    }
 }
 
 /// Opens the engine; when a previous open of the path is closing, waits
@@ -296,14 +311,50 @@ fn open_engine(path: &Path, options: &OpenOptions, closing: bool) -> Result<Engi
     }
 }
 
+/// Opens read-write, or read-only when asked to or when the existing
+/// database cannot be written.
 fn open_engine_once(path: &Path, options: &OpenOptions) -> Result<Engine> {
-    Ok(match &options.encryption {
-        None => Engine::open_dir(path, options.engine.clone())?,
-        Some(secret) => {
-            let files = FileStorage::new(path)
-                .map_err(|e| Error::from(ErrorKind::Io(format!("{}: {e}", path.display()))))?;
-            let storage = EncryptedStorage::open(Arc::new(files), secret.clone())?;
-            Engine::open(Arc::new(storage), options.engine.clone())?
+    if options.read_only {
+        return open_storage(path, options, true);
+    }
+    match open_storage(path, options, false) {
+        Err(e) if cannot_write(&e) && path.is_dir() => open_storage(path, options, true),
+        other => other,
+    }
+}
+
+fn open_storage(path: &Path, options: &OpenOptions, read_only: bool) -> Result<Engine> {
+    let io = |e: std::io::Error| Error::from(ErrorKind::Io(format!("{}: {e}", path.display())));
+    let files = if read_only {
+        FileStorage::open_read_only(path).map_err(io)?
+    } else {
+        FileStorage::new(path).map_err(io)?
+    };
+    let engine_options = if read_only {
+        EngineOptions {
+            read_only: true,
+            checkpoint_on_close: false,
+            ..options.engine.clone()
         }
-    })
+    } else {
+        options.engine.clone()
+    };
+    let storage: Arc<dyn Storage> = match &options.encryption {
+        None => Arc::new(files),
+        Some(secret) => Arc::new(EncryptedStorage::open(Arc::new(files), secret.clone())?),
+    };
+    Ok(Engine::open(storage, engine_options)?)
+}
+
+/// True when `e` says the database's files cannot be written: a read-only
+/// file system, or no permission.
+fn cannot_write(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Engine(engine::Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            )
+    )
 }

@@ -233,3 +233,41 @@ fn udfs_register_per_connection() {
         42
     );
 }
+
+/// `query_stream` in autocommit: the stream is read after the statement's
+/// transaction ended. It used to fail with "transaction is no longer
+/// active" (25000) on the first table read; now every scan is opened
+/// before the transaction ends and reads the statement's snapshot, however
+/// late it is polled.
+#[test]
+fn a_stream_outlives_its_autocommit_transaction() {
+    use futures::StreamExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = Database::open_in_memory().unwrap();
+        let mut conn = db.connect();
+        conn.execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT); \
+             INSERT INTO t SELECT value, 'x' FROM generate_series(1, 5000)",
+        )
+        .await
+        .unwrap();
+        let mut stream = conn
+            .query_stream("SELECT t.id FROM t JOIN t AS u ON t.id = u.id WHERE t.id % 2 = 0")
+            .await
+            .unwrap();
+        // A later statement on the same connection commits more rows: the
+        // stream still reads the snapshot of its own statement.
+        conn.execute("INSERT INTO t SELECT value, 'y' FROM generate_series(5001, 6000)")
+            .await
+            .unwrap();
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            rows += batch.unwrap().num_rows();
+        }
+        assert_eq!(rows, 2500);
+    });
+}

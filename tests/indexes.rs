@@ -416,7 +416,10 @@ fn unique_index_holds_across_concurrent_transactions() {
     assert!(
         matches!(
             err.kind(),
-            ErrorKind::Conflict { .. } | ErrorKind::UniqueViolation { .. }
+            ErrorKind::Engine(
+                entidb::engine::Error::Conflict { .. }
+                    | entidb::engine::Error::ConstraintViolation { .. }
+            )
         ),
         "{err}"
     );

@@ -121,7 +121,10 @@ fn errors_have_sqlstates() {
     d.execute("UPDATE t SET g = 8 WHERE id = 1").unwrap();
     let err = c.execute("COMMIT").unwrap_err();
     assert_eq!(err.sqlstate(), "40001");
-    assert!(matches!(err.kind(), ErrorKind::Conflict { .. }));
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Engine(entidb::engine::Error::Conflict { .. })
+    ));
 }
 
 #[test]

@@ -407,3 +407,65 @@ fn memory_path_opens_an_in_memory_database() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A database the user cannot write (no write permission on its files)
+/// opens read-only with a note instead of failing on `LOCK: Permission
+/// denied`; queries answer and writes fail with 25006. As root (who may
+/// write anything) the shell runs as `nobody` instead.
+#[test]
+fn a_database_that_cannot_be_written_opens_read_only_with_a_note() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let chmod = |p: &std::path::Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(dir.path(), 0o755);
+    let db = dir.path().join("db");
+    let (code, _, err) = shell(
+        &[
+            db.to_str().unwrap(),
+            "-c",
+            "CREATE TABLE t (a INT); INSERT INTO t VALUES (1), (2)",
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    for entry in std::fs::read_dir(&db).unwrap() {
+        chmod(&entry.unwrap().path(), 0o444);
+    }
+    chmod(&db, 0o555);
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    let mut cmd = if root {
+        let bin = dir.path().join("entidb");
+        std::fs::hard_link(BIN, &bin)
+            .or_else(|_| std::fs::copy(BIN, &bin).map(|_| ()))
+            .unwrap();
+        chmod(&bin, 0o755);
+        let mut cmd = Command::new(bin);
+        cmd.uid(65534).gid(65534);
+        cmd
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .arg(&db)
+        .args([
+            "-c",
+            "SELECT sum(a) AS s FROM t",
+            "-c",
+            "INSERT INTO t VALUES (3)",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    chmod(&db, 0o755);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(stdout.contains("| 3 |"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("it is open read-only"), "{stderr}");
+    assert!(stderr.contains("25006"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}

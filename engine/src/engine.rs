@@ -6,7 +6,7 @@
 //! [`crate::recovery`].
 
 use crate::checkpoint::Checkpointer;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, OpenError, Result};
 use crate::locks::{read, write};
 use crate::manifest::Manifest;
 use crate::mvcc::Snapshots;
@@ -39,6 +39,12 @@ pub struct EngineOptions {
     /// tests. Either way a failed checkpoint never fails the commit that
     /// triggered it; it poisons the database and the next write reports it.
     pub background_checkpoints: bool,
+    /// Open for reading only (with a read-only storage, e.g.
+    /// [`crate::storage::FileStorage::open_read_only`]): nothing on disk is
+    /// written — recovery repairs nothing (a torn WAL tail is skipped in
+    /// memory, unreferenced files stay), there is no checkpoint — and every
+    /// write fails with `ReadOnly`. A new database cannot be created so.
+    pub read_only: bool,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +54,7 @@ impl Default for EngineOptions {
             cache_bytes: 1 << 30,
             checkpoint_on_close: false,
             background_checkpoints: true,
+            read_only: false,
         }
     }
 }
@@ -186,16 +193,20 @@ impl Engine {
     /// Opens (or creates) the database in directory `path`.
     ///
     /// # Errors
-    /// `Locked` if another process holds it, `Corruption` or
-    /// `IncompatibleVersion` for bad files (nothing is modified then), `Io`.
-    pub fn open_dir(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self> {
+    /// `Locked` if another process holds it, `IncompatibleVersion` or
+    /// `Storage(Corruption)` for bad files (nothing is modified then),
+    /// `Storage(Io)`.
+    pub fn open_dir(path: impl AsRef<Path>, options: EngineOptions) -> Result<Self, OpenError> {
         let dir = path.as_ref();
         let storage = FileStorage::new(dir).map_err(Error::io(&dir.display().to_string()))?;
         Self::open(Arc::new(storage), options)
     }
 
     /// A fresh in-memory database.
-    pub fn open_memory() -> Result<Self> {
+    ///
+    /// # Errors
+    /// Only if the in-memory storage cannot be set up (a bug).
+    pub fn open_memory() -> Result<Self, OpenError> {
         Self::open(Arc::new(MemStorage::new()), EngineOptions::default())
     }
 
@@ -203,18 +214,23 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::open_dir`].
-    pub fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Self> {
-        crate::recovery::open(storage, options).map(|inner| {
-            inner.acquire_handle();
-            Engine {
-                inner: Arc::new(inner),
-            }
+    pub fn open(storage: Arc<dyn Storage>, options: EngineOptions) -> Result<Self, OpenError> {
+        let inner = crate::recovery::open(storage, options)?;
+        inner.acquire_handle();
+        Ok(Engine {
+            inner: Arc::new(inner),
         })
     }
 
-    /// Starts a read-write transaction.
+    /// Starts a read-write transaction (read-only on a read-only open).
     pub fn begin(&self) -> Transaction {
-        Transaction::new(self.inner.clone(), false)
+        Transaction::new(self.inner.clone(), self.is_read_only())
+    }
+
+    /// True when the database was opened read-only
+    /// ([`EngineOptions::read_only`]).
+    pub fn is_read_only(&self) -> bool {
+        self.inner.options().read_only
     }
 
     /// Starts a read-only transaction.
@@ -226,9 +242,13 @@ impl Engine {
     /// the WAL.
     ///
     /// # Errors
-    /// I/O failures (which poison the database).
-    pub fn checkpoint(&self) -> Result<()> {
-        crate::checkpoint::run(&self.inner)
+    /// `Storage`: I/O failures (which poison the database for writes; the
+    /// committed data stays intact), or the database was poisoned already.
+    pub fn checkpoint(&self) -> Result<(), CheckpointError> {
+        if self.is_read_only() {
+            return Err(CheckpointError::ReadOnly);
+        }
+        Ok(crate::checkpoint::run(&self.inner)?)
     }
 
     /// The newest visible commit sequence.

@@ -50,7 +50,7 @@ pub mod wal;
 
 pub use backoff::Backoff;
 pub use engine::{Engine, EngineOptions};
-pub use error::{Error, Result};
+pub use error::{CheckpointError, CommitError, Error, OpenError, Result, StorageError};
 pub use index::KeyRange;
 pub use lookup::IndexScanRequest;
 pub use scan::{RowGroupFilter, ScanRequest, ScanStats, TableScan};

@@ -15,6 +15,10 @@
 //!
 //! Replay is idempotent: opening twice, or crashing during open, yields the
 //! same state.
+//!
+//! A read-only open ([`crate::EngineOptions::read_only`]) runs phase 1
+//! only, under a shared lock: the state in memory is what a read-write open
+//! would recover, and the files stay exactly as they were.
 
 use crate::changes::Changes;
 use crate::chunk::{Chunk, ChunkData, ChunkList};
@@ -52,6 +56,12 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
     let wal_bytes = read_wal(storage.as_ref())?;
     let scan = scan_wal(&wal_bytes, WAL_FILE)?;
     let fresh = loaded.is_none();
+    if fresh && options.read_only {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds no database, and a read-only open cannot create one",
+            storage.describe()
+        )));
+    }
     let manifest = match loaded {
         Some(m) if !wal_exists => {
             return Err(Error::corruption(
@@ -108,7 +118,11 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         inner.apply(r.seq, r.changes)?;
     }
 
-    // Phase 2: repair (the state is complete in memory).
+    // Phase 2: repair (the state is complete in memory). A read-only open
+    // repairs nothing: replay skipped the torn tail in memory.
+    if inner.options().read_only {
+        return Ok(inner);
+    }
     if fresh {
         // A new database: the WAL starts with its base record, then the
         // first manifest makes the database exist.

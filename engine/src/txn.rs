@@ -11,7 +11,7 @@
 use crate::changes::{Changes, TableChange};
 use crate::chunk::RowLoc;
 use crate::engine::Inner;
-use crate::error::{Error, Result};
+use crate::error::{CommitError, Error, Result};
 use crate::hidden::{HiddenRows, HiddenView};
 use crate::index::{KeyRange, index_keys};
 use crate::keys::{ABSENT, content_hashes, display_key, encode_keys, rowid_keys};
@@ -775,7 +775,13 @@ impl Transaction {
     /// appends the WAL records, waits until they are durable and publishes the
     /// changes. Returns the commit sequence (the snapshot for a transaction
     /// that wrote nothing).
-    pub fn commit(mut self) -> Result<u64> {
+    ///
+    /// # Errors
+    /// `Conflict` (retry the transaction), `ConstraintViolation` or
+    /// `NotNullViolation`, `TransactionClosed`, `InvalidArgument` for a
+    /// transaction too large for one WAL record, `Storage` when the WAL
+    /// cannot be written or synced (the database is poisoned).
+    pub fn commit(mut self) -> Result<u64, CommitError> {
         self.active()?;
         self.closed = true;
         let changes = self.changes()?;
@@ -783,7 +789,7 @@ impl Transaction {
         if changes.is_empty() {
             return Ok(snapshot);
         }
-        self.engine.commit(self.id, snapshot, changes)
+        Ok(self.engine.commit(self.id, snapshot, changes)?)
     }
 
     /// Discards the transaction.

@@ -8,7 +8,7 @@ mod common;
 use arrow::array::{Array, AsArray, RecordBatch};
 use common::*;
 use entidb_engine::storage::{PowerLoss, SimDisk, Storage};
-use entidb_engine::{Engine, EngineOptions, Error, ScanRequest};
+use entidb_engine::{Engine, EngineOptions, Error, OpenError, ScanRequest};
 use std::sync::Arc;
 
 #[test]
@@ -85,7 +85,7 @@ fn second_open_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _engine = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap();
     let err = Engine::open_dir(dir.path(), EngineOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(matches!(err, OpenError::Locked { .. }), "{err}");
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn a_concurrent_insert_and_delete_of_a_dead_key_still_conflicts() {
     engine.checkpoint().unwrap();
 
     match t.commit() {
-        Err(entidb_engine::Error::Conflict { .. }) => {}
+        Err(entidb_engine::CommitError::Conflict { .. }) => {}
         other => panic!("expected Conflict, got {other:?}"),
     }
 }

@@ -55,7 +55,7 @@ fn run_step(engine: &Engine, i: usize) -> Result<()> {
     let mut t = engine.begin();
     if i == 1 {
         t.create_table("kv", kv_schema(), vec![0])?;
-        return t.commit().map(|_| ());
+        return t.commit().map(|_| ()).map_err(Error::from);
     }
     let kv = t.table("kv")?.id;
     let n = i as i64;
@@ -71,7 +71,7 @@ fn run_step(engine: &Engine, i: usize) -> Result<()> {
         let rows: Vec<(i64, &str)> = rows.iter().map(|(k, v)| (*k, v.as_str())).collect();
         t.insert(kv, &kv_batch(&rows))?;
     }
-    t.commit().map(|_| ())
+    t.commit().map(|_| ()).map_err(Error::from)
 }
 
 /// Runs the workload until the first error; returns acknowledged commits.

@@ -40,7 +40,7 @@ fn options() -> EngineOptions {
 
 fn open_enc(disk: &SimDisk, secret: Secret) -> Result<Engine, Error> {
     let storage = EncryptedStorage::open(Arc::new(disk.clone()), secret)?;
-    Engine::open(Arc::new(storage), options())
+    Ok(Engine::open(Arc::new(storage), options())?)
 }
 
 fn open_and_read(disk: &SimDisk) -> Result<Model, Error> {
@@ -530,7 +530,7 @@ fn eio_reading_the_last_chunk_is_an_io_error_not_a_torn_tail() {
         fired: fired.clone(),
     };
     let got = EncryptedStorage::open(Arc::new(flaky), Secret::Key(KEY))
-        .and_then(|s| Engine::open(Arc::new(s), options()))
+        .and_then(|s| Ok(Engine::open(Arc::new(s), options())?))
         .and_then(|e| snapshot_kv(&e));
     assert!(fired.load(Ordering::SeqCst), "the read was reached");
     match got {

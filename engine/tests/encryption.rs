@@ -12,7 +12,7 @@ use entidb_engine::storage::crypto::{Key, seal};
 use entidb_engine::storage::{
     EncryptedStorage, NonceUse, PowerLoss, Secret, SimDisk, Storage, TornFill,
 };
-use entidb_engine::{Engine, EngineOptions, Error};
+use entidb_engine::{Engine, EngineOptions, Error, OpenError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,7 +20,7 @@ const KEY: [u8; 32] = [7; 32];
 
 fn open_enc(disk: &SimDisk, secret: Secret, options: EngineOptions) -> Result<Engine, Error> {
     let storage = EncryptedStorage::open(Arc::new(disk.clone()), secret)?;
-    Engine::open(Arc::new(storage), options)
+    Ok(Engine::open(Arc::new(storage), options)?)
 }
 
 fn open_key(disk: &SimDisk) -> Engine {
@@ -113,7 +113,7 @@ fn wrong_key_and_missing_key_are_typed() {
     let err = open_enc(&disk, Secret::Key([8; 32]), EngineOptions::default()).unwrap_err();
     assert!(matches!(err, Error::WrongKey), "{err}");
     let err = Engine::open(Arc::new(disk.clone()), EngineOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::EncryptionRequired), "{err}");
+    assert!(matches!(err, OpenError::EncryptionRequired), "{err}");
     // A plain database opened with a key is refused, not garbled.
     let plain = SimDisk::new();
     drop(open_sim(&plain, EngineOptions::default()).unwrap());
@@ -287,7 +287,7 @@ fn open_ledgered(
     let l = ledger.clone();
     let storage = EncryptedStorage::open(Arc::new(disk.clone()), Secret::Key(KEY))?
         .with_observer(Arc::new(move |u| l.record(u)));
-    Engine::open(Arc::new(storage), options)
+    Ok(Engine::open(Arc::new(storage), options)?)
 }
 
 /// The power-loss suite on the encrypted backend, with the nonce ledger

@@ -431,7 +431,7 @@ fn open_db(backend: Backend, storage: Arc<dyn Storage>) -> Result<Engine, Error>
         Backend::Plain => storage,
         Backend::Encrypted => Arc::new(EncryptedStorage::open(storage, Secret::Key(KEY))?),
     };
-    Engine::open(storage, options())
+    Ok(Engine::open(storage, options())?)
 }
 
 /// Every file's bytes (the raw bytes on the simulated disk).

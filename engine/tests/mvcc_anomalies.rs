@@ -31,8 +31,8 @@ fn set(t: &mut Transaction, kv: u64, id: i64, v: &str) -> Result<(), Error> {
     put(t, kv, id, v)
 }
 
-fn assert_conflict<T: std::fmt::Debug>(r: Result<T, Error>) {
-    match r {
+fn assert_conflict<T: std::fmt::Debug, E: Into<Error>>(r: Result<T, E>) {
+    match r.map_err(Into::into) {
         Err(e @ Error::Conflict { .. }) => assert!(e.is_retryable()),
         other => panic!("expected Conflict, got {other:?}"),
     }

@@ -80,7 +80,7 @@ fn transfer(engine: &Engine, table: u64, from: i64, to: i64, amount: i64) -> Res
     let keys = arrow::array::BinaryArray::from_iter_values([fk, tk]);
     t.delete(table, &keys)?;
     t.insert(table, &rows(&[(from, fb - amount), (to, tb + amount)]))?;
-    t.commit().map(|_| ())
+    t.commit().map(|_| ()).map_err(Error::from)
 }
 
 /// Runs 8 transferring threads and one auditing thread until each transfer

@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use entidb_engine::storage::{Fault, PowerLoss, SimDisk, Storage};
-use entidb_engine::{Engine, EngineOptions, Error};
+use entidb_engine::{
+    CheckpointError, CommitError, Engine, EngineOptions, Error, OpenError, StorageError,
+};
 use std::collections::BTreeMap;
 
 fn file_images(disk: &SimDisk) -> BTreeMap<String, Vec<u8>> {
@@ -172,14 +174,20 @@ fn failed_fsync_poisons_and_is_never_acknowledged() {
     let mut t = engine.begin();
     t.insert(kv, &kv_batch(&[(1, "lost?")])).unwrap();
     let err = t.commit().unwrap_err();
-    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(
+        matches!(err, CommitError::Storage(StorageError::Poisoned { .. })),
+        "{err}"
+    );
     // Every later write is refused, even though the disk works again.
     let mut t = engine.begin();
     assert!(matches!(
         t.insert(kv, &kv_batch(&[(2, "x")])),
         Err(Error::Poisoned { .. })
     ));
-    assert!(matches!(engine.checkpoint(), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        engine.checkpoint(),
+        Err(CheckpointError::Storage(StorageError::Poisoned { .. }))
+    ));
     assert!(snapshot_kv(&engine).unwrap().is_empty(), "never visible");
     // Re-opening after the machine restarts recovers what is durable.
     let engine = crash_and_reopen(
@@ -222,5 +230,8 @@ fn wal_without_manifest_is_corruption() {
     disk.remove("MANIFEST").unwrap();
     disk.sync_dir().unwrap();
     let err = Engine::open(std::sync::Arc::new(disk), EngineOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::Corruption { .. }), "{err}");
+    assert!(
+        matches!(err, OpenError::Storage(StorageError::Corruption { .. })),
+        "{err}"
+    );
 }

@@ -22,7 +22,9 @@ use entidb_engine::storage::{
     EncryptedStorage, FileHandle, LockGuard, PowerLoss, Secret, SimDisk, Storage, StorageFile,
     TornFill,
 };
-use entidb_engine::{Engine, EngineOptions, Error, IndexScanRequest, KeyRange, Transaction};
+use entidb_engine::{
+    CommitError, Engine, EngineOptions, Error, IndexScanRequest, KeyRange, Transaction,
+};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -221,7 +223,7 @@ fn checkpoint_in_phase_b(
     let ctl = gated.segment.arm();
     let handle = {
         let engine = engine.clone();
-        std::thread::spawn(move || engine.checkpoint())
+        std::thread::spawn(move || engine.checkpoint().map_err(Error::from))
     };
     ctl.wait_reached();
     (ctl, handle)
@@ -670,7 +672,7 @@ fn a_tombstone_from_phase_b_is_not_forgotten_at_the_swap() {
     engine.checkpoint().unwrap();
     let result = t
         .insert(kv, &kv_batch(&[(10, "t")]))
-        .and_then(|_| t.commit());
+        .and_then(|_| t.commit().map_err(Error::from));
     match result {
         Err(Error::Conflict { .. }) => {}
         other => panic!("expected Conflict, got {other:?}"),
@@ -702,7 +704,7 @@ fn unique_checks_see_phase_b_commits_across_the_swap() {
             checkpoint.take().unwrap().join().unwrap().unwrap();
         }
         match late.commit() {
-            Err(Error::Conflict { .. }) => {}
+            Err(CommitError::Conflict { .. }) => {}
             other => panic!("after swap {commit_after_swap}: expected Conflict, got {other:?}"),
         }
         let mut dup = engine.begin();
@@ -782,7 +784,7 @@ fn background_and_explicit_checkpoints_and_integrity_check_serialise() {
     ctl.wait_reached();
     let explicit = {
         let engine = engine.clone();
-        std::thread::spawn(move || engine.checkpoint())
+        std::thread::spawn(move || engine.checkpoint().map_err(Error::from))
     };
     let check = {
         let engine = engine.clone();

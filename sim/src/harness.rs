@@ -157,7 +157,7 @@ impl Sim {
             (None, Some(d)) => Arc::new(d.clone()),
             (None, None) => return Err(Error::InvalidArgument("no storage".into())),
         };
-        Engine::open(storage, self.options.clone())
+        Ok(Engine::open(storage, self.options.clone())?)
     }
 
     fn new(mode: Mode, options: EngineOptions, initial_rows: i64) -> Result<Self, String> {
@@ -414,7 +414,7 @@ impl Sim {
                 let (t, mut m) = self.slots[*slot].take().unwrap();
                 let mut after = self.model.clone();
                 let want = m.commit(&mut after);
-                let got = t.commit();
+                let got = t.commit().map_err(Error::from);
                 if let Err(e) = &got
                     && is_io(e)
                 {
@@ -454,7 +454,7 @@ impl Sim {
                 Ok(Outcome::Ok("ok".into()))
             }
             Step::Checkpoint => {
-                let got = self.engine().checkpoint();
+                let got = self.engine().checkpoint().map_err(Error::from);
                 io!(got);
                 got.map_err(|e| format!("checkpoint: {e}"))?;
                 Ok(Outcome::Ok("ok".into()))

@@ -175,6 +175,7 @@ pub(crate) fn params(mode: Mode, seed: u64) -> Params {
             // Threshold checkpoints on the background thread are waited for
             // after every commit, so the history stays deterministic.
             background_checkpoints: rng.random_bool(0.5),
+            read_only: false,
         },
     }
 }

@@ -43,8 +43,8 @@ use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::merge_schema;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, BinaryExpr, ColumnarValue, Documentation,
-    EmitTo, Expr, ExprSchemable, GroupsAccumulator, LogicalPlan, Operator, ReversedUDAF,
+    Accumulator, AggregateUDF, AggregateUDFImpl, BinaryExpr, ColumnarValue, Documentation, EmitTo,
+    Expr, ExprSchemable, GroupsAccumulator, LogicalPlan, Operator, ReversedUDAF,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
@@ -145,9 +145,10 @@ impl ScalarUDFImpl for CheckedOp {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        arg_types.first().cloned().ok_or_else(|| {
-            DataFusionError::Internal(format!("{} without arguments", self.name()))
-        })
+        arg_types
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Internal(format!("{} without arguments", self.name())))
     }
 
     /// The column name of the operator it replaces: `a + b`, `(- a)`.
@@ -225,24 +226,21 @@ impl CheckedArithmetic {
     fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         expr.transform_up(|e| {
             let replacement = match &e {
-                Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                    match Op::from_operator(*op) {
-                        Some(op) if same_integer_type(left, right, schema) => {
-                            Some((op, vec![left.as_ref().clone(), right.as_ref().clone()]))
-                        }
-                        _ => None,
+                Expr::BinaryExpr(BinaryExpr { left, op, right }) => match Op::from_operator(*op) {
+                    Some(op) if same_integer_type(left, right, schema) => {
+                        Some((op, vec![left.as_ref().clone(), right.as_ref().clone()]))
                     }
-                }
+                    _ => None,
+                },
                 Expr::Negative(inner) if is_signed_integer(inner, schema) => {
                     Some((Op::Neg, vec![inner.as_ref().clone()]))
                 }
                 _ => None,
             };
             Ok(match replacement {
-                Some((op, args)) => Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-                    self.udf(op),
-                    args,
-                ))),
+                Some((op, args)) => Transformed::yes(Expr::ScalarFunction(
+                    ScalarFunction::new_udf(self.udf(op), args),
+                )),
                 None => Transformed::no(e),
             })
         })
@@ -350,12 +348,10 @@ impl AggregateUDFImpl for CheckedSum {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         match checked_case(&args) {
-            Some(DataType::Int64) => Ok(Box::new(CheckedGroups::<Int64Type>::new(
-                DataType::Int64,
-            ))),
-            Some(DataType::UInt64) => Ok(Box::new(CheckedGroups::<UInt64Type>::new(
-                DataType::UInt64,
-            ))),
+            Some(DataType::Int64) => Ok(Box::new(CheckedGroups::<Int64Type>::new(DataType::Int64))),
+            Some(DataType::UInt64) => {
+                Ok(Box::new(CheckedGroups::<UInt64Type>::new(DataType::UInt64)))
+            }
             _ => self.builtin.create_groups_accumulator(args),
         }
     }

@@ -3,9 +3,14 @@
 //! Engine errors travel through DataFusion wrapped in
 //! `DataFusionError::External` ([`to_df`]); [`Error::from_df`] finds the root
 //! cause again and turns it back into a typed [`ErrorKind`], so a conflict
-//! raised deep inside a scan or sink reaches the user as `Conflict`
-//! (SQLSTATE 40001), not as an opaque string. Errors of a statement keep the
-//! statement's text.
+//! raised deep inside a scan or sink reaches the user as
+//! `ErrorKind::Engine(Conflict)` (SQLSTATE 40001), not as an opaque string.
+//! Errors of a statement keep the statement's text.
+//!
+//! An engine failure is kept whole in [`ErrorKind::Engine`] rather than
+//! copied into look-alike SQL variants: one type says what a conflict, a
+//! damaged file or a poisoned database is, and [`engine_sqlstate`] gives it
+//! its PostgreSQL code. The other kinds are the SQL layer's own.
 
 use arrow::error::ArrowError;
 use datafusion::common::SchemaError;
@@ -18,26 +23,17 @@ use std::fmt;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// A concurrent transaction committed a conflicting change; retry.
-    #[error("could not serialize access: write conflict on {table} ({key}); retry the transaction")]
-    Conflict {
-        /// Table name.
-        table: String,
-        /// Row key or reason.
-        key: String,
-    },
-    /// A primary key or UNIQUE constraint was violated.
-    #[error("duplicate key value violates unique constraint on {table}: {detail}")]
-    UniqueViolation {
-        /// Table name.
-        table: String,
-        /// Which value.
-        detail: String,
-    },
-    /// NULL written into a NOT NULL column.
+    /// A failure of the storage engine, as the engine reported it:
+    /// conflicts (`Conflict`, 40001), key violations (23505, 23502),
+    /// damaged or locked files, I/O, a poisoned database, a wrong key.
+    /// [`engine_sqlstate`] gives its SQLSTATE.
+    #[error("{}", engine_message(.0))]
+    Engine(EngineError),
+    /// NULL written into a NOT NULL column (a NOT NULL constraint of the
+    /// catalog; the engine's own, on key columns, is [`ErrorKind::Engine`]).
     #[error("null value in column {column} of table {table} violates not-null constraint")]
     NotNullViolation {
         /// Table name.
@@ -95,34 +91,10 @@ pub enum ErrorKind {
         /// Name.
         name: String,
     },
-    /// Damaged files.
-    #[error("data corruption in {file} at offset {offset}: {reason}; restore from a backup")]
-    Corruption {
-        /// File.
-        file: String,
-        /// Offset.
-        offset: u64,
-        /// Detail.
-        reason: String,
-    },
-    /// Another process holds the database.
-    #[error("database {path} is locked by another process; close it there first")]
-    Locked {
-        /// Database path.
-        path: String,
-    },
-    /// An earlier I/O failure poisoned the database.
-    #[error("database is poisoned by an earlier I/O failure ({cause}); close and re-open it")]
-    Poisoned {
-        /// Cause.
-        cause: String,
-    },
-    /// An I/O failure.
+    /// An I/O failure outside the database (a file COPY or `read_csv`
+    /// reads or writes).
     #[error("I/O error: {0}")]
     Io(String),
-    /// The file format is newer than this build.
-    #[error("incompatible database format: {0}")]
-    IncompatibleVersion(String),
     /// BEGIN inside a transaction, COMMIT outside one, and similar.
     #[error("{0}")]
     TransactionState(String),
@@ -138,12 +110,6 @@ pub enum ErrorKind {
     /// A runtime failure (division by zero, cast overflow…).
     #[error("{0}")]
     Execution(String),
-    /// The encryption key or passphrase is wrong.
-    #[error("wrong encryption key or passphrase for this database")]
-    WrongKey,
-    /// The database is encrypted and no key was given.
-    #[error("this database is encrypted; open it with its key (--key-file) or passphrase")]
-    EncryptionRequired,
     /// Invalid input to the API.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -201,8 +167,7 @@ impl ErrorKind {
     /// The PostgreSQL-compatible SQLSTATE code.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            ErrorKind::Conflict { .. } => "40001",
-            ErrorKind::UniqueViolation { .. } => "23505",
+            ErrorKind::Engine(e) => engine_sqlstate(e),
             ErrorKind::NotNullViolation { .. } => "23502",
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
@@ -214,18 +179,13 @@ impl ErrorKind {
             ErrorKind::UndefinedParameter(_) => "42P02",
             ErrorKind::AmbiguousColumn { .. } => "42702",
             ErrorKind::CardinalityViolation(_) => "21000",
-            ErrorKind::Corruption { .. } => "XX001",
-            ErrorKind::Locked { .. } => "55006",
-            ErrorKind::Poisoned { .. } | ErrorKind::Io(_) => "58030",
-            ErrorKind::IncompatibleVersion(_) => "XX002",
+            ErrorKind::Io(_) => "58030",
             ErrorKind::TransactionState(_) => "25000",
             ErrorKind::Syntax(_) => "42601",
             ErrorKind::Plan(_) => "42000",
             ErrorKind::NotSupported(_) => "0A000",
             ErrorKind::Execution(_) => "XX000",
             ErrorKind::InvalidArgument(_) => "22023",
-            ErrorKind::WrongKey => "28P01",
-            ErrorKind::EncryptionRequired => "28000",
             ErrorKind::StatementTooComplex(_) => "54001",
             ErrorKind::OutOfMemory(_) => "53200",
             ErrorKind::ProgramLimitExceeded(_) => "54000",
@@ -245,7 +205,7 @@ impl ErrorKind {
 
 /// An error, with the statement that caused it when there was one, and
 /// where in its input it happened (a file's line and column) when known.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     context: Option<String>,
@@ -313,7 +273,7 @@ impl Error {
 
     /// True when retrying the transaction may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Conflict { .. })
+        matches!(&self.kind, ErrorKind::Engine(e) if e.is_retryable())
     }
 
     /// Where in the statement's input the error happened (`COPY … FROM`:
@@ -471,42 +431,62 @@ fn strip_df_prefix(msg: &str) -> String {
 }
 
 fn kind_of_engine(e: &EngineError) -> ErrorKind {
+    ErrorKind::Engine(e.clone())
+}
+
+/// The SQLSTATE of an engine error (PostgreSQL's codes).
+pub fn engine_sqlstate(e: &EngineError) -> &'static str {
     match e {
-        EngineError::Conflict { table, key } => ErrorKind::Conflict {
-            table: table.clone(),
-            key: key.clone(),
-        },
-        EngineError::ConstraintViolation { table, detail } => ErrorKind::UniqueViolation {
-            table: table.clone(),
-            detail: detail.clone(),
-        },
-        EngineError::NotNullViolation { table, column } => ErrorKind::NotNullViolation {
-            table: table.clone(),
-            column: column.clone(),
-        },
-        EngineError::TableNotFound { name } => ErrorKind::UndefinedTable { name: name.clone() },
-        EngineError::TableExists { name } => ErrorKind::DuplicateTable { name: name.clone() },
-        EngineError::Corruption {
-            file,
-            offset,
-            reason,
-        } => ErrorKind::Corruption {
-            file: file.clone(),
-            offset: *offset,
-            reason: reason.clone(),
-        },
-        EngineError::Locked { path } => ErrorKind::Locked { path: path.clone() },
-        EngineError::Poisoned { cause } => ErrorKind::Poisoned {
-            cause: cause.clone(),
-        },
-        EngineError::Io { .. } => ErrorKind::Io(e.to_string()),
-        EngineError::IncompatibleVersion { .. } => ErrorKind::IncompatibleVersion(e.to_string()),
-        EngineError::TransactionClosed => ErrorKind::TransactionState(e.to_string()),
-        EngineError::ReadOnly => ErrorKind::TransactionState(e.to_string()),
-        EngineError::InvalidArgument(m) => ErrorKind::InvalidArgument(m.clone()),
-        EngineError::WrongKey => ErrorKind::WrongKey,
-        EngineError::EncryptionRequired => ErrorKind::EncryptionRequired,
-        _ => ErrorKind::Execution(e.to_string()),
+        EngineError::Conflict { .. } => "40001",
+        EngineError::ConstraintViolation { .. } => "23505",
+        EngineError::NotNullViolation { .. } => "23502",
+        EngineError::TableNotFound { .. } => "42P01",
+        EngineError::TableExists { .. } => "42P07",
+        EngineError::Corruption { .. } => "XX001",
+        EngineError::Locked { .. } => "55006",
+        EngineError::Poisoned { .. } | EngineError::Io { .. } => "58030",
+        EngineError::IncompatibleVersion { .. } => "XX002",
+        EngineError::TransactionClosed => "25000",
+        EngineError::ReadOnly => "25006",
+        EngineError::InvalidArgument(_) => "22023",
+        EngineError::WrongKey => "28P01",
+        EngineError::EncryptionRequired => "28000",
+        _ => "XX000",
+    }
+}
+
+/// How an engine error reads in a SQL session: PostgreSQL's words for the
+/// conditions it shares (`duplicate key value violates unique constraint`,
+/// `relation … does not exist`), the engine's own message otherwise.
+fn engine_message(e: &EngineError) -> String {
+    match e {
+        EngineError::Conflict { table, key } => format!(
+            "could not serialize access: write conflict on {table} ({key}); retry the transaction"
+        ),
+        EngineError::ConstraintViolation { table, detail } => {
+            format!("duplicate key value violates unique constraint on {table}: {detail}")
+        }
+        EngineError::TableNotFound { name } => format!("relation {name} does not exist"),
+        EngineError::TableExists { name } => format!("relation {name} already exists"),
+        other => other.to_string(),
+    }
+}
+
+impl From<entidb_engine::OpenError> for Error {
+    fn from(e: entidb_engine::OpenError) -> Self {
+        Self::from(EngineError::from(e))
+    }
+}
+
+impl From<entidb_engine::CommitError> for Error {
+    fn from(e: entidb_engine::CommitError) -> Self {
+        Self::from(EngineError::from(e))
+    }
+}
+
+impl From<entidb_engine::CheckpointError> for Error {
+    fn from(e: entidb_engine::CheckpointError) -> Self {
+        Self::from(EngineError::from(e))
     }
 }
 

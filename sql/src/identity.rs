@@ -203,7 +203,7 @@ impl Sequences {
             // A conflict may show at the write (a newer committed version)
             // or at commit: either way, retry on a fresh snapshot.
             let reserved = match advance(&mut txn, name, n) {
-                Ok(Some(first)) => txn.commit().map(|_| Some(first)),
+                Ok(Some(first)) => txn.commit().map(|_| Some(first)).map_err(EngineError::from),
                 other => other,
             };
             match reserved {
@@ -212,7 +212,7 @@ impl Sequences {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ErrorKind::Conflict {
+        Err(EngineError::Conflict {
             table: COUNTERS.into(),
             key: format!("sequence {name} is reserved by too many transactions at once"),
         }

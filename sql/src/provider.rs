@@ -57,7 +57,7 @@ use entidb_engine::{
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Name of the hidden row-key column exposed by keyed providers.
 pub const KEY_COLUMN: &str = "__entidb_key";
@@ -215,6 +215,7 @@ impl TableProvider for EntiTable {
             .map(|f| f.to_string())
             .collect();
         Ok(Arc::new(EntiScanExec {
+            bound: Mutex::new(None),
             slot: self.slot.clone(),
             def: self.def.clone(),
             schema: schema.clone(),
@@ -322,6 +323,20 @@ pub struct EntiScanExec {
     pushed: Vec<String>,
     limit: Option<usize>,
     properties: Arc<PlanProperties>,
+    /// The rows opened by [`EntiScanExec::bind`], for the next `execute`.
+    bound: Mutex<Option<Bound>>,
+}
+
+/// The rows a scan reads: an index's, or a table scan's.
+type Rows = Box<dyn Iterator<Item = Result<RecordBatch>> + Send>;
+
+/// Rows opened ahead of `execute` (see [`EntiScanExec::bind`]).
+struct Bound(Rows);
+
+impl fmt::Debug for Bound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bound")
+    }
 }
 
 fn plan_properties(schema: SchemaRef) -> PlanProperties {
@@ -334,6 +349,42 @@ fn plan_properties(schema: SchemaRef) -> PlanProperties {
 }
 
 impl EntiScanExec {
+    /// Opens the rows now, in the current transaction, for the next
+    /// `execute`. A plan whose stream outlives the statement's transaction
+    /// (`query_stream` in autocommit: the stream is read after the
+    /// transaction ended) binds its scans before the transaction ends; each
+    /// scan then reads the snapshot of the statement, however late it is
+    /// polled.
+    ///
+    /// # Errors
+    /// As the scan's.
+    pub fn bind(&self) -> Result<()> {
+        let rows = self.open()?;
+        let mut bound = self
+            .bound
+            .lock()
+            .map_err(|_| DataFusionError::Internal("scan binding lock poisoned".into()))?;
+        *bound = Some(Bound(rows));
+        Ok(())
+    }
+
+    /// The rows of the scan in the current transaction.
+    fn open(&self) -> Result<Rows> {
+        let from_index = match &self.exact.index {
+            Some(index) => self.index_rows(index)?,
+            None => None,
+        };
+        Ok(match from_index {
+            Some(batches) => Box::new(batches.into_iter().map(Ok)),
+            None => {
+                let scan = self
+                    .slot
+                    .with_df(|t| t.scan(self.def.id, self.request.clone()))?;
+                Box::new(scan.map(|r| r.map_err(to_df)))
+            }
+        })
+    }
+
     /// Committed and own rows from the index, or `None` when the index would
     /// return too large a share of the table (a scan is cheaper then).
     fn index_rows(&self, index: &IndexUse) -> Result<Option<Vec<RecordBatch>>> {
@@ -459,18 +510,10 @@ impl ExecutionPlan for EntiScanExec {
                 "EntiScan has no partition {partition}"
             )));
         }
-        let from_index = match &self.exact.index {
-            Some(index) => self.index_rows(index)?,
-            None => None,
-        };
-        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match from_index {
-            Some(batches) => Box::new(batches.into_iter().map(Ok)),
-            None => {
-                let scan = self
-                    .slot
-                    .with_df(|t| t.scan(self.def.id, self.request.clone()))?;
-                Box::new(scan.map(|r| r.map_err(to_df)))
-            }
+        let bound = self.bound.lock().ok().and_then(|mut b| b.take());
+        let batches = match bound {
+            Some(Bound(rows)) => rows,
+            None => self.open()?,
         };
         let finish = self.finish.clone();
         let mut remaining = self.limit.unwrap_or(usize::MAX);

@@ -445,7 +445,12 @@ impl Session {
             return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
         }
         let df = self.ctx.execute_logical_plan(plan).await?;
-        let stream = big_stack_stream(df.execute_stream().await?);
+        let task = Arc::new(df.task_ctx());
+        let physical = df.create_physical_plan().await?;
+        // The stream may be read after this statement's (autocommit)
+        // transaction ended: open every scan now, in it.
+        bind_scans(&physical)?;
+        let stream = big_stack_stream(datafusion::physical_plan::execute_stream(physical, task)?);
         Ok(match names {
             Some(names) => output_names::rename_stream(stream, &names),
             None => stream,
@@ -996,4 +1001,16 @@ pub fn count_batch(n: u64) -> Result<RecordBatch> {
         vec![Arc::new(arrow::array::UInt64Array::from(vec![n])) as Arc<dyn Array>],
     )
     .map_err(|e| ErrorKind::Execution(e.to_string()).into())
+}
+
+/// Binds every EntiDB scan of `plan` to the current transaction (see
+/// [`crate::provider::EntiScanExec::bind`]).
+fn bind_scans(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Result<()> {
+    if let Some(scan) = plan.downcast_ref::<crate::provider::EntiScanExec>() {
+        scan.bind()?;
+    }
+    for child in plan.children() {
+        bind_scans(child)?;
+    }
+    Ok(())
 }

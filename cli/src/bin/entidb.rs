@@ -44,7 +44,8 @@ struct Args {
     /// at a prompt).
     #[arg(long)]
     passphrase: bool,
-    /// Open the database read-only.
+    /// Open the database read-only (it must exist): writes fail with
+    /// SQLSTATE 25006, and other read-only opens may run alongside.
     #[arg(long)]
     readonly: bool,
     /// Verify every checksum, file, index and constraint of PATH and exit.
@@ -82,12 +83,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.readonly {
-        eprintln!("error: --readonly is not supported yet (SQLSTATE 0A000)");
+    if args.readonly && args.path.is_none() {
+        eprintln!("error: --readonly needs a database PATH");
         return ExitCode::from(2);
     }
     let options = OpenOptions {
         encryption: secret,
+        read_only: args.readonly,
         ..OpenOptions::default()
     };
     let db = match open_database(args.path.as_deref(), options) {
@@ -97,6 +99,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if db.is_read_only() && !args.readonly {
+        eprintln!(
+            "note: the database cannot be written here (read-only file system or no permission); \
+             it is open read-only"
+        );
+    }
     if args.check {
         return check(&db);
     }

@@ -4,6 +4,15 @@
 //! `fdatasync`, `sync_dir` fsyncs the directory itself, and the database lock
 //! is an exclusive advisory `flock` on the `LOCK` file (std's `File::try_lock`),
 //! which the kernel releases when the process dies.
+//!
+//! READ-ONLY. [`FileStorage::open_read_only`] opens every file for reading
+//! only and refuses to create, write, rename or remove one (`PermissionDenied`,
+//! "opened read-only"): what a database on a read-only file system, or in a
+//! directory the user may not write, can still do. Its lock is a *shared*
+//! `flock` on `LOCK` (`try_lock_shared`), so any number of read-only opens
+//! coexist and a writer is refused while one is open (and the other way
+//! round); without a `LOCK` file (it is created by the first writer) there
+//! is nothing to lock and nothing else can be writing there either.
 
 use super::{FileHandle, LockGuard, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +28,7 @@ pub const LOCK_FILE: &str = "LOCK";
 #[derive(Debug, Clone)]
 pub struct FileStorage {
     dir: PathBuf,
+    read_only: bool,
 }
 
 impl FileStorage {
@@ -26,7 +36,58 @@ impl FileStorage {
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            read_only: false,
+        })
+    }
+
+    /// Uses the existing directory `dir` for reading only (see the module
+    /// docs).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(Self {
+            dir,
+            read_only: true,
+        })
+    }
+
+    /// True for a storage opened with [`FileStorage::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// The shared lock of a read-only open (see the module docs).
+    fn lock_shared(&self) -> io::Result<Option<Box<dyn LockGuard>>> {
+        let file = match File::open(self.path(LOCK_FILE)?) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Some(Box::new(FileLock { _file: None })));
+            }
+            Err(e) => return Err(e),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(Box::new(FileLock { _file: Some(file) }))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Fails when the storage is read-only.
+    fn writable(&self) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the database was opened read-only",
+            ));
+        }
+        Ok(())
     }
 
     fn path(&self, name: &str) -> io::Result<PathBuf> {
@@ -81,16 +142,20 @@ impl StorageFile for PlainFile {
 
 #[derive(Debug)]
 struct FileLock {
-    _file: File,
+    /// The locked `LOCK` file; `None` for a read-only open without one.
+    _file: Option<File>,
 }
 
 impl LockGuard for FileLock {}
 
 impl Storage for FileStorage {
     fn open(&self, name: &str, create: bool) -> io::Result<FileHandle> {
+        if create {
+            self.writable()?;
+        }
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(!self.read_only)
             .create(create)
             .truncate(false)
             .open(self.path(name)?)?;
@@ -105,10 +170,12 @@ impl Storage for FileStorage {
     }
 
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.writable()?;
         fs::rename(self.path(from)?, self.path(to)?)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
+        self.writable()?;
         fs::remove_file(self.path(name)?)
     }
 
@@ -127,10 +194,14 @@ impl Storage for FileStorage {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        self.writable()?;
         File::open(&self.dir)?.sync_all()
     }
 
     fn lock(&self) -> io::Result<Option<Box<dyn LockGuard>>> {
+        if self.read_only {
+            return self.lock_shared();
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -138,7 +209,7 @@ impl Storage for FileStorage {
             .truncate(false)
             .open(self.path(LOCK_FILE)?)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(FileLock { _file: file }))),
+            Ok(()) => Ok(Some(Box::new(FileLock { _file: Some(file) }))),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }

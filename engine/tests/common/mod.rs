@@ -93,7 +93,7 @@ pub fn put(t: &mut Transaction, table: u64, id: i64, v: &str) -> Result<()> {
 }
 
 pub fn open_sim(disk: &SimDisk, options: EngineOptions) -> Result<Engine> {
-    Engine::open(Arc::new(disk.clone()), options)
+    Ok(Engine::open(Arc::new(disk.clone()), options)?)
 }
 
 /// Drops the engine, loses power, and reopens.
