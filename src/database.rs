@@ -143,7 +143,9 @@ impl Database {
     /// # Errors
     /// `Locked` (SQLSTATE 55006) if another process has it open,
     /// `EncryptionRequired` (28000) for an encrypted database,
-    /// `Corruption` (XX001) for damaged files, I/O errors.
+    /// `Corruption` (XX001) for damaged files, I/O errors;
+    /// `InvalidArgument` (22023) for a path that is a file, or a non-empty
+    /// directory that is not a database ([`Database::check_path`]).
     ///
     /// ```
     /// # fn main() -> entidb::Result<()> {
@@ -180,6 +182,7 @@ impl Database {
     pub fn open_with(path: impl AsRef<Path>, options: OpenOptions) -> Result<Self> {
         let sql = options.session();
         let path = path.as_ref();
+        Self::check_path(path)?;
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         let key = canonical(path);
         let mut closing = false;
@@ -210,6 +213,27 @@ impl Database {
         });
         open.push((canonical(path), Arc::downgrade(&shared)));
         Ok(Self { shared, sql })
+    }
+
+    /// Whether `path` may be opened as a database, or created as a new
+    /// one: a database directory, a path that does not exist or an empty
+    /// directory. A plain file, or a directory with other files and no
+    /// EntiDB file, is refused, so an open never turns something else into
+    /// a database.
+    ///
+    /// # Errors
+    /// `InvalidArgument` (22023), saying why.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    /// assert!(entidb::Database::check_path(dir.path().join("new.db")).is_ok());
+    /// let err = entidb::Database::check_path(dir.path()).unwrap_err();
+    /// assert_eq!(err.sqlstate(), "22023");
+    /// ```
+    pub fn check_path(path: impl AsRef<Path>) -> Result<()> {
+        crate::dbpath::check_database_path(path.as_ref())
+            .map_err(|m| Error::from(ErrorKind::InvalidArgument(m)))
     }
 
     /// A new, empty in-memory database (not shared: every call is a new

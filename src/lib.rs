@@ -36,6 +36,7 @@
 mod blocking;
 mod connection;
 mod database;
+mod dbpath;
 mod params;
 mod row;
 

@@ -271,3 +271,22 @@ fn a_stream_outlives_its_autocommit_transaction() {
         assert_eq!(rows, 2500);
     });
 }
+
+/// `Database::open` refuses to turn a file or a foreign directory into a
+/// database (it used to write LOCK, WAL and MANIFEST into any directory;
+/// only the shell refused).
+#[test]
+fn open_refuses_files_and_foreign_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Database::open(dir.path()).unwrap_err();
+    assert_eq!(err.sqlstate(), "22023", "{err}");
+    assert!(err.to_string().contains("not an EntiDB database"), "{err}");
+    let err = Database::open(dir.path().join("notes.txt")).unwrap_err();
+    assert!(err.to_string().contains("is a file"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"], "nothing was written");
+}

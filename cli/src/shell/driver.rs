@@ -19,7 +19,6 @@
 
 use super::failure::Failure;
 use super::input::Item;
-use super::open::check_database_path;
 use super::render::{Mode, Style, renderer};
 use super::report::describe;
 use super::statement::{Kind, classify};
@@ -86,17 +85,14 @@ pub struct Shell {
 
 /// Opens the database at `path` (in memory without one, or for the name
 /// `:memory:` as in SQLite and DuckDB), refusing paths that are not
-/// databases (see `open.rs`).
+/// databases (see [`Database::check_path`]).
 ///
 /// # Errors
 /// The refusal or the open's error.
 pub fn open_database(path: Option<&Path>, options: OpenOptions) -> Result<Database, Failure> {
     match path {
         Some(p) if p == Path::new(MEMORY) => Ok(Database::open_in_memory()?),
-        Some(p) => {
-            check_database_path(p).map_err(Failure::Other)?;
-            Ok(Database::open_with(p, options)?)
-        }
+        Some(p) => Ok(Database::open_with(p, options)?),
         None => Ok(Database::open_in_memory()?),
     }
 }
@@ -322,7 +318,7 @@ impl Shell {
     /// same path can be reopened; when the new one cannot be opened the
     /// session goes on in memory.
     pub(super) fn reopen(&mut self, path: &Path) -> Result<(), Failure> {
-        check_database_path(path).map_err(Failure::Other)?;
+        Database::check_path(path)?;
         let memory = Database::open_in_memory()?;
         self.conn = memory.connect();
         self.db = memory;

@@ -12,7 +12,6 @@ mod driver;
 mod failure;
 mod import;
 mod input;
-mod open;
 mod render;
 mod repl;
 mod report;

@@ -1,10 +1,11 @@
-//! Which paths the shell opens as databases.
+//! Which paths open as databases.
 //!
-//! A database is a directory. The shell creates one only where asked for
-//! something new: a path that does not exist or an empty directory. An
-//! existing directory holding other files and no EntiDB file (`MANIFEST`,
-//! `WAL`, `LOCK`) is refused, and so is a plain file, so `entidb /tmp` or
-//! `entidb notes.txt` never turns something else into a database.
+//! A database is a directory. [`crate::Database::open`] creates one only
+//! where asked for something new: a path that does not exist or an empty
+//! directory. An existing directory holding other files and no EntiDB file
+//! (`MANIFEST`, `WAL`, `LOCK`) is refused, and so is a plain file, so
+//! `Database::open("/tmp")` or `entidb notes.txt` never turns something else
+//! into a database.
 
 use std::path::Path;
 
@@ -15,7 +16,7 @@ const MARKERS: [&str; 4] = ["MANIFEST", "WAL", "LOCK", "MANIFEST.tmp"];
 ///
 /// # Errors
 /// A message saying why not.
-pub fn check_database_path(path: &Path) -> Result<(), String> {
+pub(crate) fn check_database_path(path: &Path) -> Result<(), String> {
     let shown = path.display();
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok(());
