@@ -21,6 +21,13 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+fn read_only() -> OpenOptions {
+    OpenOptions {
+        read_only: true,
+        ..OpenOptions::default()
+    }
+}
+
 #[test]
 fn a_read_only_database_answers_queries_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,14 +40,7 @@ fn a_read_only_database_answers_queries_and_refuses_writes() {
         assert!(!db.is_read_only());
     }
     let before = contents(&path);
-    let db = Database::open_with(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(&path, read_only()).unwrap();
     assert!(db.is_read_only());
     let mut c = BlockingConnection::new(&db).unwrap();
     let n: i64 = c
@@ -72,13 +72,6 @@ fn a_read_only_database_answers_queries_and_refuses_writes() {
 fn a_read_only_open_of_a_missing_database_fails_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nothing-here");
-    let err = Database::open_with(
-        &path,
-        OpenOptions {
-            read_only: true,
-            ..OpenOptions::default()
-        },
-    )
-    .unwrap_err();
+    let err = Database::open_with(&path, read_only()).unwrap_err();
     assert!(!path.exists(), "{err}");
 }
