@@ -290,3 +290,43 @@ fn open_refuses_files_and_foreign_directories() {
         .collect();
     assert_eq!(names, ["notes.txt"], "nothing was written");
 }
+
+/// The seam of the test above with a checkpoint: the rows a bound stream
+/// reads are deleted and the table's segments rewritten (and the old files
+/// removed) by another connection's CHECKPOINT before the stream is
+/// polled. The stream still reads its statement's snapshot.
+#[test]
+fn a_bound_stream_survives_a_checkpoint_that_rewrites_its_segments() {
+    use futures::StreamExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path().join("db")).unwrap();
+        let mut conn = db.connect();
+        conn.execute(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v TEXT); \
+             INSERT INTO t SELECT value, 'x' FROM generate_series(1, 20000); CHECKPOINT",
+        )
+        .await
+        .unwrap();
+        let mut stream = conn.query_stream("SELECT id FROM t").await.unwrap();
+        let mut other = db.connect();
+        other
+            .execute("DELETE FROM t WHERE id > 10; CHECKPOINT")
+            .await
+            .unwrap();
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            rows += batch.unwrap().num_rows();
+        }
+        assert_eq!(rows, 20000);
+        let left: i64 = other
+            .query_row("SELECT count(*) FROM t", &[], |r| r.get(0))
+            .await
+            .unwrap();
+        assert_eq!(left, 10);
+    });
+}

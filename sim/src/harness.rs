@@ -88,6 +88,16 @@ fn index_get(
     }
 }
 
+/// Declares column `u` unique in a writing transaction before it inserts
+/// (the engine checks UNIQUE only for declared columns).
+fn declare_u_unique(t: &mut Transaction, m: &MTxn, kv: u64) -> Result<(), String> {
+    if !m.read_only {
+        t.declare_unique(kv, &[2])
+            .map_err(|e| format!("declare: {e}"))?;
+    }
+    Ok(())
+}
+
 fn pk_keys(ids: &[i64]) -> arrow::array::BinaryArray {
     let col: arrow::array::ArrayRef = Arc::new(Int64Array::from(ids.to_vec()));
     encode_keys(&[col]).unwrap()
@@ -338,10 +348,7 @@ impl Sim {
             }
             Step::Insert { rows, undo, .. } => {
                 let (t, m) = entry.unwrap();
-                if !m.read_only {
-                    t.declare_unique(kv, &[2])
-                        .map_err(|e| format!("declare: {e}"))?;
-                }
+                declare_u_unique(t, m, kv)?;
                 let sp = t.savepoint();
                 let before = m.clone();
                 let want = m.insert(model, rows);
@@ -356,10 +363,7 @@ impl Sim {
             }
             Step::Update { key, row, undo, .. } => {
                 let (t, m) = entry.unwrap();
-                if !m.read_only {
-                    t.declare_unique(kv, &[2])
-                        .map_err(|e| format!("declare: {e}"))?;
-                }
+                declare_u_unique(t, m, kv)?;
                 let sp = t.savepoint();
                 let before = m.clone();
                 let mut staged = m.clone();

@@ -454,19 +454,25 @@ fn insert_shape(statement: &DFStatement, session: &Session) -> Option<InsertRow>
     (!missing_default).then_some(InsertRow { table, values: out })
 }
 
-/// A `$n` parameter or a plain literal.
-fn operand(expr: &SqlExpr) -> Option<Operand> {
-    let (negative, value) = match expr {
-        SqlExpr::Value(v) => (false, &v.value),
+/// A value written as a literal, possibly negated: `(negative, value)` for
+/// `v` and `-v`; `None` for any other expression.
+pub(crate) fn signed_value(expr: &SqlExpr) -> Option<(bool, &SqlValue)> {
+    match expr {
+        SqlExpr::Value(v) => Some((false, &v.value)),
         SqlExpr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
         } => match expr.as_ref() {
-            SqlExpr::Value(v) => (true, &v.value),
-            _ => return None,
+            SqlExpr::Value(v) => Some((true, &v.value)),
+            _ => None,
         },
-        _ => return None,
-    };
+        _ => None,
+    }
+}
+
+/// A `$n` parameter or a plain literal.
+fn operand(expr: &SqlExpr) -> Option<Operand> {
+    let (negative, value) = signed_value(expr)?;
     let scalar = match value {
         SqlValue::Placeholder(p) if !negative => {
             let n: usize = p.strip_prefix('$')?.parse().ok()?;

@@ -48,7 +48,7 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr as SqlExpr, SetExpr, Statement as SqlStatement, TableFactor,
-    UnaryOperator, Value as SqlValue,
+    Value as SqlValue,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -323,17 +323,7 @@ fn column_name(expr: &SqlExpr) -> Option<String> {
 /// The value of a literal of `ty`'s own kind: an integer for an integer
 /// column, a string for a string column, a boolean for a boolean column.
 fn literal_value(expr: &SqlExpr, ty: &DataType) -> Option<ScalarValue> {
-    let (negative, value) = match expr {
-        SqlExpr::Value(v) => (false, &v.value),
-        SqlExpr::UnaryOp {
-            op: UnaryOperator::Minus,
-            expr,
-        } => match expr.as_ref() {
-            SqlExpr::Value(v) => (true, &v.value),
-            _ => return None,
-        },
-        _ => return None,
-    };
+    let (negative, value) = crate::prepared::signed_value(expr)?;
     match value {
         SqlValue::Number(digits, false) if ty.is_integer() => {
             let text = if negative {
