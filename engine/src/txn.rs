@@ -147,6 +147,29 @@ impl Transaction {
         self.engine.wal().check()
     }
 
+    /// Makes the transaction read-only (`SET TRANSACTION READ ONLY`), or
+    /// read-write again before it has read anything.
+    ///
+    /// # Errors
+    /// `ReadOnly` to make a transaction of a read-only database writable;
+    /// `InvalidArgument` to make it writable after its first read (its
+    /// snapshot is taken).
+    pub fn set_read_only(&mut self, read_only: bool) -> Result<()> {
+        self.active()?;
+        if !read_only && self.read_only {
+            if self.engine.options().read_only {
+                return Err(Error::ReadOnly);
+            }
+            if self.snapshot.is_some() {
+                return Err(Error::InvalidArgument(
+                    "transaction read-write mode must be set before any query".into(),
+                ));
+            }
+        }
+        self.read_only = read_only;
+        Ok(())
+    }
+
     /// True when the transaction changed anything.
     pub fn has_writes(&self) -> bool {
         !self.undo.is_empty()

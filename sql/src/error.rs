@@ -98,6 +98,10 @@ pub enum ErrorKind {
     /// BEGIN inside a transaction, COMMIT outside one, and similar.
     #[error("{0}")]
     TransactionState(String),
+    /// A change a transaction allows only before its first query
+    /// (`SET TRANSACTION READ WRITE`).
+    #[error("{0}")]
+    ActiveSqlTransaction(String),
     /// The SQL does not parse.
     #[error("syntax error: {0}")]
     Syntax(String),
@@ -181,6 +185,7 @@ impl ErrorKind {
             ErrorKind::CardinalityViolation(_) => "21000",
             ErrorKind::Io(_) => "58030",
             ErrorKind::TransactionState(_) => "25000",
+            ErrorKind::ActiveSqlTransaction(_) => "25001",
             ErrorKind::Syntax(_) => "42601",
             ErrorKind::Plan(_) => "42000",
             ErrorKind::NotSupported(_) => "0A000",

@@ -176,6 +176,11 @@ impl Sequences {
 
     /// Reserves `n` consecutive values of `name`; returns the first.
     pub fn reserve(&self, name: &str, n: usize) -> Result<i64> {
+        // `nextval` writes: refused in a read-only transaction, as in
+        // PostgreSQL (its reservation would otherwise commit on its own).
+        if matches!(self.slot.with(|t| Ok(t.is_read_only())), Ok(true)) {
+            return Err(EngineError::ReadOnly.into());
+        }
         let first = self.reserve_committed(name, n)?;
         let first = match first {
             Some(first) => first,

@@ -61,11 +61,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
-use datafusion::sql::sqlparser::ast::{Set, visit_relations};
+use datafusion::sql::sqlparser::ast::{
+    Set, TransactionAccessMode, TransactionMode, visit_relations,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use entidb_catalog::Catalog;
-use entidb_engine::Engine;
+use entidb_engine::{Engine, Error as EngineError};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
@@ -464,9 +466,15 @@ impl Session {
     ) -> Result<Output> {
         if let DFStatement::Statement(s) = &stmt {
             match s.as_ref() {
-                SqlStatement::StartTransaction { .. } => {
-                    return self.begin().map(|()| Output::Count(0));
+                SqlStatement::StartTransaction { modes, .. } => {
+                    let read_only = read_only_mode(modes).unwrap_or(false);
+                    return self.begin(read_only).map(|()| Output::Count(0));
                 }
+                SqlStatement::Set(Set::SetTransaction {
+                    modes,
+                    snapshot: None,
+                    session: false,
+                }) => return self.set_transaction(modes).map(|()| Output::Count(0)),
                 SqlStatement::Commit { .. } => return self.commit().map(|()| Output::Count(0)),
                 SqlStatement::Rollback {
                     savepoint: None, ..
@@ -529,16 +537,39 @@ impl Session {
         Ok(self.engine.checkpoint()?)
     }
 
-    fn begin(&mut self) -> Result<()> {
+    /// `BEGIN [READ ONLY]`.
+    fn begin(&mut self, read_only: bool) -> Result<()> {
         if self.explicit {
             return Err(ErrorKind::TransactionState(
                 "a transaction is already in progress; COMMIT or ROLLBACK it first".into(),
             )
             .into());
         }
-        self.slot.put(self.engine.begin())?;
+        let txn = if read_only {
+            self.engine.begin_read_only()
+        } else {
+            self.engine.begin()
+        };
+        self.slot.put(txn)?;
         self.explicit = true;
         Ok(())
+    }
+
+    /// `SET TRANSACTION READ ONLY | READ WRITE`: changes the explicit
+    /// transaction (read-write only before its first query); outside one it
+    /// does nothing, as in PostgreSQL (which warns). Isolation levels are
+    /// accepted: every transaction is snapshot isolation.
+    fn set_transaction(&mut self, modes: &[TransactionMode]) -> Result<()> {
+        match read_only_mode(modes) {
+            Some(read_only) if self.explicit => self
+                .slot
+                .with(|t| t.set_read_only(read_only))
+                .map_err(|e| match e {
+                    EngineError::InvalidArgument(m) => ErrorKind::ActiveSqlTransaction(m).into(),
+                    other => Error::from(other),
+                }),
+            _ => Ok(()),
+        }
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -1013,4 +1044,14 @@ fn bind_scans(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Resul
         bind_scans(child)?;
     }
     Ok(())
+}
+
+/// The access mode among transaction modes: `Some(true)` for READ ONLY,
+/// `Some(false)` for READ WRITE, `None` when not given (the last one wins).
+fn read_only_mode(modes: &[TransactionMode]) -> Option<bool> {
+    modes.iter().rev().find_map(|m| match m {
+        TransactionMode::AccessMode(TransactionAccessMode::ReadOnly) => Some(true),
+        TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => Some(false),
+        TransactionMode::IsolationLevel(_) => None,
+    })
 }
