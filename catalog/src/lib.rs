@@ -14,15 +14,16 @@
 //! BLOB LAYOUT (see `docs/format.md`): `"ECAT" | version u16 | tables u32 |
 //! table* | views u32 | view* | indexes u32 | index* | sequences u32 |
 //! sequence*`, encoded with the engine's bounds-checked codec. Version 2
-//! added identity columns and sequences; version 1 blobs still decode (no
-//! identities, no sequences) and are written back as version 2.
+//! added identity columns and sequences, version 3 CHECK constraints (after
+//! a table's UNIQUE lists: `checks u32 | (name str, sql str)*`); older blobs
+//! still decode (without them) and are written back as version 3.
 #![deny(clippy::indexing_slicing)]
 
 use entidb_engine::codec::{Decoder, Encoder};
 use entidb_engine::{Error, Result, Transaction};
 
 const MAGIC: &[u8; 4] = b"ECAT";
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
 /// The oldest blob version this build decodes.
 const OLDEST: u16 = 1;
 
@@ -70,6 +71,19 @@ pub struct TableMeta {
     pub primary_key: Vec<usize>,
     /// UNIQUE constraints, each a list of column indexes.
     pub unique: Vec<Vec<usize>>,
+    /// CHECK constraints, in definition order.
+    pub checks: Vec<CheckMeta>,
+}
+
+/// A CHECK constraint: a boolean expression over one row of its table, kept
+/// as SQL text (the SQL layer plans it). A row passes unless the expression
+/// is false (NULL passes, as in SQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckMeta {
+    /// Constraint name (given, or `<table>_<column>_check` / `<table>_check`).
+    pub name: String,
+    /// The expression.
+    pub sql: String,
 }
 
 /// A view.
@@ -175,6 +189,10 @@ impl Catalog {
             for u in &t.unique {
                 encode_indexes(&mut e, u);
             }
+            e.u32(t.checks.len() as u32);
+            for c in &t.checks {
+                e.str(&c.name)?.str(&c.sql)?;
+            }
         }
         e.u32(self.views.len() as u32);
         for v in &self.views {
@@ -242,12 +260,21 @@ impl Catalog {
             for _ in 0..d.count(4)? {
                 unique.push(decode_indexes(&mut d)?);
             }
+            let mut checks = Vec::new();
+            if version >= 3 {
+                for _ in 0..d.count(8)? {
+                    let name = d.str()?.to_string();
+                    let sql = d.str()?.to_string();
+                    checks.push(CheckMeta { name, sql });
+                }
+            }
             c.tables.push(TableMeta {
                 name,
                 table_id,
                 columns,
                 primary_key,
                 unique,
+                checks,
             });
         }
         for _ in 0..d.count(8)? {
@@ -340,6 +367,10 @@ mod tests {
                 ],
                 primary_key: vec![0],
                 unique: vec![vec![1]],
+                checks: vec![CheckMeta {
+                    name: "t_a_check".into(),
+                    sql: "a > 0".into(),
+                }],
             }],
             views: vec![ViewMeta {
                 name: "v".into(),

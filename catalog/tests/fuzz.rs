@@ -34,6 +34,10 @@ fn sample() -> Catalog {
                 ],
                 primary_key: vec![0],
                 unique: vec![vec![1], vec![1, 2]],
+                checks: vec![entidb_catalog::CheckMeta {
+                    name: "t_n_check".into(),
+                    sql: "n > 0".into(),
+                }],
             },
             TableMeta {
                 name: "u".into(),
@@ -41,6 +45,7 @@ fn sample() -> Catalog {
                 columns: vec![column("a", None)],
                 primary_key: Vec::new(),
                 unique: Vec::new(),
+                checks: Vec::new(),
             },
         ],
         views: vec![ViewMeta {

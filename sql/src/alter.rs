@@ -49,7 +49,7 @@ use datafusion::sql::sqlparser::ast::{
     Statement as SqlStatement, Visit, VisitMut, Visitor, VisitorMut, visit_relations,
     visit_relations_mut,
 };
-use entidb_catalog::{Catalog, ColumnMeta, Identity, TableMeta};
+use entidb_catalog::{Catalog, CheckMeta, ColumnMeta, Identity, TableMeta};
 use entidb_engine::{ScanRequest, TableDef};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -80,6 +80,8 @@ struct Shape {
     columns: Vec<Column>,
     primary_key: Vec<String>,
     unique: Vec<Vec<String>>,
+    /// CHECK constraints (their SQL names columns).
+    checks: Vec<CheckMeta>,
     /// The engine table must be rewritten (anything but a default changed).
     rewrite: bool,
 }
@@ -107,6 +109,7 @@ impl Shape {
                 .iter()
                 .map(|u| u.iter().map(name_of).collect())
                 .collect(),
+            checks: meta.checks.clone(),
             rewrite: false,
         }
     }
@@ -327,6 +330,10 @@ fn drop_column(
         shape.primary_key.clear();
     }
     shape.unique.retain(|u| !u.iter().any(|c| c == column));
+    // As in PostgreSQL, a CHECK constraint reading the column goes with it.
+    shape
+        .checks
+        .retain(|c| !crate::checks::reads_column(c, column));
     let table = shape.name.clone();
     catalog
         .indexes
@@ -354,6 +361,12 @@ fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str)
     for index in catalog.indexes.iter_mut().filter(|i| i.table == table) {
         for c in index.columns.iter_mut().filter(|c| *c == old) {
             *c = new.to_string();
+        }
+    }
+    for check in shape.checks.iter_mut() {
+        if let Some(mut expr) = crate::checks::parse(&check.sql) {
+            let _ = VisitMut::visit(&mut expr, &mut ColumnRenamer { old, new });
+            check.sql = expr.to_string();
         }
     }
     for view in catalog.views.iter_mut() {
@@ -543,6 +556,7 @@ fn table_meta(shape: &Shape, table_id: u64) -> TableMeta {
             .collect(),
         primary_key: shape.indexes_of(&shape.primary_key),
         unique: shape.unique.iter().map(|u| shape.indexes_of(u)).collect(),
+        checks: shape.checks.clone(),
     }
 }
 

@@ -222,8 +222,9 @@ impl CheckedArithmetic {
         }
     }
 
-    /// Rewrites the integer arithmetic in one expression, innermost first.
-    fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    /// Rewrites the integer arithmetic in one type-coerced expression over
+    /// `schema`, innermost first.
+    pub fn rewrite_expr(&self, expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         expr.transform_up(|e| {
             let replacement = match &e {
                 Expr::BinaryExpr(BinaryExpr { left, op, right }) => match Op::from_operator(*op) {

@@ -59,14 +59,24 @@ pub fn plannable(stmt: DFStatement) -> Result<DFStatement> {
     if let SqlStatement::CreateTable(create) = inner.as_mut() {
         crate::identity::take_identities(create)?;
         check_create_table(create)?;
+        // CHECK constraints are EntiDB's (`checks.rs`, read from the
+        // original statement): DataFusion plans the table without them.
+        for column in create.columns.iter_mut() {
+            column
+                .options
+                .retain(|o| !matches!(o.option, ColumnOption::Check(_)));
+        }
+        create
+            .constraints
+            .retain(|c| !matches!(c, TableConstraint::Check(_)));
     }
     Ok(DFStatement::Statement(inner))
 }
 
 /// Refuses, before DataFusion plans it, what CREATE TABLE would otherwise
-/// accept and ignore (or reject with a planning error): foreign keys, CHECK
-/// constraints, generated columns and other identity syntaxes — each 0A000
-/// naming the feature.
+/// accept and ignore (or reject with a planning error): foreign keys,
+/// generated columns and other identity syntaxes — each 0A000 naming the
+/// feature.
 fn check_create_table(create: &CreateTable) -> Result<()> {
     let unsupported = |what: &str| -> Result<()> {
         Err(ErrorKind::NotSupported(format!("{what} in CREATE TABLE")).into())
@@ -75,19 +85,18 @@ fn check_create_table(create: &CreateTable) -> Result<()> {
         for option in &column.options {
             match &option.option {
                 ColumnOption::ForeignKey(_) => return unsupported("REFERENCES (foreign keys)"),
-                ColumnOption::Check(_) => return unsupported("CHECK constraints"),
                 ColumnOption::Identity(_) => return unsupported("IDENTITY(seed, increment)"),
                 ColumnOption::Generated { .. } => return unsupported("generated columns"),
                 _ => {}
             }
         }
     }
-    for constraint in &create.constraints {
-        match constraint {
-            TableConstraint::ForeignKey(_) => return unsupported("FOREIGN KEY"),
-            TableConstraint::Check(_) => return unsupported("CHECK constraints"),
-            _ => {}
-        }
+    if create
+        .constraints
+        .iter()
+        .any(|c| matches!(c, TableConstraint::ForeignKey(_)))
+    {
+        return unsupported("FOREIGN KEY");
     }
     Ok(())
 }
@@ -194,6 +203,12 @@ pub async fn create_table(
         Some(SqlStatement::CreateTable(create)) => take_identities(&mut create.clone())?,
         _ => Vec::new(),
     };
+    let checks = match ast.as_ref() {
+        Some(SqlStatement::CreateTable(create)) => crate::checks::declared(create, &name)?,
+        _ => Vec::new(),
+    };
+    // Plans every constraint now, so a bad one fails the CREATE.
+    crate::checks::Checks::plan(&session.ctx, &name, &schema, &checks)?;
     let mut catalog = session.catalog.as_ref().clone();
     let mut counters = Vec::new();
     let columns = schema
@@ -236,6 +251,7 @@ pub async fn create_table(
             columns,
             primary_key,
             unique,
+            checks,
         };
         catalog.tables.push(meta.clone());
         catalog.save(t)?;

@@ -333,7 +333,11 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
     let unique = unique_sets(target.table.indexes());
     let mut changes = Vec::new();
     for batch in first_per_key(found)? {
-        changes.push((keys_of(&batch)?, table_rows(&def, &batch)?));
+        // The new versions, with NOT NULL and CHECK verified.
+        let new = target
+            .table
+            .conform_columns(batch.columns().get(1..).unwrap_or_default())?;
+        changes.push((keys_of(&batch)?, new));
     }
     // Every old version goes before any new one is checked against the
     // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.

@@ -32,6 +32,14 @@ pub enum ErrorKind {
     /// [`engine_sqlstate`] gives its SQLSTATE.
     #[error("{}", engine_message(.0))]
     Engine(EngineError),
+    /// A row makes a CHECK constraint false.
+    #[error("new row for relation {table} violates check constraint {constraint}")]
+    CheckViolation {
+        /// Table name.
+        table: String,
+        /// Constraint name.
+        constraint: String,
+    },
     /// NULL written into a NOT NULL column (a NOT NULL constraint of the
     /// catalog; the engine's own, on key columns, is [`ErrorKind::Engine`]).
     #[error("null value in column {column} of table {table} violates not-null constraint")]
@@ -173,6 +181,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Engine(e) => engine_sqlstate(e),
             ErrorKind::NotNullViolation { .. } => "23502",
+            ErrorKind::CheckViolation { .. } => "23514",
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
             ErrorKind::UndefinedObject { .. } => "42704",

@@ -19,7 +19,7 @@ use crate::ddl::normalize;
 use crate::dml::quote;
 use crate::error::{ErrorKind, Result};
 use crate::indexes::unique_sets;
-use crate::provider::{EntiTable, conform, insert_rows};
+use crate::provider::{EntiTable, insert_rows};
 use crate::session::{Output, Session};
 use crate::{returning, upsert};
 use arrow::array::RecordBatch;
@@ -72,7 +72,7 @@ async fn proposed_rows(
         Output::Rows(_, batches) => batches,
         Output::Count(_) => Vec::new(),
     };
-    batches.iter().map(|b| conform(table.def(), b)).collect()
+    batches.iter().map(|b| table.conform(b)).collect()
 }
 
 /// Runs an INSERT with RETURNING and/or ON CONFLICT.

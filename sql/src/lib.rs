@@ -5,6 +5,7 @@
 
 mod alter;
 mod checked;
+pub mod checks;
 mod copy;
 mod ddl;
 pub mod dialect;

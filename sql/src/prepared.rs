@@ -29,7 +29,7 @@
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
 use crate::indexes::{IndexInfo, encode, unique_sets};
-use crate::provider::{conform_columns, insert_rows};
+use crate::provider::insert_rows;
 use crate::session::{Output, Parsed, Session, parse};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::filter_record_batch;
@@ -281,7 +281,7 @@ impl Session {
             };
             columns.push(array);
         }
-        let batch = conform_columns(def, &columns)?;
+        let batch = table.conform_columns(&columns)?;
         let unique = unique_sets(table.indexes());
         let n = self.slot.with(|t| insert_rows(t, def, &unique, &batch))?;
         Ok(Some(Output::Count(n)))

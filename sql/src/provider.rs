@@ -25,6 +25,7 @@
 //! itself (see `dml.rs`) through a *keyed* provider ([`EntiTable::keyed`]) that
 //! appends the hidden row key as a last column.
 
+use crate::checks::Checks;
 use crate::error::{ErrorKind, sql_to_df, to_df};
 use crate::indexes::{IndexInfo, choose, is_exact, is_indexable, unique_sets};
 use crate::pruning::{is_prunable, row_group_filter};
@@ -71,17 +72,20 @@ pub struct EntiTable {
     schema: SchemaRef,
     defaults: HashMap<String, Expr>,
     indexes: Vec<IndexInfo>,
+    checks: Arc<Checks>,
     keyed: bool,
 }
 
 impl EntiTable {
-    /// A provider for `def`/`meta` with column defaults already planned.
+    /// A provider for `def`/`meta` with column defaults and CHECK
+    /// constraints already planned.
     pub fn new(
         slot: Arc<TxnSlot>,
         def: TableDef,
         meta: TableMeta,
         defaults: HashMap<String, Expr>,
         indexes: Vec<IndexInfo>,
+        checks: Checks,
     ) -> Self {
         Self {
             schema: nullable(&def.schema),
@@ -90,8 +94,29 @@ impl EntiTable {
             meta,
             defaults,
             indexes,
+            checks: Arc::new(checks),
             keyed: false,
         }
+    }
+
+    /// Builds a row batch of the table from `columns` (one per column, in
+    /// order, of any castable type), checking NOT NULL and the CHECK
+    /// constraints: what every SQL write path stores.
+    ///
+    /// # Errors
+    /// A failed cast (22003, 22P02), 23502, 23514.
+    pub fn conform_columns(&self, columns: &[ArrayRef]) -> Result<RecordBatch, crate::Error> {
+        let batch = conform_columns(&self.def, columns)?;
+        self.checks.verify(&batch)?;
+        Ok(batch)
+    }
+
+    /// [`EntiTable::conform_columns`] of a batch's columns.
+    ///
+    /// # Errors
+    /// As [`EntiTable::conform_columns`].
+    pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch, crate::Error> {
+        self.conform_columns(batch.columns())
     }
 
     /// The table's indexes.
@@ -111,6 +136,7 @@ impl EntiTable {
             ),
             defaults: self.defaults.clone(),
             indexes: self.indexes.clone(),
+            checks: self.checks.clone(),
             keyed: true,
         }
     }
@@ -267,11 +293,13 @@ impl TableProvider for EntiTable {
                 ErrorKind::NotSupported(format!("INSERT {insert_op}")).into(),
             ));
         }
-        let sink = EntiSink::new(
-            self.slot.clone(),
-            self.def.clone(),
-            unique_sets(&self.indexes),
-        );
+        let sink = EntiSink {
+            schema: nullable(&self.def.schema),
+            slot: self.slot.clone(),
+            def: self.def.clone(),
+            unique: unique_sets(&self.indexes),
+            checks: self.checks.clone(),
+        };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
@@ -543,17 +571,7 @@ pub struct EntiSink {
     /// The table schema with every column nullable: NOT NULL is checked here,
     /// with a typed error, rather than by DataFusion.
     schema: SchemaRef,
-}
-
-impl EntiSink {
-    fn new(slot: Arc<TxnSlot>, def: TableDef, unique: Vec<Vec<usize>>) -> Self {
-        Self {
-            schema: nullable(&def.schema),
-            slot,
-            def,
-            unique,
-        }
-    }
+    checks: Arc<Checks>,
 }
 
 impl DisplayAs for EntiSink {
@@ -645,6 +663,7 @@ impl DataSink for EntiSink {
         let mut count = 0;
         while let Some(batch) = data.next().await {
             let batch = conform(&self.def, &batch?).map_err(sql_to_df)?;
+            self.checks.verify(&batch).map_err(sql_to_df)?;
             count += self
                 .slot
                 .with_df(|t| insert_rows(t, &self.def, &self.unique, &batch))?;

@@ -397,7 +397,7 @@ impl Session {
                     return Err(ErrorKind::UndefinedTable { name: table }.into());
                 };
                 let def = provider.def();
-                let rows = crate::provider::conform(def, &batch)?;
+                let rows = provider.conform(&batch)?;
                 let unique = crate::indexes::unique_sets(provider.indexes());
                 Ok(s.slot
                     .with(|t| crate::provider::insert_rows(t, def, &unique, &rows))?)
@@ -786,12 +786,19 @@ impl Session {
                                 .insert(c.name.clone(), self.ctx.parse_sql_expr(sql, &df_schema)?);
                         }
                     }
+                    let checks = crate::checks::Checks::plan(
+                        &self.ctx,
+                        &meta.name,
+                        &def.schema,
+                        &meta.checks,
+                    )?;
                     Arc::new(EntiTable::new(
                         self.slot.clone(),
                         def,
                         meta.clone(),
                         defaults,
                         indexes,
+                        checks,
                     ))
                 }
             };

@@ -45,7 +45,7 @@ use crate::ddl::normalize;
 use crate::dml::{assigned, keys_of, quote};
 use crate::error::{ErrorKind, Result};
 use crate::indexes::{IndexInfo, unique_sets};
-use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
+use crate::provider::{EntiTable, KEY_COLUMN, insert_rows};
 use crate::session::{Output, Session};
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, interleave, take};
@@ -112,7 +112,7 @@ pub async fn apply(
         if !updates.is_empty() {
             let (keys, new) = updated_rows(
                 session,
-                &def,
+                table,
                 name,
                 &existing.rows,
                 &proposed,
@@ -405,7 +405,7 @@ fn gather(found: &[RecordBatch], at: &[Found]) -> Result<RecordBatch> {
 #[allow(clippy::too_many_arguments)]
 async fn updated_rows(
     session: &mut Session,
-    def: &TableDef,
+    table: &EntiTable,
     name: &str,
     found: &[RecordBatch],
     proposed: &RecordBatch,
@@ -416,6 +416,7 @@ async fn updated_rows(
     ),
     params: &[ScalarValue],
 ) -> Result<(arrow::array::BinaryArray, RecordBatch)> {
+    let def = table.def();
     let at: Vec<Found> = updates.iter().map(|(_, f)| *f).collect();
     let rows: Vec<u32> = updates.iter().map(|(r, _)| *r).collect();
     let existing = numbered(&gather(found, &at)?)?;
@@ -458,10 +459,7 @@ async fn updated_rows(
     let mut new = Vec::new();
     for batch in &batches {
         keys.push(Arc::new(keys_of(batch)?) as ArrayRef);
-        new.push(conform_columns(
-            def,
-            batch.columns().get(1..).unwrap_or_default(),
-        )?);
+        new.push(table.conform_columns(batch.columns().get(1..).unwrap_or_default())?);
     }
     let keys = if keys.is_empty() {
         arrow::array::BinaryArray::from(Vec::<&[u8]>::new())
