@@ -52,3 +52,53 @@ fn every_write_path_checks_and_the_constraint_survives_a_reopen() {
 
     assert_eq!(count(&mut c), 1, "only the good prepared insert is stored");
 }
+
+/// The seam with a concurrent writer: a constraint added in a transaction
+/// checks the rows of its snapshot, so a row a concurrent transaction
+/// commits in between must make one of the two fail — else a violating row
+/// would sit under a constraint that claims to hold.
+#[test]
+fn adding_a_check_conflicts_with_a_concurrent_violating_insert() {
+    let db = Database::open_in_memory().unwrap();
+    let mut a = BlockingConnection::new(&db).unwrap();
+    let mut b = BlockingConnection::new(&db).unwrap();
+    a.execute("CREATE TABLE t (v INT); INSERT INTO t VALUES (1)")
+        .unwrap();
+    a.execute("BEGIN; ALTER TABLE t ADD CONSTRAINT pos CHECK (v > 0)")
+        .unwrap();
+    let inserted = b.execute("INSERT INTO t VALUES (-1)");
+    let committed = a.execute("COMMIT");
+    assert!(
+        inserted.is_err() || committed.is_err(),
+        "both committed: the table holds -1 under CHECK (v > 0)"
+    );
+    match committed {
+        Err(e) => assert_eq!(e.sqlstate(), "40001", "{e}"),
+        // The constraint holds: every stored row satisfies it.
+        Ok(_) => {
+            let violating: i64 = a
+                .query_row("SELECT count(*) FROM t WHERE v <= 0", &[], |r| r.get(0))
+                .unwrap();
+            assert_eq!(violating, 0);
+        }
+    }
+}
+
+/// The same seam for CREATE UNIQUE INDEX: a duplicate committed while the
+/// index is built in another transaction.
+#[test]
+fn a_unique_index_conflicts_with_a_concurrent_duplicate() {
+    let db = Database::open_in_memory().unwrap();
+    let mut a = BlockingConnection::new(&db).unwrap();
+    let mut b = BlockingConnection::new(&db).unwrap();
+    a.execute("CREATE TABLE t (v INT); INSERT INTO t VALUES (1)")
+        .unwrap();
+    a.execute("BEGIN; CREATE UNIQUE INDEX t_v ON t (v)")
+        .unwrap();
+    let inserted = b.execute("INSERT INTO t VALUES (1)");
+    let committed = a.execute("COMMIT");
+    assert!(
+        inserted.is_err() || committed.is_err(),
+        "both committed: a UNIQUE index over a duplicate"
+    );
+}

@@ -38,6 +38,9 @@ pub struct Changes {
     pub drops: Vec<u64>,
     /// Tables whose indexes or constraints changed (validation only).
     pub touched: Vec<u64>,
+    /// Tables no other commit may have written since the snapshot
+    /// (validation only; see [`crate::Transaction::guard_rows`]).
+    pub guarded: Vec<u64>,
 }
 
 impl Changes {

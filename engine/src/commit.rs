@@ -4,7 +4,9 @@
 //!
 //! 1. Under the commit lock: validate every written key's before-image hash
 //!    against the newest committed version (`Conflict` on mismatch), validate
-//!    DDL against the catalog sequence, assign `seq = last_seq + 1`.
+//!    DDL against the catalog sequence, check that no guarded table
+//!    (`Transaction::guard_rows`) was written after the snapshot, assign
+//!    `seq = last_seq + 1`.
 //! 2. Still under the lock: encode BEGIN … COMMIT, apply the changes to memory
 //!    (invisible: readers only see versions up to `visible_seq`), append the
 //!    bytes to the WAL. Release the lock: the next committer may start.
@@ -69,6 +71,17 @@ impl Inner {
             });
         }
         let tables = self.tables()?;
+        for id in &changes.guarded {
+            if let Some(table) = tables.get(id)
+                && table.write_seq.load(Ordering::SeqCst) > snapshot
+            {
+                return Err(Error::Conflict {
+                    table: table.def.name.clone(),
+                    key: "rows changed concurrently while this transaction checked all of them"
+                        .into(),
+                });
+            }
+        }
         for change in &changes.tables {
             let created_here = changes.creates.iter().any(|d| d.id == change.table_id);
             let table = match tables.get(&change.table_id) {
@@ -161,6 +174,9 @@ impl Inner {
             let chunk_id = self.allocate_id();
             if table.def.key_columns.is_empty() {
                 self.bump_rowid(change.rows.as_ref());
+            }
+            if change.rows.is_some() || !deleted.is_empty() {
+                table.write_seq.store(seq, Ordering::SeqCst);
             }
             table.apply(seq, chunk_id, change.rows, &deleted, &change.before)?;
         }

@@ -99,7 +99,7 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// | `commit_lock` → `CommitState.last_seq`| the commit lock                    | commit (checkpoint A/C read it) |
 /// | `tables` (the map)                    | its `RwLock`; changed only under the commit lock | apply (CREATE), checkpoint C (gone tables) |
 /// | `catalog` (versions)                  | its `RwLock`; changed only under the commit lock | apply (DDL), checkpoint C (prune) |
-/// | per table: `dropped_seq`, `schema_seq`| their lock / atomic; changed only under the commit lock | apply |
+/// | per table: `dropped_seq`, `schema_seq`, `write_seq` | their lock / atomic; changed only under the commit lock | apply |
 /// | per table: index list, each index, key index, chunk list, tombstones, each chunk's delete map | their own `RwLock`s; changed under the commit lock, except the index list, which `Engine::forget_index` and first-use builds also change | apply, checkpoint C.4; builds on first use |
 /// | `wal`                                 | its own locks (leaf)               | commit, checkpoint          |
 /// | `snapshots`                           | its own lock (leaf)                | transactions, checkpoint A  |

@@ -32,6 +32,14 @@
 //! key, delete/update races and A→B→A changes all conflict. A DDL change
 //! conflicts with any other DDL committed after the snapshot.
 //!
+//! GUARDED TABLES. A transaction that read every row of a table and
+//! changed something on the strength of it (SQL's `ALTER TABLE … ADD
+//! CHECK`) calls [`crate::Transaction::guard_rows`]: its commit then fails
+//! with `Conflict` if any commit after its snapshot inserted or deleted
+//! rows of that table (the table's `write_seq`). Together with the schema
+//! change's `schema_seq` this makes the checker and the table's writers
+//! serialize.
+//!
 //! WHAT IS ALLOWED: write skew (G2-item). Two transactions that read an
 //! overlapping set of rows but write disjoint keys both commit; snapshot
 //! isolation does not track reads. Applications that need serializability

@@ -73,6 +73,10 @@ pub struct TableState {
     /// Last commit that changed the table's indexes or constraints; a writer
     /// whose snapshot is older conflicts.
     pub schema_seq: AtomicU64,
+    /// Last commit that inserted or deleted rows of the table; a
+    /// transaction that guarded the table ([`crate::Transaction::guard_rows`])
+    /// and whose snapshot is older conflicts.
+    pub write_seq: AtomicU64,
 }
 
 impl TableState {
@@ -87,6 +91,7 @@ impl TableState {
             tombstones: RwLock::new(Vec::new()),
             indexes: TableIndexes::default(),
             schema_seq: AtomicU64::new(0),
+            write_seq: AtomicU64::new(0),
         }
     }
 

@@ -93,6 +93,8 @@ pub struct Transaction {
     local: BTreeMap<u64, LocalTable>,
     created: BTreeMap<u64, TableDef>,
     dropped: BTreeSet<u64>,
+    /// Tables guarded by [`Transaction::guard_rows`].
+    guarded: BTreeSet<u64>,
     catalog: Option<Arc<Vec<u8>>>,
     undo: Vec<Undo>,
 }
@@ -110,6 +112,7 @@ impl Transaction {
             local: BTreeMap::new(),
             created: BTreeMap::new(),
             dropped: BTreeSet::new(),
+            guarded: BTreeSet::new(),
             catalog: None,
             undo: Vec::new(),
         }
@@ -630,6 +633,20 @@ impl Transaction {
         Ok(())
     }
 
+    /// Makes the commit fail with `Conflict` if another transaction inserted
+    /// or deleted rows of the table after this one's snapshot: what a
+    /// transaction needs that checked every row of the table and changed
+    /// something on the strength of it (`ALTER TABLE … ADD CHECK`). With
+    /// [`Transaction::touch_schema`] it makes the check and the writers
+    /// serialize: a writer that commits first fails the checker, one that
+    /// commits later (its snapshot older than the new schema) fails itself.
+    pub fn guard_rows(&mut self, table_id: u64) -> Result<()> {
+        self.writable()?;
+        self.table_by_id(table_id)?;
+        self.guarded.insert(table_id);
+        Ok(())
+    }
+
     /// Marks the table's indexes or constraints as changed: transactions
     /// whose snapshot predates this commit cannot write the table any more
     /// (they would not know the new constraint).
@@ -827,6 +844,7 @@ impl Transaction {
             tables: Vec::new(),
             drops: self.dropped.iter().copied().collect(),
             touched: Vec::new(),
+            guarded: self.guarded.iter().copied().collect(),
         };
         for (id, local) in &self.local {
             if self.dropped.contains(id) || !self.table_exists_locally(*id) {

@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use entidb_engine::{Engine, Error, Transaction};
+use entidb_engine::{Engine, Error, ScanRequest, Transaction};
 
 fn setup() -> (Engine, u64) {
     let engine = Engine::open_memory().unwrap();
@@ -333,4 +333,42 @@ fn statement_rollback_restores_reinserted_keys() {
     let m = committed(&engine);
     assert_eq!(m[&7], "first");
     assert_eq!(m[&8], "again");
+}
+
+/// A guarded table (`guard_rows`): a transaction that checked every row
+/// fails at commit when another commit wrote the table after its snapshot,
+/// and commits when none did. Writes to other tables do not count. (The
+/// checker changes the catalog: a transaction that changes nothing commits
+/// nothing and is never validated.)
+#[test]
+fn a_guarded_table_conflicts_with_a_concurrent_writer_only() {
+    let (engine, kv) = setup();
+    let other = {
+        let mut t = engine.begin();
+        let def = t.create_table("other", kv_schema(), vec![0]).unwrap();
+        t.commit().unwrap();
+        def.id
+    };
+    let mut checker = engine.begin();
+    checker.scan(kv, ScanRequest::default()).unwrap().count();
+    checker.guard_rows(kv).unwrap();
+    checker.touch_schema(kv).unwrap();
+    checker
+        .set_catalog(b"with a new constraint".to_vec())
+        .unwrap();
+    let mut writer = engine.begin();
+    set(&mut writer, kv, 9, "new").unwrap();
+    writer.commit().unwrap();
+    assert_conflict(checker.commit());
+
+    let mut checker = engine.begin();
+    checker.guard_rows(kv).unwrap();
+    checker.touch_schema(kv).unwrap();
+    checker
+        .set_catalog(b"with a new constraint".to_vec())
+        .unwrap();
+    let mut writer = engine.begin();
+    set(&mut writer, other, 1, "elsewhere").unwrap();
+    writer.commit().unwrap();
+    checker.commit().unwrap();
 }

@@ -44,10 +44,10 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    AlterColumnOperation, AlterTable, AlterTableOperation, ColumnDef, ColumnOption, DropBehavior,
-    Expr as SqlExpr, Ident, ObjectNamePart, Query, RenameTableNameKind, SelectItem, SetExpr,
-    Statement as SqlStatement, Visit, VisitMut, Visitor, VisitorMut, visit_relations,
-    visit_relations_mut,
+    AlterColumnOperation, AlterTable, AlterTableOperation, CheckConstraint, ColumnDef,
+    ColumnOption, DropBehavior, Expr as SqlExpr, Ident, ObjectNamePart, Query, RenameTableNameKind,
+    SelectItem, SetExpr, Statement as SqlStatement, TableConstraint, Visit, VisitMut, Visitor,
+    VisitorMut, visit_relations, visit_relations_mut,
 };
 use entidb_catalog::{Catalog, CheckMeta, ColumnMeta, Identity, TableMeta};
 use entidb_engine::{ScanRequest, TableDef};
@@ -158,6 +158,11 @@ pub async fn alter_table(session: &mut Session, a: &AlterTable) -> Result<()> {
     for op in &a.operations {
         apply(session, &mut shape, &mut catalog, op).await?;
     }
+    // A CHECK added was verified on this transaction's snapshot: a row a
+    // concurrent transaction commits meanwhile must fail one of the two.
+    if shape.checks.iter().any(|c| !meta.checks.contains(c)) {
+        session.slot.with(|t| t.guard_rows(def.id))?;
+    }
     if shape.rewrite {
         rewrite(&session.slot, &def, &meta, &shape, &mut catalog)?;
     } else {
@@ -220,8 +225,68 @@ async fn apply(
         AlterTableOperation::AlterColumn { column_name, op } => {
             alter_column(session, shape, &normalize(column_name), op).await
         }
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::Check(check),
+            not_valid: false,
+        } => add_check(session, shape, check).await,
+        AlterTableOperation::DropConstraint {
+            if_exists, name, ..
+        } => drop_constraint(shape, &normalize(name), *if_exists),
         other => unsupported(&format!("ALTER TABLE … {other}")),
     }
+}
+
+/// ADD [CONSTRAINT name] CHECK (expr): every row the transaction sees must
+/// pass (23514 otherwise), as in PostgreSQL. Checked on the table as it is
+/// before this ALTER, so it cannot follow column changes in the same
+/// statement (0A000: use two statements).
+async fn add_check(
+    session: &mut Session,
+    shape: &mut Shape,
+    check: &CheckConstraint,
+) -> Result<()> {
+    if shape.rewrite
+        || shape
+            .columns
+            .iter()
+            .any(|c| !matches!(c.source, Source::Old(_)))
+    {
+        return unsupported("ADD CONSTRAINT … CHECK with column changes in one ALTER TABLE");
+    }
+    let check = crate::checks::named(&shape.checks, &shape.name, check.name.as_ref(), &check.expr)?;
+    let violating = format!(
+        "SELECT count(*) FROM {} WHERE NOT ({})",
+        quoted(&shape.name),
+        check.sql
+    );
+    let batches: Vec<RecordBatch> = session.ctx.sql(&violating).await?.collect().await?;
+    let count = batches
+        .first()
+        .and_then(|b| b.columns().first())
+        .and_then(|c| ScalarValue::try_from_array(c, 0).ok());
+    if !matches!(count, Some(ScalarValue::Int64(Some(0)))) {
+        return Err(ErrorKind::CheckViolation {
+            table: shape.name.clone(),
+            constraint: check.name,
+        }
+        .into());
+    }
+    shape.checks.push(check);
+    Ok(())
+}
+
+/// DROP CONSTRAINT [IF EXISTS] name (a CHECK constraint).
+fn drop_constraint(shape: &mut Shape, name: &str, if_exists: bool) -> Result<()> {
+    let before = shape.checks.len();
+    shape.checks.retain(|c| c.name != name);
+    if shape.checks.len() == before && !if_exists {
+        return Err(ErrorKind::UndefinedObject {
+            kind: "constraint",
+            name: format!("{name} of relation {}", shape.name),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// An identifier that prints as exactly `name`.

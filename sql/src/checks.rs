@@ -120,22 +120,8 @@ impl Checks {
 pub fn declared(create: &CreateTable, table: &str) -> Result<Vec<CheckMeta>> {
     let mut out: Vec<CheckMeta> = Vec::new();
     let mut add = |name: Option<&Ident>, expr: &SqlExpr| -> Result<()> {
-        if has_subquery(expr) {
-            return Err(
-                ErrorKind::NotSupported("cannot use subquery in check constraint".into()).into(),
-            );
-        }
-        let name = match name {
-            Some(n) => crate::ddl::normalize(n),
-            None => match referenced_columns(expr).as_slice() {
-                [column] => free_name(&out, &format!("{table}_{column}_check")),
-                _ => free_name(&out, &format!("{table}_check")),
-            },
-        };
-        out.push(CheckMeta {
-            name,
-            sql: expr.to_string(),
-        });
+        let check = named(&out, table, name, expr)?;
+        out.push(check);
         Ok(())
     };
     for column in &create.columns {
@@ -151,6 +137,44 @@ pub fn declared(create: &CreateTable, table: &str) -> Result<Vec<CheckMeta>> {
         }
     }
     Ok(out)
+}
+
+/// The constraint `CHECK (expr)` of `table`, called `name` or named as
+/// the module docs say, beside the constraints `existing`.
+///
+/// # Errors
+/// 0A000 for a subquery, 42710 for a name `existing` has.
+pub fn named(
+    existing: &[CheckMeta],
+    table: &str,
+    name: Option<&Ident>,
+    expr: &SqlExpr,
+) -> Result<CheckMeta> {
+    if has_subquery(expr) {
+        return Err(
+            ErrorKind::NotSupported("cannot use subquery in check constraint".into()).into(),
+        );
+    }
+    let name = match name {
+        Some(n) => {
+            let n = crate::ddl::normalize(n);
+            if existing.iter().any(|c| c.name == n) {
+                return Err(ErrorKind::DuplicateObject(format!(
+                    "constraint {n} for relation {table} already exists"
+                ))
+                .into());
+            }
+            n
+        }
+        None => match referenced_columns(expr).as_slice() {
+            [column] => free_name(existing, &format!("{table}_{column}_check")),
+            _ => free_name(existing, &format!("{table}_check")),
+        },
+    };
+    Ok(CheckMeta {
+        name,
+        sql: expr.to_string(),
+    })
 }
 
 /// `base`, or `base1`, `base2`… when taken.

@@ -138,6 +138,9 @@ pub enum ErrorKind {
     /// access from SQL).
     #[error("permission denied: {0}")]
     InsufficientPrivilege(String),
+    /// A named object (a constraint) already exists.
+    #[error("{0}")]
+    DuplicateObject(String),
     /// The column already exists.
     #[error("column {column} of relation {table} already exists")]
     DuplicateColumn {
@@ -205,6 +208,7 @@ impl ErrorKind {
             ErrorKind::ProgramLimitExceeded(_) => "54000",
             ErrorKind::InsufficientPrivilege(_) => "42501",
             ErrorKind::DuplicateColumn { .. } => "42701",
+            ErrorKind::DuplicateObject(_) => "42710",
             ErrorKind::DependentObjects(_) => "2BP01",
             ErrorKind::InvalidTableDefinition(_) => "42P16",
             ErrorKind::InvalidTextRepresentation(_) => "22P02",
