@@ -54,21 +54,28 @@ impl Checks {
         schema: &Schema,
         checks: &[CheckMeta],
     ) -> Result<Self> {
-        let df_schema = DFSchema::try_from(schema.clone())?;
         let mut planned = Vec::with_capacity(checks.len());
+        if checks.is_empty() {
+            return Ok(Self {
+                table: table.to_string(),
+                planned,
+            });
+        }
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        let state = ctx.state();
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::new(df_schema.clone()))
+                .with_config_options(Arc::clone(state.config_options()))
+                .build(),
+        );
+        let checked = CheckedArithmetic::default();
         for check in checks {
             let expr = ctx.parse_sql_expr(&check.sql, &df_schema)?;
             // Coerced, then with checked integer arithmetic (`checked.rs`),
             // as the statements' own expressions are.
-            let state = ctx.state();
-            let simplify = SimplifyContext::builder()
-                .with_schema(Arc::new(df_schema.clone()))
-                .with_config_options(Arc::clone(state.config_options()))
-                .build();
-            let expr = ExprSimplifier::new(simplify).coerce(expr, &df_schema)?;
-            let expr = CheckedArithmetic::default()
-                .rewrite_expr(expr, &df_schema)?
-                .data;
+            let expr = simplifier.coerce(expr, &df_schema)?;
+            let expr = checked.rewrite_expr(expr, &df_schema)?.data;
             let physical = state.create_physical_expr(expr, &df_schema)?;
             let data_type = physical.data_type(schema)?;
             if !matches!(data_type, DataType::Boolean | DataType::Null) {
@@ -83,11 +90,6 @@ impl Checks {
             table: table.to_string(),
             planned,
         })
-    }
-
-    /// True when the table has no constraint.
-    pub fn is_empty(&self) -> bool {
-        self.planned.is_empty()
     }
 
     /// Fails with 23514 when a row of `batch` makes a constraint false.
