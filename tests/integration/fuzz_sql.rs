@@ -32,7 +32,7 @@
 //! (replays one case in this process, printing every statement),
 //! `FUZZ_CORPORA` (default `../shared/corpora`; without it only `slt/` is
 //! used, so a case seed reproduces with the same corpora only):
-//! `FUZZ_SECONDS=1200 cargo test --test fuzz_sql -- --nocapture`.
+//! `FUZZ_SECONDS=1200 cargo test --test integration fuzz_sql::fuzz_sql -- --exact --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -2113,7 +2113,7 @@ fn fuzz_sql() {
         let mut proc = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "ulimit -v {CHILD_MEMORY_KIB}; exec \"$0\" fuzz_sql --exact --nocapture --test-threads 1"
+                "ulimit -v {CHILD_MEMORY_KIB}; exec \"$0\" fuzz_sql::fuzz_sql --exact --nocapture --test-threads 1"
             ))
             .arg(&exe)
             .env("FUZZ_CHILD_DIR", dir.path())
@@ -2185,7 +2185,7 @@ fn fuzz_sql() {
     );
     assert!(
         failures.is_empty(),
-        "{} failures (reproduce one with FUZZ_REPRO='<case seed>' cargo test --test fuzz_sql -- --nocapture):\n{}",
+        "{} failures (reproduce one with FUZZ_REPRO='<case seed>' cargo test --test integration fuzz_sql::fuzz_sql -- --exact --nocapture):\n{}",
         failures.len(),
         failures.join("\n")
     );
