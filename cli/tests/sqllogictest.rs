@@ -1,7 +1,7 @@
 //! Runs every `.slt` file under the repository's `slt/` against the in-memory and the on-disk
 //! backend, as separately named tests (`memory::<file>`, `disk::<file>`).
 
-use entidb_cli::slt::{Backend, run_file};
+use entidb_cli::slt::{Backend, Options, run_file};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 
@@ -22,19 +22,14 @@ fn slt_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn run(path: &Path, backend: Backend) -> Result<(), Failed> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failed::from(e.to_string()))?;
-    let report = runtime
-        .block_on(run_file(path, backend, &[]))
-        .map_err(Failed::from)?;
+    let report = run_file(path, &Options::new(backend)).map_err(Failed::from)?;
     if report.failed > 0 || report.passed == 0 {
+        let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
         return Err(Failed::from(format!(
             "{} passed, {} failed\n{}",
             report.passed,
             report.failed,
-            report.failures.join("\n")
+            failures.join("\n")
         )));
     }
     Ok(())
