@@ -7,6 +7,11 @@
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
 //!   SQL uses it freely.
+//! - SQLite's aggregates `total(x)` (`coalesce(sum(CAST(x AS DOUBLE)),
+//!   0.0)`: a float, 0.0 over no rows) and `group_concat(x [, sep])`
+//!   (`string_agg(CAST(x AS TEXT), sep)`, `sep` defaulting to `','`),
+//!   keeping DISTINCT, FILTER and OVER. PostgreSQL has neither name, so
+//!   nothing valid there changes meaning.
 //!
 //! With `entidb.dialect = 'sqlite'` (what `entidb-slt --sqlite` sets for
 //! SQLite's own test corpus) SQLite's semantics where they contradict
@@ -15,18 +20,28 @@
 //! - division by zero (`/`, `%`) yields NULL instead of an error: the
 //!   divisor is wrapped in `NULLIF(divisor, 0)`;
 //! - `REAL` and `FLOAT` are 64-bit floats (SQLite has no 32-bit float;
-//!   DataFusion maps both to Float32) in `CREATE TABLE` and `CAST`.
+//!   DataFusion maps both to Float32) in `CREATE TABLE` and `CAST`;
+//! - SQLite's syntax sqlparser does not parse is rewritten in the text,
+//!   token by token, before parsing ([`sqlite_text`]): `x IN ()` is
+//!   `x IN (SELECT NULL WHERE false)`, `x IN t` (a table) is
+//!   `x IN (SELECT * FROM t)`, and the index hints `INDEXED BY i` and
+//!   `NOT INDEXED` are dropped.
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
 //! downstream — planning, views, EXPLAIN — sees ordinary SQL.
 
 use crate::error::{ErrorKind, Result};
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, ExactNumberInfo, Expr, Function, FunctionArg, FunctionArgExpr,
     FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, UnaryOperator, Value,
     VisitMut, VisitorMut,
 };
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 /// Whose semantics a session follows where PostgreSQL and SQLite differ.
@@ -100,6 +115,10 @@ impl VisitorMut for Rewriter {
             Expr::Cast { data_type, .. } if self.dialect == Dialect::Sqlite => {
                 widen_float(data_type);
             }
+            Expr::Function(f) if is_named(f, "total") => {
+                *expr = total(f.clone());
+            }
+            Expr::Function(f) if is_named(f, "group_concat") => group_concat(f),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -115,6 +134,69 @@ impl VisitorMut for Rewriter {
     }
 }
 
+/// Whether `f` calls the unqualified function `name`.
+fn is_named(f: &Function, name: &str) -> bool {
+    f.name.0.len() == 1 && f.name.to_string().eq_ignore_ascii_case(name)
+}
+
+/// The unnamed arguments of a call.
+fn unnamed_args(f: &mut Function) -> Vec<&mut Expr> {
+    match &mut f.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter_mut()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn cast(expr: Expr, data_type: DataType) -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(expr),
+        data_type,
+        array: false,
+        format: None,
+    }
+}
+
+/// `total(x)`: `coalesce(sum(CAST(x AS DOUBLE)), 0.0)`.
+fn total(mut sum: Function) -> Expr {
+    sum.name = ObjectName::from(vec![Ident::new("sum")]);
+    for arg in unnamed_args(&mut sum) {
+        let inner = std::mem::replace(arg, Expr::value(Value::Null));
+        *arg = cast(inner, DataType::Double(ExactNumberInfo::None));
+    }
+    call(
+        "coalesce",
+        vec![
+            Expr::Function(sum),
+            Expr::value(Value::Number("0.0".into(), false)),
+        ],
+    )
+}
+
+/// `group_concat(x [, sep])`: `string_agg(CAST(x AS TEXT), sep)`.
+fn group_concat(f: &mut Function) {
+    f.name = ObjectName::from(vec![Ident::new("string_agg")]);
+    if let Some(first) = unnamed_args(f).into_iter().next() {
+        let inner = std::mem::replace(first, Expr::value(Value::Null));
+        *first = cast(inner, DataType::Text);
+    }
+    if let FunctionArguments::List(list) = &mut f.args
+        && list.args.len() == 1
+    {
+        list.args
+            .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+                Value::SingleQuotedString(",".into()),
+            ))));
+    }
+}
+
 /// SQLite's REAL/FLOAT: a 64-bit float.
 fn widen_float(data_type: &mut DataType) {
     if matches!(
@@ -127,17 +209,22 @@ fn widen_float(data_type: &mut DataType) {
 
 /// `NULLIF(divisor, 0)`.
 fn nullif_zero(divisor: Expr) -> Expr {
+    call(
+        "nullif",
+        vec![divisor, Expr::value(Value::Number("0".into(), false))],
+    )
+}
+
+/// A plain call `name(args…)`.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
     let arg = |e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
     Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("nullif")]),
+        name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![
-                arg(divisor),
-                arg(Expr::value(Value::Number("0".into(), false))),
-            ],
+            args: args.into_iter().map(arg).collect(),
             clauses: vec![],
         }),
         filter: None,
@@ -145,4 +232,137 @@ fn nullif_zero(divisor: Expr) -> Expr {
         over: None,
         within_group: vec![],
     })
+}
+
+/// SQLite's syntax sqlparser cannot parse, rewritten in the text: `IN ()`,
+/// `IN table`, `INDEXED BY index` and `NOT INDEXED` (see the module doc).
+/// The text is borrowed unchanged when there is nothing to rewrite or it
+/// does not tokenize (the parser then reports the error).
+pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return Cow::Borrowed(sql);
+    };
+    let starts: Vec<(u64, u64)> = tokens
+        .iter()
+        .map(|t| (t.span.start.line, t.span.start.column))
+        .collect();
+    let mut offsets = crate::session::byte_offsets(sql, &starts);
+    if offsets.len() != tokens.len() {
+        return Cow::Borrowed(sql);
+    }
+    offsets.push(sql.len());
+    // Indexes of the tokens that are not whitespace.
+    let solid: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens.get(i).map(|t| &t.token), Some(Token::Whitespace(_))))
+        .collect();
+    let token = |n: usize| solid.get(n).and_then(|&i| tokens.get(i)).map(|t| &t.token);
+    let keyword = |n: usize| match token(n) {
+        Some(Token::Word(w)) => Some(w.keyword),
+        _ => None,
+    };
+    let indexed = |n: usize| match token(n) {
+        Some(Token::Word(w)) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case("indexed"),
+        _ => false,
+    };
+    let start = |n: usize| solid.get(n).and_then(|&i| offsets.get(i)).copied();
+    let end = |n: usize| solid.get(n).and_then(|&i| offsets.get(i + 1)).copied();
+    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    // The function each open parenthesis belongs to (POSITION(a IN b)).
+    let mut callers: Vec<Option<Keyword>> = Vec::new();
+    let mut n = 0;
+    while n < solid.len() {
+        match token(n) {
+            Some(Token::LParen) => callers.push(n.checked_sub(1).and_then(keyword)),
+            Some(Token::RParen) => {
+                callers.pop();
+            }
+            _ => {}
+        }
+        let in_position = callers.last() == Some(&Some(Keyword::POSITION));
+        let edit = match keyword(n) {
+            Some(Keyword::IN) if !in_position => in_rewrite(n, &token),
+            Some(Keyword::NOT) if indexed(n + 1) => Some((n, n + 1, String::new())),
+            _ if indexed(n) && keyword(n + 1) == Some(Keyword::BY) => {
+                Some((n, n + 2, String::new()))
+            }
+            _ => None,
+        };
+        if let Some((first, last, text)) = edit
+            && let (Some(s), Some(e)) = (start(first), end(last))
+        {
+            edits.push((s, e, text));
+            n = last + 1;
+            continue;
+        }
+        n += 1;
+    }
+    if edits.is_empty() {
+        return Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 32);
+    let mut at = 0;
+    for (s, e, text) in edits {
+        out.push_str(sql.get(at..s).unwrap_or_default());
+        out.push_str(&text);
+        out.push(' ');
+        at = e;
+    }
+    out.push_str(sql.get(at..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
+/// The rewrite after the `IN` at solid token `n`: `(first, last, text)`
+/// over solid tokens, or `None` when it is ordinary SQL.
+fn in_rewrite<'a>(
+    n: usize,
+    token: &impl Fn(usize) -> Option<&'a Token>,
+) -> Option<(usize, usize, String)> {
+    match (token(n + 1), token(n + 2)) {
+        (Some(Token::LParen), Some(Token::RParen)) => {
+            Some((n, n + 2, "IN (SELECT NULL WHERE false)".into()))
+        }
+        (Some(Token::Word(first)), _) => {
+            let mut name = first.to_string();
+            let mut last = n + 1;
+            while let (Some(Token::Period), Some(Token::Word(part))) =
+                (token(last + 1), token(last + 2))
+            {
+                name = format!("{name}.{part}");
+                last += 2;
+            }
+            Some((n, last, format!("IN (SELECT * FROM {name})")))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_text;
+
+    #[test]
+    fn sqlite_only_syntax_becomes_sql() {
+        for (sqlite, sql) in [
+            ("SELECT 1 IN ()", "SELECT 1 IN (SELECT NULL WHERE false) "),
+            (
+                "SELECT x FROM t1 WHERE x NOT IN t2",
+                "SELECT x FROM t1 WHERE x NOT IN (SELECT * FROM t2) ",
+            ),
+            ("SELECT 1 IN s.t", "SELECT 1 IN (SELECT * FROM s.t) "),
+            (
+                "SELECT a FROM t1 INDEXED BY t1i1 WHERE a = 1",
+                "SELECT a FROM t1   WHERE a = 1",
+            ),
+            ("SELECT a FROM t1 NOT INDEXED", "SELECT a FROM t1  "),
+        ] {
+            assert_eq!(sqlite_text(sqlite), sql, "{sqlite}");
+        }
+        for unchanged in [
+            "SELECT 1 IN (1, 2)",
+            "SELECT position('b' IN 'abc')",
+            "SELECT 'IN ()' AS s",
+        ] {
+            assert_eq!(sqlite_text(unchanged), unchanged);
+        }
+    }
 }

@@ -16,6 +16,7 @@ mod functions;
 mod identity;
 pub mod indexes;
 mod insert;
+mod introspect;
 pub mod limits;
 mod output_names;
 mod placeholders;

@@ -320,8 +320,17 @@ impl Session {
         BigStack::new(self.run_on_stack(sql, params)).await
     }
 
+    /// Parses `sql`, first rewriting SQLite's own syntax under
+    /// `entidb.dialect = 'sqlite'` ([`crate::dialect::sqlite_text`]).
+    fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
+        match self.dialect {
+            Dialect::Sqlite => parse(&crate::dialect::sqlite_text(sql)),
+            Dialect::Postgres => parse(sql),
+        }
+    }
+
     async fn run_on_stack(&mut self, sql: &str, params: &[ScalarValue]) -> Result<Output> {
-        let statements = parse(sql)?;
+        let statements = self.parse(sql)?;
         let mut last = Output::Count(0);
         for stmt in statements {
             let text = stmt.text();
@@ -342,7 +351,7 @@ impl Session {
     }
 
     async fn run_all_on_stack(&mut self, sql: &str) -> Vec<Result<Output>> {
-        let statements = match parse(sql) {
+        let statements = match self.parse(sql) {
             Ok(s) => s,
             Err(e) => return vec![Err(e)],
         };
@@ -422,7 +431,7 @@ impl Session {
         sql: &str,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
-        let mut statements = parse(sql)?;
+        let mut statements = self.parse(sql)?;
         let (Some(Parsed::Sql(stmt)), true) = (statements.pop(), statements.is_empty()) else {
             return Err(
                 ErrorKind::InvalidArgument("query_stream takes exactly one query".into()).into(),
@@ -617,6 +626,9 @@ impl Session {
         }
         if let DFStatement::Statement(s) = &stmt {
             if let Some(out) = self.set_variable(s) {
+                return out;
+            }
+            if let Some(out) = crate::introspect::run(self, s) {
                 return out;
             }
             match s.as_ref() {
@@ -1001,7 +1013,7 @@ fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
 
 /// The byte offsets of the (ascending, 1-based line/column) `locations` in
 /// `sql`, counted as sqlparser's tokenizer counts them (columns in chars).
-fn byte_offsets(sql: &str, locations: &[(u64, u64)]) -> Vec<usize> {
+pub(crate) fn byte_offsets(sql: &str, locations: &[(u64, u64)]) -> Vec<usize> {
     let mut out = Vec::with_capacity(locations.len());
     let mut want = locations.iter().peekable();
     let (mut line, mut column) = (1u64, 1u64);

@@ -14,6 +14,7 @@ mod deep_statements;
 mod fuzz_sql;
 mod identity;
 mod indexes;
+mod introspection;
 mod isolation;
 mod limits;
 mod prepared;

@@ -141,7 +141,8 @@ fn main() -> ExitCode {
         total.pass_rate()
     );
     if let Some(path) = &args.report {
-        let command = std::env::args()
+        let command = std::iter::once("entidb-slt".to_string())
+            .chain(std::env::args().skip(1))
             .map(|a| {
                 if a.contains(char::is_whitespace) {
                     format!("'{a}'")

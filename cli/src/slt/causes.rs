@@ -5,10 +5,10 @@
 //! message with its specifics masked (quoted names and literals become
 //! `'…'`, numbers `N`), so the thousands of records that fail the same way
 //! in different tables and values count as one row of the report. The
-//! report is Markdown: totals per group of files (a group is a file's
-//! folder under the path given, a trailing number-only folder dropped, so
-//! `index/between/10/` is `index/between`), then causes, most records
-//! first, each with one example. When the report file already exists and
+//! report is Markdown: totals per group of files ([`group_of`]: the folder
+//! given and the file's folders under it, so `sqlite/index/between/10/` is
+//! `sqlite/index/between`), then causes, most records first, each with one
+//! example. When the report file already exists and
 //! holds a section's markers (`<!-- BEGIN entidb-slt report NAME -->` …
 //! `<!-- END entidb-slt report NAME -->`), only the text between them is
 //! replaced, so one hand-written document can carry the generated tables of
@@ -123,17 +123,25 @@ fn shorten_after(text: &str, marker: &str, words: usize) -> String {
     format!("{head}{} …", kept.join(" "))
 }
 
-/// The report group of a file: its folder under `root`, a trailing
-/// number-only folder dropped; `.` for files directly under `root`.
+/// The report group of a file: the name of `root` (the folder given, or
+/// the folder of the file given) and the file's folders under it, a
+/// trailing number-only folder dropped: `sqlite/index/between/10/x.slt`
+/// under `sqlite` is `sqlite/index/between`, `sqlite/select1.slt` is
+/// `sqlite`.
 pub fn group_of(file: &Path, root: &Path) -> String {
     let relative = file.strip_prefix(root).unwrap_or(file);
-    let mut parts: Vec<String> = relative
-        .parent()
-        .map(|p| p.iter().map(|s| s.to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    if parts
-        .last()
-        .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    let mut parts: Vec<String> = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .into_iter()
+        .collect();
+    if let Some(parent) = relative.parent() {
+        parts.extend(parent.iter().map(|s| s.to_string_lossy().into_owned()));
+    }
+    if parts.len() > 1
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
     {
         parts.pop();
     }
