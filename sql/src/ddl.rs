@@ -306,7 +306,13 @@ pub fn drop_table(session: &mut Session, d: DropTable) -> Result<()> {
 pub fn create_view(session: &mut Session, v: CreateView, ast: Option<SqlStatement>) -> Result<()> {
     let name = v.name.table().to_string();
     let sql = match ast {
-        Some(SqlStatement::CreateView(cv)) => cv.query.to_string(),
+        // The stored query is the one planned, with the dialect's rewrites
+        // (`total()`, SQLite's division): views are replanned from it.
+        Some(SqlStatement::CreateView(cv)) => {
+            let mut query = DFStatement::Statement(Box::new(SqlStatement::Query(cv.query)));
+            crate::dialect::rewrite(&mut query, session.dialect);
+            query.to_string()
+        }
         _ => view_query(
             v.definition
                 .as_deref()

@@ -25,7 +25,9 @@
 //!   token by token, before parsing ([`sqlite_text`]): `x IN ()` is
 //!   `x IN (SELECT NULL WHERE false)`, `x IN t` (a table) is
 //!   `x IN (SELECT * FROM t)`, and the index hints `INDEXED BY i` and
-//!   `NOT INDEXED` are dropped.
+//!   `NOT INDEXED` are dropped;
+//! - a bare column in an aggregate query (`SELECT a, b FROM t GROUP BY a`)
+//!   takes its value from some row of the group (`bare_columns.rs`).
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
 //! downstream — planning, views, EXPLAIN — sees ordinary SQL.
@@ -35,8 +37,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, ExactNumberInfo, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Statement, UnaryOperator, Value,
-    VisitMut, VisitorMut,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement, UnaryOperator,
+    Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -120,6 +122,13 @@ impl VisitorMut for Rewriter {
             }
             Expr::Function(f) if is_named(f, "group_concat") => group_concat(f),
             _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if self.dialect == Dialect::Sqlite {
+            crate::bare_columns::rewrite(&mut query.body);
         }
         ControlFlow::Continue(())
     }
@@ -266,6 +275,11 @@ pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
     };
     let start = |n: usize| solid.get(n).and_then(|&i| offsets.get(i)).copied();
     let end = |n: usize| solid.get(n).and_then(|&i| offsets.get(i + 1)).copied();
+    // The text of solid tokens `first..=last` as written.
+    let text_of = |first: usize, last: usize| match (start(first), end(last)) {
+        (Some(s), Some(e)) => sql.get(s..e).unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
     let mut edits: Vec<(usize, usize, String)> = Vec::new();
     // The function each open parenthesis belongs to (POSITION(a IN b)).
     let mut callers: Vec<Option<Keyword>> = Vec::new();
@@ -279,10 +293,26 @@ pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
             _ => {}
         }
         let in_position = callers.last() == Some(&Some(Keyword::POSITION));
+        // What the token before stands for: the hints follow a table name
+        // or alias, `IN` follows an operand or NOT (`SHOW TABLES IN s` and
+        // `f(IN a INT)` are left alone).
+        let previous = n.checked_sub(1).and_then(token);
+        let after_name = matches!(previous, Some(Token::Word(w)) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some());
+        let after_operand = match previous {
+            None | Some(Token::LParen | Token::Comma) => false,
+            Some(Token::Word(w)) => {
+                after_name
+                    || matches!(
+                        w.keyword,
+                        Keyword::NOT | Keyword::NULL | Keyword::TRUE | Keyword::FALSE
+                    )
+            }
+            Some(_) => true,
+        };
         let edit = match keyword(n) {
-            Some(Keyword::IN) if !in_position => in_rewrite(n, &token),
-            Some(Keyword::NOT) if indexed(n + 1) => Some((n, n + 1, String::new())),
-            _ if indexed(n) && keyword(n + 1) == Some(Keyword::BY) => {
+            Some(Keyword::IN) if !in_position && after_operand => in_rewrite(n, &token, &text_of),
+            Some(Keyword::NOT) if after_name && indexed(n + 1) => Some((n, n + 1, String::new())),
+            _ if after_name && indexed(n) && keyword(n + 1) == Some(Keyword::BY) => {
                 Some((n, n + 2, String::new()))
             }
             _ => None,
@@ -312,25 +342,26 @@ pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
 }
 
 /// The rewrite after the `IN` at solid token `n`: `(first, last, text)`
-/// over solid tokens, or `None` when it is ordinary SQL.
+/// over solid tokens, or `None` when it is ordinary SQL. A table name is
+/// copied as written (quotes and all).
 fn in_rewrite<'a>(
     n: usize,
     token: &impl Fn(usize) -> Option<&'a Token>,
+    text_of: &impl Fn(usize, usize) -> String,
 ) -> Option<(usize, usize, String)> {
     match (token(n + 1), token(n + 2)) {
         (Some(Token::LParen), Some(Token::RParen)) => {
             Some((n, n + 2, "IN (SELECT NULL WHERE false)".into()))
         }
-        (Some(Token::Word(first)), _) => {
-            let mut name = first.to_string();
+        (Some(Token::Word(_)), _) => {
             let mut last = n + 1;
-            while let (Some(Token::Period), Some(Token::Word(part))) =
+            while let (Some(Token::Period), Some(Token::Word(_))) =
                 (token(last + 1), token(last + 2))
             {
-                name = format!("{name}.{part}");
                 last += 2;
             }
-            Some((n, last, format!("IN (SELECT * FROM {name})")))
+            let name = text_of(n + 1, last);
+            Some((n, last, format!("IN (SELECT * FROM {})", name.trim())))
         }
         _ => None,
     }
@@ -350,6 +381,10 @@ mod tests {
             ),
             ("SELECT 1 IN s.t", "SELECT 1 IN (SELECT * FROM s.t) "),
             (
+                "SELECT x'31' IN ()",
+                "SELECT x'31' IN (SELECT NULL WHERE false) ",
+            ),
+            (
                 "SELECT a FROM t1 INDEXED BY t1i1 WHERE a = 1",
                 "SELECT a FROM t1   WHERE a = 1",
             ),
@@ -357,7 +392,14 @@ mod tests {
         ] {
             assert_eq!(sqlite_text(sqlite), sql, "{sqlite}");
         }
+        assert_eq!(
+            sqlite_text("SELECT 1 IN \"a\"\"b\""),
+            "SELECT 1 IN (SELECT * FROM \"a\"\"b\") "
+        );
         for unchanged in [
+            "SELECT * FROM t WHERE NOT indexed",
+            "SELECT * FROM t WHERE x IS NOT indexed",
+            "SHOW TABLES IN s",
             "SELECT 1 IN (1, 2)",
             "SELECT position('b' IN 'abc')",
             "SELECT 'IN ()' AS s",

@@ -4,6 +4,7 @@
 //! statement.
 
 mod alter;
+mod bare_columns;
 mod checked;
 pub mod checks;
 mod copy;

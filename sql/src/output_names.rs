@@ -72,6 +72,10 @@ pub(crate) fn is_duplicate_name_error(message: &str) -> bool {
         || message.contains("duplicate qualified field name")
         || message.contains("duplicate unqualified field name")
         || message.contains("which would be ambiguous")
+        // `SELECT DISTINCT 58 col1, col1 AS col1`: DataFusion resolves the
+        // repeated output name as an ambiguous reference. A reference that
+        // is really ambiguous fails the retry too, with its own error.
+        || message.contains("is ambiguous")
 }
 
 /// The names the user wrote for each position (`None`: unaliased), when

@@ -30,7 +30,7 @@ use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
 use crate::indexes::{IndexInfo, encode, unique_sets};
 use crate::provider::insert_rows;
-use crate::session::{Output, Parsed, Session, parse};
+use crate::session::{Output, Parsed, Session};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
@@ -131,7 +131,7 @@ impl Session {
     /// # Errors
     /// Syntax errors; more than one statement.
     pub fn prepare(&self, sql: &str) -> Result<Prepared> {
-        let mut statements = crate::stack::on_big_stack(|| parse(sql))?;
+        let mut statements = crate::stack::on_big_stack(|| self.parse(sql))?;
         match (statements.pop(), statements.is_empty()) {
             (Some(Parsed::Sql(statement)), true) => {
                 Ok(Prepared::new(sql.trim().to_string(), *statement))

@@ -101,7 +101,7 @@ pub struct Session {
     memory_limit: Arc<AtomicUsize>,
     external_access: bool,
     /// Whose semantics apply where PostgreSQL and SQLite differ.
-    dialect: Dialect,
+    pub(crate) dialect: Dialect,
 }
 
 impl std::fmt::Debug for Session {
@@ -322,7 +322,7 @@ impl Session {
 
     /// Parses `sql`, first rewriting SQLite's own syntax under
     /// `entidb.dialect = 'sqlite'` ([`crate::dialect::sqlite_text`]).
-    fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
+    pub(crate) fn parse(&self, sql: &str) -> Result<Vec<Parsed>> {
         match self.dialect {
             Dialect::Sqlite => parse(&crate::dialect::sqlite_text(sql)),
             Dialect::Postgres => parse(sql),

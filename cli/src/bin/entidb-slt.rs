@@ -97,7 +97,13 @@ fn main() -> ExitCode {
     options.labels = args.labels.clone();
     options.sqlite = args.sqlite;
     options.any_error = args.any_error;
-    options.timeout = Duration::from_secs_f64(args.timeout.max(0.001));
+    options.timeout = match Duration::try_from_secs_f64(args.timeout) {
+        Ok(limit) if !limit.is_zero() => limit,
+        _ => {
+            eprintln!("--timeout takes a positive number of seconds");
+            return ExitCode::from(2);
+        }
+    };
     let mut groups: BTreeMap<String, Totals> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut total = Totals::default();

@@ -223,24 +223,35 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-/// Writes the report to `path`: between the markers of `section` when the
-/// file has them, as the whole file otherwise.
+/// Writes the report to `path`: a new file, or the text between the
+/// markers of `section` in an existing one.
 ///
 /// # Errors
-/// When the file cannot be read or written.
+/// When the file cannot be read or written, or exists without the
+/// section's markers (it is never overwritten).
 pub fn write_report(path: &Path, section: &str, report: &str) -> std::io::Result<()> {
     let begin = format!("<!-- BEGIN entidb-slt report {section} -->");
     let end = format!("<!-- END entidb-slt report {section} -->");
-    let existing = std::fs::read_to_string(path).unwrap_or_default();
-    let text = match (existing.find(&begin), existing.find(&end)) {
-        (Some(b), Some(e)) if b < e => format!(
-            "{}{begin}\n{report}{}",
-            existing.get(..b).unwrap_or_default(),
-            existing.get(e..).unwrap_or_default()
-        ),
-        _ => report.to_string(),
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::write(path, format!("{begin}\n{report}{end}\n"));
+        }
+        Err(e) => return Err(e),
     };
-    std::fs::write(path, text)
+    match (existing.find(&begin), existing.find(&end)) {
+        (Some(b), Some(e)) if b < e => std::fs::write(
+            path,
+            format!(
+                "{}{begin}\n{report}{}",
+                existing.get(..b).unwrap_or_default(),
+                existing.get(e..).unwrap_or_default()
+            ),
+        ),
+        _ => Err(std::io::Error::other(format!(
+            "the file exists and has no {begin} … {end} section to replace"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -269,12 +280,12 @@ mod tests {
 
     #[test]
     fn groups_drop_number_folders() {
-        let root = Path::new("/c");
+        let root = Path::new("/c/sqlite");
         assert_eq!(
-            group_of(Path::new("/c/index/between/10/a.slt"), root),
-            "index/between"
+            group_of(Path::new("/c/sqlite/index/between/10/a.slt"), root),
+            "sqlite/index/between"
         );
-        assert_eq!(group_of(Path::new("/c/select1.slt"), root), ".");
+        assert_eq!(group_of(Path::new("/c/sqlite/select1.slt"), root), "sqlite");
     }
 
     #[test]
@@ -293,6 +304,10 @@ mod tests {
         write_report(&path, "x", "new\n")?;
         let text = std::fs::read_to_string(&path)?;
         assert_eq!(text, format!("intro\n{b}\nnew\n{e}\n{b2}\nkept\n{e2}\n"));
+        assert!(
+            write_report(&path, "z", "x").is_err(),
+            "no section z: not overwritten"
+        );
         Ok(())
     }
 }

@@ -1,9 +1,12 @@
 //! DuckDB's sqllogictest dialect (`.test` files), translated to the one the
 //! `sqllogictest` crate parses before a file runs.
 //!
-//! - `statement ok con1`, `query I con2`: a trailing `conN` names the
-//!   connection; it becomes a `connection conN` line before the record (a
-//!   connection of its own to the same database, as in DuckDB).
+//! - `statement ok con1`, `query I con2`: a trailing word names the
+//!   connection (any word after `statement ok|error`; after a query's
+//!   types, a word some statement of the file uses as a connection name —
+//!   otherwise it is a label). It becomes a `connection NAME` line before
+//!   the record: a connection of its own to the same database, as in
+//!   DuckDB.
 //! - `loop i 0 10` / `foreach v a b c` (and their `concurrent` forms) …
 //!   `endloop`: unrolled, `{i}` and `${i}` replaced in each copy. The
 //!   concurrent forms run their copies one after another.
@@ -13,7 +16,11 @@
 //!   are its own, so the message is dropped and any error passes (the crate
 //!   would otherwise read a one-blank-line message into the next record).
 //! - DuckDB-only commands (`load`, `require`, `mode`), `statement maybe` and
-//!   `PRAGMA` records are removed and counted in [`Translated::skipped`].
+//!   `PRAGMA` records are removed and counted in [`Translated::skipped`];
+//!   so are the records between `mode skip` and `mode unskip`, and every
+//!   record of a file that `require`s an extension (DuckDB skips those
+//!   files when the extension is missing; harness settings such as
+//!   `require skip_reload` are met).
 
 /// The SQL of the record that stands for `restart`.
 pub const RESTART: &str = "-- entidb-slt: restart";
@@ -32,8 +39,27 @@ pub fn translate(text: &str) -> Translated {
     let lines: Vec<&str> = text.lines().collect();
     let unrolled = unroll(&lines);
     let mut out = Translated::default();
-    for block in unrolled.split(|l| l.trim().is_empty()) {
-        let kept = translate_block(block, &mut out.skipped);
+    let blocks: Vec<&[String]> = unrolled.split(|l| l.trim().is_empty()).collect();
+    if let Some(feature) = unmet_requirement(&blocks) {
+        // DuckDB skips the whole file when a `require` is not met.
+        out.skipped = blocks.iter().filter(|b| holds_record(b)).count();
+        out.text = format!("# skipped: requires {feature}\n");
+        return out;
+    }
+    let names = connection_names(&blocks);
+    let mut skipping = false;
+    for block in blocks {
+        match header_tokens(block).as_slice() {
+            ["mode", "skip"] => skipping = true,
+            ["mode", "unskip"] => skipping = false,
+            _ => {}
+        }
+        if skipping {
+            // Records and commands alike (the `mode skip` line included).
+            out.skipped += usize::from(!header_tokens(block).is_empty());
+            continue;
+        }
+        let kept = translate_block(block, &names, &mut out.skipped);
         if !kept.is_empty() {
             out.text.push_str(&kept.join("\n"));
             out.text.push_str("\n\n");
@@ -106,8 +132,52 @@ fn matching_endloop(lines: &[&str], from: usize) -> usize {
     lines.len()
 }
 
+/// `require` arguments that are harness settings, met by any runner.
+const HARNESS_REQUIREMENTS: &[&str] = &["skip_reload", "no_alternative_verify", "noforcestorage"];
+
+/// The tokens of a block's first line that is not a comment.
+fn header_tokens(block: &[String]) -> Vec<&str> {
+    block
+        .iter()
+        .find(|l| !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+fn holds_record(block: &[String]) -> bool {
+    matches!(header_tokens(block).first(), Some(&("statement" | "query")))
+}
+
+/// The first `require` that names an extension or feature (not a harness
+/// setting), which EntiDB does not have.
+fn unmet_requirement(blocks: &[&[String]]) -> Option<String> {
+    blocks
+        .iter()
+        .find_map(|b| match header_tokens(b).as_slice() {
+            ["require", feature, ..] if !HARNESS_REQUIREMENTS.contains(feature) => {
+                Some((*feature).to_string())
+            }
+            _ => None,
+        })
+}
+
+/// The connection names the file's `statement ok NAME` /
+/// `statement error NAME` headers use; a query header ending in one of them
+/// names its connection too (otherwise its last word is a label).
+fn connection_names(blocks: &[&[String]]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for block in blocks {
+        if let ["statement", "ok" | "error", name] = header_tokens(block).as_slice()
+            && !names.iter().any(|n| n == name)
+        {
+            names.push((*name).to_string());
+        }
+    }
+    names
+}
+
 /// One blank-line-separated block in the crate's dialect (empty to drop it).
-fn translate_block(block: &[String], skipped: &mut usize) -> Vec<String> {
+fn translate_block(block: &[String], names: &[String], skipped: &mut usize) -> Vec<String> {
     let Some(header_at) = block.iter().position(|l| !l.starts_with('#')) else {
         return block.to_vec();
     };
@@ -134,7 +204,7 @@ fn translate_block(block: &[String], skipped: &mut usize) -> Vec<String> {
                 *skipped += 1;
                 return Vec::new();
             }
-            let (header, connection) = split_connection(&tokens);
+            let (header, connection) = split_connection(&tokens, names);
             if let Some(name) = connection {
                 out.push(format!("connection {name}"));
             }
@@ -154,16 +224,10 @@ fn translate_block(block: &[String], skipped: &mut usize) -> Vec<String> {
     out
 }
 
-/// A header without its trailing `conN` token, and that token.
-fn split_connection<'a>(tokens: &[&'a str]) -> (String, Option<&'a str>) {
+/// A header without its trailing connection name, and that name.
+fn split_connection<'a>(tokens: &[&'a str], names: &[String]) -> (String, Option<&'a str>) {
     match tokens.split_last() {
-        Some((last, head))
-            if last.len() > 3
-                && last.starts_with("con")
-                && last
-                    .get(3..)
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) =>
-        {
+        Some((last, head)) if head.len() >= 2 && names.iter().any(|n| n == last) => {
             (head.join(" "), Some(last))
         }
         _ => (tokens.join(" "), None),
@@ -201,9 +265,27 @@ query I con2
 SELECT 1
 ----
 1
+
+statement ok old
+SELECT 2
+
+query I rowsort old
+SELECT 2
+----
+2
+
+mode skip
+
+statement ok
+SELECT 3
+
+mode unskip
 ";
         let t = translate(script);
-        assert_eq!(t.skipped, 2, "require and PRAGMA");
+        assert_eq!(
+            t.skipped, 5,
+            "require, PRAGMA, mode skip/unskip and the record between"
+        );
         let want = "\
 # name: x
 
@@ -228,7 +310,22 @@ SELECT 1
 ----
 1
 
+connection old
+statement ok
+SELECT 2
+
+connection old
+query I rowsort
+SELECT 2
+----
+2
+
 ";
         assert_eq!(t.text, want);
+        let t = translate("require parquet\n\nstatement ok\nSELECT 1\n");
+        assert_eq!(
+            (t.skipped, t.text.as_str()),
+            (1, "# skipped: requires parquet\n")
+        );
     }
 }

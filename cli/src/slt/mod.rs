@@ -76,11 +76,15 @@ impl Options {
         }
     }
 
+    /// The labels conditions see: the run's, `sqlite` with
+    /// [`Options::sqlite`], and the engine's name, as the crate's runner
+    /// adds it.
     fn all_labels(&self) -> Vec<String> {
         let mut labels = self.labels.clone();
         if self.sqlite {
             labels.push("sqlite".into());
         }
+        labels.push("entidb".into());
         labels
     }
 }
@@ -261,6 +265,20 @@ impl FileDatabase {
         Ok(true)
     }
 
+    /// A new runner with the file's settings records applied again.
+    async fn fresh_runner(
+        &self,
+        options: &Options,
+        current: &Arc<Mutex<Current>>,
+        settings: &[Record<DefaultColumnType>],
+    ) -> SltRunner {
+        let mut runner = self.runner(options, current);
+        for record in settings {
+            let _ = runner.run_async(record.clone()).await;
+        }
+        runner
+    }
+
     fn runner(&self, options: &Options, current: &Arc<Mutex<Current>>) -> SltRunner {
         let (db, current, sqlite) = (self.db.clone(), current.clone(), options.sqlite);
         let make: Box<dyn FnMut() -> ConnectFuture + Send> = Box::new(move || {
@@ -309,6 +327,9 @@ async fn run_records(path: &Path, options: &Options) -> Result<FileReport, Strin
     let mut database = FileDatabase::open(options.backend)?;
     let current = Arc::new(Mutex::new(Current::default()));
     let mut runner = Some(database.runner(options, &current));
+    // Settings records (hash-threshold, control): replayed into a runner
+    // that replaces one lost to a panic, a timeout or a restart.
+    let mut settings: Vec<Record<DefaultColumnType>> = Vec::new();
     for (record, line_offset) in records {
         let at = |loc: &sqllogictest::Location| {
             format!("{}:{}", loc.file(), loc.line().saturating_add(line_offset))
@@ -324,6 +345,9 @@ async fn run_records(path: &Path, options: &Options) -> Result<FileReport, Strin
             _ => {
                 // Control records (hash-threshold, connection, …) steer the
                 // runner; they are not counted.
+                if matches!(record, Record::HashThreshold { .. } | Record::Control(_)) {
+                    settings.push(record.clone());
+                }
                 if let Some(r) = runner.as_mut() {
                     let _ = r.run_async(record).await;
                 }
@@ -339,12 +363,16 @@ async fn run_records(path: &Path, options: &Options) -> Result<FileReport, Strin
         {
             // The connections close before the database does.
             drop(runner.take());
-            if database.restart()? {
-                report.passed += 1;
-            } else {
-                report.skipped += 1;
+            match database.restart() {
+                Ok(true) => report.passed += 1,
+                Ok(false) => report.skipped += 1,
+                Err(e) => {
+                    let message = format!("the database did not reopen: {e}");
+                    report.fail_with_cause(location, "restart failed", message);
+                    break;
+                }
             }
-            runner = Some(database.runner(options, &current));
+            runner = Some(database.fresh_runner(options, &current, &settings).await);
             continue;
         }
         {
@@ -385,13 +413,13 @@ async fn run_records(path: &Path, options: &Options) -> Result<FileReport, Strin
             Ok(Err(join)) => {
                 let message = format!("the record panicked: {join}");
                 report.fail_with_cause(location, "panic", message);
-                runner = Some(database.runner(options, &current));
+                runner = Some(database.fresh_runner(options, &current, &settings).await);
             }
             Err(_) => {
                 abort.abort();
                 let message = format!("timed out after {:?}", options.timeout);
                 report.fail_with_cause(location, "timed out", message);
-                runner = Some(database.runner(options, &current));
+                runner = Some(database.fresh_runner(options, &current, &settings).await);
             }
         }
     }
@@ -480,10 +508,11 @@ fn parse(
         return Ok(records.into_iter().map(|r| (r, 0)).collect());
     }
     let mut records = Vec::new();
-    let mut line = 0usize;
+    let mut next_line = 0usize;
     for block in text.split("\n\n") {
-        let first_line = line;
-        line += block.lines().count() + 1;
+        let first_line = next_line;
+        // The block's own newlines and the two that end it.
+        next_line += block.matches('\n').count() + 2;
         match sqllogictest::parse_with_name::<DefaultColumnType>(block, name.as_str()) {
             Ok(parsed) => {
                 let offset = u32::try_from(first_line).unwrap_or(u32::MAX);

@@ -8,9 +8,10 @@
 //!   `sqlite3_column_int64`/`_double`/`_text`: under `I` a float is
 //!   truncated toward zero, a boolean is 0 or 1 and text is read as its
 //!   leading integer (`'12abc'` → 12, `'abc'` → 0); under `R` every number
-//!   prints `%.3f` and text is read as its leading decimal; under `T` a
-//!   float prints as SQLite's `%!.15g` and characters outside printable
-//!   ASCII become `@`. NULL is `NULL` and the empty string `(empty)` under
+//!   prints `%.3f` (halves rounded away from zero, as SQLite's printf does,
+//!   and no `-0.000`) and text is read as its leading decimal; under `T` a
+//!   float prints as SQLite's `%!.15g`, the empty string as `(empty)`, and
+//!   each byte outside printable ASCII becomes `@`. NULL is `NULL` under
 //!   every letter. A column without a letter (more columns than the record
 //!   declares) is formatted by its own type.
 
@@ -104,9 +105,9 @@ fn as_declared(value: &ScalarValue, letter: &DefaultColumnType) -> Option<String
             Number::Other => return None,
         },
         DefaultColumnType::FloatingPoint => match number {
-            Number::Int(i) => format!("{:.3}", i as f64),
-            Number::Float(f) => format!("{f:.3}"),
-            Number::Text(s) => format!("{:.3}", leading_decimal(&s)),
+            Number::Int(i) => sqlite_f3(i as f64),
+            Number::Float(f) => sqlite_f3(f),
+            Number::Text(s) => sqlite_f3(leading_decimal(&s)),
             Number::Other => return None,
         },
         DefaultColumnType::Text | DefaultColumnType::Any => match number {
@@ -114,8 +115,14 @@ fn as_declared(value: &ScalarValue, letter: &DefaultColumnType) -> Option<String
             Number::Float(f) => sqlite_g15(f),
             Number::Text(s) if s.is_empty() => "(empty)".into(),
             Number::Text(s) => s
-                .chars()
-                .map(|c| if (' '..='~').contains(&c) { c } else { '@' })
+                .bytes()
+                .map(|b| {
+                    if (b' '..=b'~').contains(&b) {
+                        char::from(b)
+                    } else {
+                        '@'
+                    }
+                })
                 .collect(),
             Number::Other => return None,
         },
@@ -197,6 +204,16 @@ fn leading_decimal(s: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// SQLite's `%.3f`: halves round away from zero (Rust's formatting rounds
+/// them to even), and a result of zero has no sign.
+fn sqlite_f3(f: f64) -> String {
+    let rounded = (f * 1000.0).round() / 1000.0;
+    if rounded == 0.0 {
+        return "0.000".into();
+    }
+    format!("{rounded:.3}")
+}
+
 /// SQLite's `%!.15g`: 15 significant digits, trailing zeros dropped but a
 /// decimal point always kept (`2.0`, `0.1`, `1.0e+20`).
 fn sqlite_g15(f: f64) -> String {
@@ -265,6 +282,9 @@ mod tests {
             (ScalarValue::Float64(Some(1e20)), T, "1.0e+20"),
             (ScalarValue::Utf8(Some(String::new())), T, "(empty)"),
             (ScalarValue::Utf8(Some("a\tb".into())), T, "a@b"),
+            (ScalarValue::Utf8(Some("é".into())), T, "@@"),
+            (ScalarValue::Float64(Some(0.0625)), R, "0.063"),
+            (ScalarValue::Float64(Some(-0.0001)), R, "0.000"),
             (ScalarValue::Int64(None), R, "NULL"),
         ];
         for (value, letter, want) in cases {
