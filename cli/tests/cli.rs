@@ -94,7 +94,105 @@ fn slt_runner_counts_records() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stdout.lines().last(),
-        Some("2 passed, 1 failed"),
+        Some("2 passed, 1 failed, 0 skipped (66.67% of the records that ran)"),
+        "{stdout}"
+    );
+}
+
+fn slt(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_entidb-slt"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Skips are counted apart, a record that does not parse is one failure
+/// (the rest of the file runs), a record over the time limit is one
+/// failure and the settings records still apply after it, values print by
+/// the declared letters under --sqlite, and --baseline fails only below
+/// the baseline.
+#[test]
+fn slt_runner_isolates_records_and_counts_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("y.slt");
+    std::fs::write(
+        &file,
+        "hash-threshold 8\n\ncontrol resultmode valuewise\n\n\
+         onlyif mysql\nquery I\nSELECT 1\n----\n1\n\n\
+         statement bogus\nSELECT 1\n\n\
+         query I\nSELECT count(*) FROM generate_series(1, 100000000000)\n----\n0\n\n\
+         query IRT\nSELECT 7.9, 2, 1.5\n----\n7\n2.000\n1.5\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (code, stdout) = slt(&["--memory", "--sqlite", "--timeout", "1", path]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("1 passed, 2 failed, 1 skipped (33.33% of the records that ran)"),
+        "{stdout}"
+    );
+    let baseline = dir.path().join("baseline");
+    let (_, stdout) = slt(&[
+        "--memory",
+        "--sqlite",
+        "--timeout",
+        "1",
+        "--write-baseline",
+        baseline.to_str().unwrap(),
+        path,
+    ]);
+    let written = std::fs::read_to_string(&baseline).unwrap();
+    let group = dir.path().file_name().unwrap().to_str().unwrap();
+    assert_eq!(written, format!("1 {group}\n"), "{stdout}");
+    let (code, stdout) = slt(&[
+        "--memory",
+        "--sqlite",
+        "--timeout",
+        "1",
+        "--baseline",
+        baseline.to_str().unwrap(),
+        path,
+    ]);
+    assert_eq!(code, Some(0), "at the baseline: {stdout}");
+    std::fs::write(&baseline, format!("2 {group}\n")).unwrap();
+    let (code, stdout) = slt(&[
+        "--memory",
+        "--sqlite",
+        "--timeout",
+        "1",
+        "--baseline",
+        baseline.to_str().unwrap(),
+        path,
+    ]);
+    assert_eq!(code, Some(1), "below the baseline: {stdout}");
+}
+
+/// DuckDB's `statement ok con1` runs on a connection of its own: an
+/// uncommitted row is invisible to the other connection.
+#[test]
+fn slt_runner_runs_duckdb_connection_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.test");
+    std::fs::write(
+        &file,
+        "statement ok\nCREATE TABLE t (a INT)\n\n\
+         statement ok con1\nBEGIN\n\n\
+         statement ok con1\nINSERT INTO t VALUES (1)\n\n\
+         query I con2\nSELECT count(*) FROM t\n----\n0\n\n\
+         query I con1\nSELECT count(*) FROM t\n----\n1\n\n\
+         statement ok\nPRAGMA enable_verification\n",
+    )
+    .unwrap();
+    let (code, stdout) = slt(&[file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("5 passed, 0 failed, 1 skipped (100.00% of the records that ran)"),
         "{stdout}"
     );
 }

@@ -22,8 +22,9 @@
 
 use datafusion::sql::sqlparser::ast::{
     Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments,
-    GroupByExpr, Ident, ObjectName, Select, SelectItem, SetExpr, Value,
+    GroupByExpr, Ident, ObjectName, Query, Select, SelectItem, SetExpr, Value, Visit, Visitor,
 };
+use std::ops::ControlFlow;
 
 /// The aggregates of SQLite and DataFusion (a call to one is not entered).
 const AGGREGATES: &[&str] = &[
@@ -129,18 +130,39 @@ fn aggregate_call(f: &Function) -> bool {
             && AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
 }
 
+/// Whether `expr` calls an aggregate outside its subqueries (an aggregate
+/// in a subquery makes only the subquery aggregating).
 fn has_aggregate(expr: &Expr) -> bool {
-    let mut found = false;
-    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expr, |e| {
-        if let Expr::Function(f) = e
-            && aggregate_call(f)
-        {
-            found = true;
-            return std::ops::ControlFlow::Break(());
+    struct Finder {
+        depth: usize,
+        found: bool,
+    }
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
         }
-        std::ops::ControlFlow::Continue(())
-    });
-    found
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let (Expr::Function(f), 0) = (expr, self.depth)
+                && aggregate_call(f)
+            {
+                self.found = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut finder = Finder {
+        depth: 0,
+        found: false,
+    };
+    let _ = expr.visit(&mut finder);
+    finder.found
 }
 
 /// The column's name, when `expr` is a column reference.
