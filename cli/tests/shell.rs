@@ -159,7 +159,7 @@ fn catalog_dot_commands() {
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("t\nu\nv\nt_email\n"), "{out}");
     assert!(
-        out.contains("CREATE TABLE t (id BIGINT, email TEXT NOT NULL, n INT DEFAULT 7, PRIMARY KEY (id));\nCREATE UNIQUE INDEX t_email ON t (email);\n"),
+        out.contains("CREATE TABLE t (\n  id BIGINT,\n  email TEXT NOT NULL,\n  n INTEGER DEFAULT 7,\n  PRIMARY KEY (id)\n);\nCREATE UNIQUE INDEX t_email ON t (email);\n"),
         "{out}"
     );
     assert!(
@@ -247,7 +247,9 @@ fn import_csv_json_and_parquet() {
         "two imports into the existing table: {out}"
     );
     assert!(
-        out.contains("CREATE TABLE again (id BIGINT, name TEXT, score DOUBLE);"),
+        out.contains(
+            "CREATE TABLE again (\n  id BIGINT,\n  name TEXT,\n  score DOUBLE PRECISION\n);"
+        ),
         "{out}"
     );
     assert!(

@@ -30,7 +30,10 @@
 //!   takes its value from some row of the group (`bare_columns.rs`).
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
-//! downstream — planning, views, EXPLAIN — sees ordinary SQL.
+//! downstream — planning, views, EXPLAIN — sees ordinary SQL; a view stores
+//! its query after them. A script is parsed before it runs, so the text
+//! rewrites of a `SET entidb.dialect = 'sqlite'` apply from the next
+//! script on.
 
 use crate::error::{ErrorKind, Result};
 use datafusion::sql::parser::Statement as DFStatement;

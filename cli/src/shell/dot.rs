@@ -10,7 +10,7 @@ use super::failure::Failure;
 use super::import::import_file;
 use super::input::Splitter;
 use super::render::Mode;
-use super::sql_type::sql_type;
+use arrow::array::{Array, AsArray};
 use entidb_catalog::Catalog;
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -160,25 +160,15 @@ impl Shell {
         Ok(())
     }
 
-    /// `.schema [TABLE]`: CREATE statements rebuilt from the catalog and the
-    /// engine's table schemas (types, NOT NULL).
+    /// `.schema [TABLE]`: each table's `SHOW CREATE TABLE` script (columns,
+    /// constraints, identity, indexes; `sql/src/introspect.rs`), then the
+    /// views as written.
     fn schema(&mut self, only: Option<&str>) -> Result<(), Failure> {
         let catalog = self.catalog()?;
         let wanted = |name: &str| only.is_none_or(|o| o == name);
         for table in catalog.tables.iter().filter(|t| wanted(&t.name)) {
-            let statement = self.create_table(table)?;
+            let statement = self.create_table(&table.name)?;
             writeln!(self.out, "{statement}")?;
-            for index in catalog.indexes.iter().filter(|i| i.table == table.name) {
-                let unique = if index.unique { "UNIQUE " } else { "" };
-                let columns: Vec<String> = index.columns.iter().map(|c| quote(c)).collect();
-                writeln!(
-                    self.out,
-                    "CREATE {unique}INDEX {} ON {} ({});",
-                    quote(&index.name),
-                    quote(&index.table),
-                    columns.join(", ")
-                )?;
-            }
         }
         for view in catalog.views.iter().filter(|v| wanted(&v.name)) {
             writeln!(
@@ -191,45 +181,16 @@ impl Shell {
         Ok(())
     }
 
-    fn create_table(&self, table: &entidb_catalog::TableMeta) -> Result<String, Failure> {
-        let mut txn = self.db.engine().begin_read_only();
-        let schema = txn
-            .table_by_id(table.table_id)
-            .map_err(|e| Failure::Sql(e.into()))?
-            .schema;
-        let mut parts = Vec::new();
-        for (i, column) in table.columns.iter().enumerate() {
-            let field = schema.field_with_name(&column.name).ok();
-            let ty = field
-                .and_then(|f| sql_type(f.data_type()))
-                .unwrap_or_else(|| "TEXT".into());
-            let mut part = format!("{} {ty}", quote(&column.name));
-            if field.is_some_and(|f| !f.is_nullable()) && !table.primary_key.contains(&i) {
-                part.push_str(" NOT NULL");
-            }
-            if let Some(default) = &column.default {
-                part.push_str(&format!(" DEFAULT {default}"));
-            }
-            parts.push(part);
-        }
-        let names = |cols: &[usize]| -> String {
-            cols.iter()
-                .filter_map(|i| table.columns.get(*i))
-                .map(|c| quote(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if !table.primary_key.is_empty() {
-            parts.push(format!("PRIMARY KEY ({})", names(&table.primary_key)));
-        }
-        for unique in &table.unique {
-            parts.push(format!("UNIQUE ({})", names(unique)));
-        }
-        Ok(format!(
-            "CREATE TABLE {} ({});",
-            quote(&table.name),
-            parts.join(", ")
-        ))
+    fn create_table(&mut self, name: &str) -> Result<String, Failure> {
+        let sql = format!("SHOW CREATE TABLE {}", quote(name));
+        let batches = self.runtime.block_on(self.conn.query(&sql))?;
+        let definition = batches
+            .first()
+            .and_then(|b| b.column_by_name("definition"))
+            .and_then(|c| c.as_string_opt::<i32>())
+            .filter(|c| !c.is_empty() && !c.is_null(0))
+            .map(|c| c.value(0).to_string());
+        definition.ok_or_else(|| Failure::Other(format!("no definition for table {name}")))
     }
 }
 

@@ -15,7 +15,11 @@
 //! **Isolation.** Every record runs as a task of its own on a two-worker
 //! runtime, under a time limit ([`Options::timeout`]). A record that panics
 //! or overruns is a failure; its connections are dropped (rolling back what
-//! they had open) and the file goes on with new ones to the same database.
+//! they had open) and the file goes on with new ones to the same database,
+//! with the file's settings records (`hash-threshold`, `control`) applied
+//! again. A record that overran may still be running when the next starts
+//! (it stops at its next await point). `let` and `system` records are not
+//! isolated: the corpora do not use them.
 //!
 //! **Values.** By default they print by their own type ([`values`]). With
 //! [`Options::sqlite`] they print by the record's declared type letters, as
