@@ -3,6 +3,8 @@
 //!
 //! For every session (PostgreSQL semantics stay the default):
 //!
+//! - `information_schema.table_constraints` and `key_column_usage` name
+//!   EntiDB's own tables (`info_schema.rs`);
 //! - unary `+` is the identity on any type (`SELECT +'abc'`); DataFusion
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
@@ -126,6 +128,11 @@ impl VisitorMut for Rewriter {
             Expr::Function(f) if is_named(f, "group_concat") => group_concat(f),
             _ => {}
         }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        crate::info_schema::redirect(relation);
         ControlFlow::Continue(())
     }
 

@@ -88,8 +88,8 @@ fn show_create(catalog: &Catalog, table: &EntiTable) -> Result<Output> {
     ]));
     let name = table.meta().name.clone();
     let columns = vec![
-        strings(vec!["datafusion".into()]),
-        strings(vec!["public".into()]),
+        strings(vec!["entidb".into()]),
+        strings(vec!["main".into()]),
         strings(vec![name]),
         strings(vec![create_script(catalog, table)]),
     ];

@@ -16,6 +16,7 @@ pub mod files;
 mod functions;
 mod identity;
 pub mod indexes;
+mod info_schema;
 mod insert;
 mod introspect;
 pub mod limits;

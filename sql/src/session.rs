@@ -175,6 +175,9 @@ impl Session {
         for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
             ctx.register_udf(udf);
         }
+        // The default catalog always exists, so this cannot fail; if it
+        // did, the two constraint tables would be missing, nothing else.
+        let _ = crate::info_schema::install(&ctx);
         Self {
             engine,
             ctx,
@@ -819,6 +822,7 @@ impl Session {
             self.registered.push(meta.name.clone());
         }
         self.sync_views(&catalog, &changed).await?;
+        crate::info_schema::refresh(&self.ctx, &catalog)?;
         self.catalog = Arc::new(catalog);
         self.synced = Some(blob);
         Ok(())
