@@ -60,7 +60,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement as SqlStatement, TableObject};
 use datafusion::sql::sqlparser::ast::{
     Set, TransactionAccessMode, TransactionMode, visit_relations,
 };
@@ -611,8 +611,16 @@ impl Session {
         Ok(())
     }
 
-    async fn dispatch(&mut self, stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+    async fn dispatch(&mut self, mut stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
         statement_cache::forget_on_settings(self, &stmt);
+        if self.dialect == Dialect::Sqlite
+            && let DFStatement::Statement(s) = &mut stmt
+            && let SqlStatement::Insert(insert) = s.as_mut()
+            && let TableObject::TableName(name) = &insert.table
+            && let Some(meta) = crate::ddl::last_ident(name).and_then(|n| self.catalog.table(&n))
+        {
+            crate::upsert::sqlite_conflict_clause(insert, meta);
+        }
         if let DFStatement::Explain(e) = &stmt
             && let DFStatement::Statement(inner) = e.statement.as_ref()
             && matches!(

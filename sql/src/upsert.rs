@@ -472,3 +472,68 @@ async fn updated_rows(
     };
     Ok((keys, concat_batches(&def.schema, &new)?))
 }
+
+/// SQLite's conflict clauses, under `entidb.dialect = 'sqlite'`, as the
+/// upserts they mean: `REPLACE INTO t …` and `INSERT OR REPLACE INTO t …`
+/// replace the row with the same primary key (the first UNIQUE
+/// constraint's key when there is no primary key):
+/// `ON CONFLICT (key) DO UPDATE SET c = excluded.c` for every other column,
+/// so columns the statement leaves out take their defaults, as SQLite's
+/// delete-and-insert gives them. `INSERT OR IGNORE` is `ON CONFLICT DO
+/// NOTHING`. SQLite's REPLACE also deletes rows that collide on other
+/// UNIQUE constraints; here those collisions stay 23505. A table without a
+/// key gets a plain INSERT. Other statements are left alone.
+pub(crate) fn sqlite_conflict_clause(
+    insert: &mut datafusion::sql::sqlparser::ast::Insert,
+    table: &entidb_catalog::TableMeta,
+) {
+    use datafusion::sql::sqlparser::ast::{
+        Assignment, AssignmentTarget, ConflictTarget, DoUpdate, Expr, Ident, ObjectName,
+        OnConflict, OnConflictAction, OnInsert, SqliteOnConflict,
+    };
+    let replace = insert.replace_into || insert.or == Some(SqliteOnConflict::Replace);
+    let ignore = insert.or == Some(SqliteOnConflict::Ignore);
+    if !(replace || ignore) || insert.on.is_some() {
+        return;
+    }
+    insert.replace_into = false;
+    insert.or = None;
+    let key: &[usize] = match (table.primary_key.as_slice(), table.unique.first()) {
+        ([], Some(unique)) => unique,
+        (key, _) => key,
+    };
+    let name = |i: &usize| {
+        table
+            .columns
+            .get(*i)
+            .map(|c| Ident::with_quote('"', &c.name))
+    };
+    let action = if ignore {
+        OnConflictAction::DoNothing
+    } else if key.is_empty() {
+        return;
+    } else {
+        let assignments = (0..table.columns.len())
+            .filter(|i| !key.contains(i))
+            .filter_map(|i| name(&i))
+            .map(|column| Assignment {
+                target: AssignmentTarget::ColumnName(ObjectName::from(vec![column.clone()])),
+                value: Expr::CompoundIdentifier(vec![Ident::new("excluded"), column]),
+            })
+            .collect();
+        OnConflictAction::DoUpdate(DoUpdate {
+            assignments,
+            selection: None,
+        })
+    };
+    let conflict_target = match action {
+        OnConflictAction::DoNothing => None,
+        OnConflictAction::DoUpdate(_) => Some(ConflictTarget::Columns(
+            key.iter().filter_map(name).collect(),
+        )),
+    };
+    insert.on = Some(OnInsert::OnConflict(OnConflict {
+        conflict_target,
+        action,
+    }));
+}
