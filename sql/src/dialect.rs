@@ -22,7 +22,8 @@
 //! - division by zero (`/`, `%`) yields NULL instead of an error: the
 //!   divisor is wrapped in `NULLIF(divisor, 0)`;
 //! - `REAL` and `FLOAT` are 64-bit floats (SQLite has no 32-bit float;
-//!   DataFusion maps both to Float32) in `CREATE TABLE` and `CAST`;
+//!   DataFusion maps both to Float32) and every integer type is a BIGINT
+//!   (SQLite's integers are 64-bit), in `CREATE TABLE` and `CAST`;
 //! - SQLite's syntax sqlparser does not parse is rewritten in the text,
 //!   token by token, before parsing ([`sqlite_text`]): `x IN ()` is
 //!   `x IN (SELECT NULL WHERE false)`, `x IN t` (a table) is
@@ -120,7 +121,7 @@ impl VisitorMut for Rewriter {
                 **right = nullif_zero(divisor);
             }
             Expr::Cast { data_type, .. } if self.dialect == Dialect::Sqlite => {
-                widen_float(data_type);
+                widen_numeric(data_type);
             }
             Expr::Function(f) if is_named(f, "total") => {
                 *expr = total(f.clone());
@@ -146,7 +147,7 @@ impl VisitorMut for Rewriter {
     fn post_visit_statement(&mut self, stmt: &mut Statement) -> ControlFlow<()> {
         if let (Statement::CreateTable(create), Dialect::Sqlite) = (stmt, self.dialect) {
             for column in &mut create.columns {
-                widen_float(&mut column.data_type);
+                widen_numeric(&mut column.data_type);
             }
         }
         ControlFlow::Continue(())
@@ -216,13 +217,25 @@ fn group_concat(f: &mut Function) {
     }
 }
 
-/// SQLite's REAL/FLOAT: a 64-bit float.
-fn widen_float(data_type: &mut DataType) {
+/// SQLite's numeric types are 64 bits wide: REAL/FLOAT a double, every
+/// integer type a BIGINT (`INTEGER` holds `1 << 63`).
+fn widen_numeric(data_type: &mut DataType) {
     if matches!(
         data_type,
         DataType::Real | DataType::Float(_) | DataType::Float4
     ) {
         *data_type = DataType::Double(ExactNumberInfo::None);
+    } else if matches!(
+        data_type,
+        DataType::Int(_)
+            | DataType::Integer(_)
+            | DataType::SmallInt(_)
+            | DataType::TinyInt(_)
+            | DataType::MediumInt(_)
+            | DataType::Int2(_)
+            | DataType::Int4(_)
+    ) {
+        *data_type = DataType::BigInt(None);
     }
 }
 
