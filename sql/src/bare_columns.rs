@@ -12,10 +12,15 @@
 //!
 //! PostgreSQL (and DataFusion) refuse both. In the sqlite dialect each such
 //! column becomes `first_value(column)`, which DataFusion computes per group
-//! without an order: SQLite's "some row". A column is left alone when it is
-//! inside an aggregate or window call or a subquery, when its expression is
-//! one of the GROUP BY expressions (or a GROUP BY ordinal points at its
-//! item), or when a GROUP BY expression is a column of the same name.
+//! without an order: SQLite's "some row". A query aggregates when it has a
+//! GROUP BY or calls an aggregate outside its subqueries (window functions
+//! do not count). A column is left alone when it is inside an aggregate or
+//! window call or a subquery, when its expression is one of the GROUP BY
+//! expressions (or a GROUP BY ordinal or output alias points at its item),
+//! when a GROUP BY expression is a column of the same name, or when its
+//! qualifier names no relation of the SELECT (an outer reference of a
+//! subquery). Queries with ROLLUP, CUBE or GROUPING SETS are left as
+//! written.
 //! Wrapping a grouped column would be harmless (it has one value per group);
 //! leaving an ungrouped one is what fails, so the matching errs towards
 //! wrapping.
@@ -80,7 +85,28 @@ fn rewrite_select(select: &mut Select) {
     let GroupByExpr::Expressions(groups, _) = &select.group_by else {
         return;
     };
-    let groups = groups.clone();
+    // ROLLUP, CUBE and GROUPING SETS: their columns are grouped (and NULL
+    // in the subtotal rows); such queries are left as written.
+    if groups
+        .iter()
+        .any(|g| matches!(g, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
+    {
+        return;
+    }
+    let mut groups = groups.clone();
+    // A GROUP BY naming an output alias groups that item's expression.
+    for item in &select.projection {
+        if let SelectItem::ExprWithAlias { expr, alias } = item
+            && groups.iter().any(
+                |g| matches!(g, Expr::Identifier(i) if i.value.eq_ignore_ascii_case(&alias.value)),
+            )
+        {
+            groups.push(expr.clone());
+        }
+    }
+    // Columns qualified by a relation this SELECT does not read are outer
+    // references of a subquery: the outer query's values, left alone.
+    let relations = relation_names(select);
     let aggregating = !groups.is_empty()
         || select.projection.iter().any(|item| match item {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
@@ -97,7 +123,11 @@ fn rewrite_select(select: &mut Select) {
         }
         match item {
             // A bare column keeps its name as the result's column name.
-            SelectItem::UnnamedExpr(e) if column_name(e).is_some() && !is_grouped(e, &groups) => {
+            SelectItem::UnnamedExpr(e)
+                if column_name(e).is_some()
+                    && !is_grouped(e, &groups)
+                    && !is_outer(e, &relations) =>
+            {
                 let alias = match e {
                     Expr::CompoundIdentifier(parts) => parts.last().cloned(),
                     Expr::Identifier(ident) => Some(ident.clone()),
@@ -113,7 +143,13 @@ fn rewrite_select(select: &mut Select) {
                 };
             }
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                wrap_bare(e, &groups);
+                wrap_bare(
+                    e,
+                    &Scope {
+                        groups: &groups,
+                        relations: &relations,
+                    },
+                );
             }
             _ => {}
         }
@@ -124,10 +160,17 @@ fn is_ordinal(group: &Expr, position: usize) -> bool {
     matches!(group, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.parse() == Ok(position)))
 }
 
+/// A call to an aggregate (not a window function).
 fn aggregate_call(f: &Function) -> bool {
-    f.over.is_some()
-        || f.name.0.len() == 1
-            && AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
+    f.over.is_none()
+        && f.name.0.len() == 1
+        && AGGREGATES.contains(&f.name.to_string().to_ascii_lowercase().as_str())
+}
+
+/// A call whose arguments are not the row's bare columns: an aggregate or
+/// a window function.
+fn opaque_call(f: &Function) -> bool {
+    f.over.is_some() || aggregate_call(f)
 }
 
 /// Whether `expr` calls an aggregate outside its subqueries (an aggregate
@@ -189,9 +232,53 @@ fn unnest(expr: &Expr) -> &Expr {
     }
 }
 
+/// What a SELECT groups by and which relations it reads.
+struct Scope<'a> {
+    groups: &'a [Expr],
+    relations: &'a [String],
+}
+
+/// The names (aliases, else table names) of the relations in FROM.
+fn relation_names(select: &Select) -> Vec<String> {
+    use datafusion::sql::sqlparser::ast::TableFactor;
+    let mut names = Vec::new();
+    for table in &select.from {
+        let factors =
+            std::iter::once(&table.relation).chain(table.joins.iter().map(|j| &j.relation));
+        for factor in factors {
+            match factor {
+                TableFactor::Table { alias: Some(a), .. }
+                | TableFactor::Derived { alias: Some(a), .. } => {
+                    names.push(a.name.value.to_ascii_lowercase());
+                }
+                TableFactor::Table {
+                    name, alias: None, ..
+                } => {
+                    if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                        names.push(last.value.to_ascii_lowercase());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+/// A qualified column whose qualifier names no relation of this SELECT.
+fn is_outer(expr: &Expr, relations: &[String]) -> bool {
+    match expr {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => parts
+            .get(parts.len() - 2)
+            .is_some_and(|q| !relations.contains(&q.value.to_ascii_lowercase())),
+        _ => false,
+    }
+}
+
 /// Replaces each bare column under `expr` by `first_value(column)`.
-fn wrap_bare(expr: &mut Expr, groups: &[Expr]) {
-    if is_grouped(unnest(expr), groups) {
+fn wrap_bare(expr: &mut Expr, scope: &Scope<'_>) {
+    let groups = scope.groups;
+    if is_grouped(unnest(expr), groups) || is_outer(expr, scope.relations) {
         return;
     }
     match expr {
@@ -199,7 +286,7 @@ fn wrap_bare(expr: &mut Expr, groups: &[Expr]) {
             let column = std::mem::replace(expr, Expr::value(Value::Null));
             *expr = first_value(column);
         }
-        Expr::Function(f) if aggregate_call(f) => {}
+        Expr::Function(f) if opaque_call(f) => {}
         Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {}
         Expr::Function(f) => {
             if let FunctionArguments::List(list) = &mut f.args {
@@ -210,14 +297,14 @@ fn wrap_bare(expr: &mut Expr, groups: &[Expr]) {
                         ..
                     } = arg
                     {
-                        wrap_bare(e, groups);
+                        wrap_bare(e, scope);
                     }
                 }
             }
         }
         Expr::BinaryOp { left, right, .. } => {
-            wrap_bare(left, groups);
-            wrap_bare(right, groups);
+            wrap_bare(left, scope);
+            wrap_bare(right, scope);
         }
         Expr::UnaryOp { expr: e, .. }
         | Expr::Nested(e)
@@ -227,18 +314,18 @@ fn wrap_bare(expr: &mut Expr, groups: &[Expr]) {
         | Expr::IsTrue(e)
         | Expr::IsFalse(e)
         | Expr::IsNotTrue(e)
-        | Expr::IsNotFalse(e) => wrap_bare(e, groups),
+        | Expr::IsNotFalse(e) => wrap_bare(e, scope),
         Expr::Between {
             expr: e, low, high, ..
         } => {
-            wrap_bare(e, groups);
-            wrap_bare(low, groups);
-            wrap_bare(high, groups);
+            wrap_bare(e, scope);
+            wrap_bare(low, scope);
+            wrap_bare(high, scope);
         }
         Expr::InList { expr: e, list, .. } => {
-            wrap_bare(e, groups);
+            wrap_bare(e, scope);
             for item in list {
-                wrap_bare(item, groups);
+                wrap_bare(item, scope);
             }
         }
         Expr::Case {
@@ -248,14 +335,14 @@ fn wrap_bare(expr: &mut Expr, groups: &[Expr]) {
             ..
         } => {
             if let Some(o) = operand {
-                wrap_bare(o, groups);
+                wrap_bare(o, scope);
             }
             for when in conditions {
-                wrap_bare(&mut when.condition, groups);
-                wrap_bare(&mut when.result, groups);
+                wrap_bare(&mut when.condition, scope);
+                wrap_bare(&mut when.result, scope);
             }
             if let Some(e) = else_result {
-                wrap_bare(e, groups);
+                wrap_bare(e, scope);
             }
         }
         _ => {}
