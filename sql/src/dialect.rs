@@ -3,8 +3,8 @@
 //!
 //! For every session (PostgreSQL semantics stay the default):
 //!
-//! - `information_schema.table_constraints` and `key_column_usage` name
-//!   EntiDB's own tables (`info_schema.rs`);
+//! - `FROM information_schema.table_constraints` / `key_column_usage` is a
+//!   call of EntiDB's table functions for them (`info_schema.rs`);
 //! - unary `+` is the identity on any type (`SELECT +'abc'`); DataFusion
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
@@ -43,8 +43,8 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, ExactNumberInfo, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement, UnaryOperator,
-    Value, VisitMut, VisitorMut,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement, TableFactor,
+    UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -132,8 +132,8 @@ impl VisitorMut for Rewriter {
         ControlFlow::Continue(())
     }
 
-    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
-        crate::info_schema::redirect(relation);
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        crate::info_schema::redirect(factor);
         ControlFlow::Continue(())
     }
 

@@ -2,11 +2,15 @@
 //! DataFusion's information schema does not have.
 //!
 //! DataFusion answers every `information_schema.*` name itself (its session
-//! state intercepts the schema before any catalog is asked), so EntiDB keeps
-//! the two tables in a schema of its own, [`SCHEMA`], rebuilt from the
-//! catalog whenever the session's catalog changes, and the statement
-//! rewrite (`dialect.rs`) points `information_schema.table_constraints` and
-//! `information_schema.key_column_usage` there.
+//! state intercepts the schema before any catalog is asked). So the two
+//! tables are table functions of EntiDB's (`entidb_table_constraints()`,
+//! `entidb_key_column_usage()`), and the statement rewrite (`dialect.rs`)
+//! turns `FROM information_schema.table_constraints [AS x]` into
+//! `FROM entidb_table_constraints() AS x` (the alias defaulting to the
+//! table's name). Being functions, they appear in no table listing and
+//! cannot be written to. Their provider reads the session's catalog when
+//! it is scanned, not when it is planned, so a view over them is never
+//! stale; [`refresh`] hands the functions each new catalog.
 //!
 //! Rows follow PostgreSQL's: one per PRIMARY KEY (named `<table>_pkey`),
 //! UNIQUE constraint (`<table>_<columns>_key`) and CHECK constraint (its
@@ -16,52 +20,82 @@
 //! each NOT NULL as a CHECK with a generated name; EntiDB does not (NOT NULL
 //! is in `information_schema.columns.is_nullable` and `DESCRIBE`).
 
-use crate::error::Result;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::MemorySchemaProvider;
-use datafusion::common::TableReference;
-use datafusion::datasource::MemTable;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session as CatalogSession, TableFunctionArgs, TableFunctionImpl};
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr as DfExpr;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+use datafusion::sql::sqlparser::ast::{
+    Ident, ObjectName, TableAlias, TableFactor, TableFunctionArgs as SqlTableFunctionArgs,
+};
 use entidb_catalog::{Catalog, TableMeta};
-use std::sync::Arc;
-
-/// The schema holding the two tables.
-pub(crate) const SCHEMA: &str = "entidb_information_schema";
-
-/// The tables kept here (the names `information_schema.X` is rewritten for).
-pub(crate) const TABLES: &[&str] = &["table_constraints", "key_column_usage"];
+use std::sync::{Arc, Mutex, PoisonError};
 
 const CATALOG: &str = "entidb";
 const USER_SCHEMA: &str = "main";
 
-/// Creates [`SCHEMA`] in the session's catalog (once, at session start).
-pub(crate) fn install(ctx: &SessionContext) -> Result<()> {
-    if let Some(catalog) = ctx.catalog(CATALOG) {
-        catalog.register_schema(SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
-    }
-    Ok(())
+/// The catalog the functions read, shared with the session.
+pub(crate) type Current = Arc<Mutex<Arc<Catalog>>>;
+
+/// The two tables.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    TableConstraints,
+    KeyColumnUsage,
 }
 
-/// Replaces the two tables with the constraints of `catalog`.
-pub(crate) fn refresh(ctx: &SessionContext, catalog: &Catalog) -> Result<()> {
-    let constraints = constraints(catalog);
-    let tables = [
-        ("table_constraints", table_constraints(&constraints)?),
-        ("key_column_usage", key_column_usage(&constraints)?),
-    ];
-    for (name, batch) in tables {
-        let reference = TableReference::partial(SCHEMA, name);
-        ctx.deregister_table(reference.clone())?;
-        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
-        ctx.register_table(reference, Arc::new(table))?;
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::TableConstraints, Kind::KeyColumnUsage];
+
+    /// The name under `information_schema`.
+    fn table(self) -> &'static str {
+        match self {
+            Kind::TableConstraints => "table_constraints",
+            Kind::KeyColumnUsage => "key_column_usage",
+        }
     }
-    Ok(())
+
+    fn function(self) -> String {
+        format!("entidb_{}", self.table())
+    }
 }
 
-/// Points `[catalog.]information_schema.<one of TABLES>` at [`SCHEMA`].
-pub(crate) fn redirect(name: &mut ObjectName) {
+/// Registers the functions; returns the cell [`refresh`] updates.
+pub(crate) fn install(ctx: &SessionContext) -> Current {
+    let current: Current = Arc::new(Mutex::new(Arc::new(Catalog::default())));
+    for kind in Kind::ALL {
+        ctx.register_udtf(
+            &kind.function(),
+            Arc::new(ConstraintFunction {
+                kind,
+                current: current.clone(),
+            }),
+        );
+    }
+    current
+}
+
+/// Hands the functions the session's new catalog.
+pub(crate) fn refresh(current: &Current, catalog: &Arc<Catalog>) {
+    *current.lock().unwrap_or_else(PoisonError::into_inner) = catalog.clone();
+}
+
+/// `FROM [catalog.]information_schema.<table>`, for one of the two tables:
+/// the function call that stands for it.
+pub(crate) fn redirect(factor: &mut TableFactor) {
+    let TableFactor::Table {
+        name, args, alias, ..
+    } = factor
+    else {
+        return;
+    };
+    if args.is_some() {
+        return;
+    }
     let parts: Vec<Option<String>> = name
         .0
         .iter()
@@ -71,8 +105,80 @@ pub(crate) fn redirect(name: &mut ObjectName) {
         [Some(schema), Some(table)] | [_, Some(schema), Some(table)] => (schema, table),
         _ => return,
     };
-    if schema == "information_schema" && TABLES.contains(&table.as_str()) {
-        *name = ObjectName::from(vec![Ident::new(SCHEMA), Ident::new(table.as_str())]);
+    let Some(kind) = Kind::ALL.into_iter().find(|k| k.table() == table) else {
+        return;
+    };
+    if schema != "information_schema" {
+        return;
+    }
+    *name = ObjectName::from(vec![Ident::new(kind.function())]);
+    *args = Some(SqlTableFunctionArgs {
+        args: vec![],
+        settings: None,
+    });
+    if alias.is_none() {
+        *alias = Some(TableAlias {
+            explicit: true,
+            name: Ident::new(kind.table()),
+            columns: vec![],
+            at: None,
+        });
+    }
+}
+
+#[derive(Debug)]
+struct ConstraintFunction {
+    kind: Kind,
+    current: Current,
+}
+
+impl TableFunctionImpl for ConstraintFunction {
+    fn call_with_args(&self, _args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        Ok(Arc::new(LiveTable {
+            kind: self.kind,
+            current: self.current.clone(),
+            schema: schema_of(self.kind),
+        }))
+    }
+}
+
+/// One of the tables, built from the catalog at scan time.
+#[derive(Debug)]
+struct LiveTable {
+    kind: Kind,
+    current: Current,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl TableProvider for LiveTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let catalog = self
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let constraints = constraints(&catalog);
+        let batch = match self.kind {
+            Kind::TableConstraints => table_constraints(&constraints),
+            Kind::KeyColumnUsage => key_column_usage(&constraints),
+        }?;
+        let table = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
+        table.scan(state, projection, filters, limit).await
     }
 }
 
@@ -135,19 +241,37 @@ fn text(name: &str) -> Field {
     Field::new(name, DataType::Utf8, false)
 }
 
-fn table_constraints(constraints: &[Constraint]) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        text("constraint_catalog"),
-        text("constraint_schema"),
-        text("constraint_name"),
-        text("table_catalog"),
-        text("table_schema"),
-        text("table_name"),
-        text("constraint_type"),
-        text("is_deferrable"),
-        text("initially_deferred"),
-        text("enforced"),
-    ]));
+fn schema_of(kind: Kind) -> SchemaRef {
+    let fields = match kind {
+        Kind::TableConstraints => vec![
+            text("constraint_catalog"),
+            text("constraint_schema"),
+            text("constraint_name"),
+            text("table_catalog"),
+            text("table_schema"),
+            text("table_name"),
+            text("constraint_type"),
+            text("is_deferrable"),
+            text("initially_deferred"),
+            text("enforced"),
+        ],
+        Kind::KeyColumnUsage => vec![
+            text("constraint_catalog"),
+            text("constraint_schema"),
+            text("constraint_name"),
+            text("table_catalog"),
+            text("table_schema"),
+            text("table_name"),
+            text("column_name"),
+            Field::new("ordinal_position", DataType::UInt32, false),
+            Field::new("position_in_unique_constraint", DataType::UInt32, true),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
+fn table_constraints(constraints: &[Constraint]) -> DfResult<RecordBatch> {
+    let schema = schema_of(Kind::TableConstraints);
     let n = constraints.len();
     let constant = |v: &'static str| strings(std::iter::repeat_n(v, n));
     let columns = vec![
@@ -165,18 +289,8 @@ fn table_constraints(constraints: &[Constraint]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
-fn key_column_usage(constraints: &[Constraint]) -> Result<RecordBatch> {
-    let schema = Arc::new(Schema::new(vec![
-        text("constraint_catalog"),
-        text("constraint_schema"),
-        text("constraint_name"),
-        text("table_catalog"),
-        text("table_schema"),
-        text("table_name"),
-        text("column_name"),
-        Field::new("ordinal_position", DataType::UInt32, false),
-        Field::new("position_in_unique_constraint", DataType::UInt32, true),
-    ]));
+fn key_column_usage(constraints: &[Constraint]) -> DfResult<RecordBatch> {
+    let schema = schema_of(Kind::KeyColumnUsage);
     let rows: Vec<(&Constraint, &str, u32)> = constraints
         .iter()
         .flat_map(|c| {

@@ -18,7 +18,7 @@ mod identity;
 pub mod indexes;
 mod info_schema;
 mod insert;
-mod introspect;
+pub mod introspect;
 pub mod limits;
 mod output_names;
 mod placeholders;

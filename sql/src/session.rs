@@ -91,6 +91,9 @@ pub struct Session {
     explicit: bool,
     synced: Option<Arc<Vec<u8>>>,
     pub(crate) catalog: Arc<Catalog>,
+    /// The catalog `information_schema.table_constraints` and
+    /// `key_column_usage` read (`info_schema.rs`), updated with `catalog`.
+    constraint_catalog: crate::info_schema::Current,
     pub(crate) tables: HashMap<String, Arc<EntiTable>>,
     registered: Vec<String>,
     pub(crate) views: HashMap<String, CachedView>,
@@ -175,11 +178,10 @@ impl Session {
         for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
             ctx.register_udf(udf);
         }
-        // The default catalog always exists, so this cannot fail; if it
-        // did, the two constraint tables would be missing, nothing else.
-        let _ = crate::info_schema::install(&ctx);
+        let constraint_catalog = crate::info_schema::install(&ctx);
         Self {
             engine,
+            constraint_catalog,
             ctx,
             slot,
             explicit: false,
@@ -830,8 +832,8 @@ impl Session {
             self.registered.push(meta.name.clone());
         }
         self.sync_views(&catalog, &changed).await?;
-        crate::info_schema::refresh(&self.ctx, &catalog)?;
         self.catalog = Arc::new(catalog);
+        crate::info_schema::refresh(&self.constraint_catalog, &self.catalog);
         self.synced = Some(blob);
         Ok(())
     }

@@ -194,22 +194,8 @@ impl Shell {
     }
 }
 
-/// `name` as an SQL identifier: bare when it is a plain lower-case word,
-/// quoted otherwise.
-pub fn quote(name: &str) -> String {
-    let plain = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
+/// `name` as an SQL identifier (`SHOW CREATE TABLE` quotes the same way).
+pub use entidb_sql::introspect::quote_identifier as quote;
 
 fn mode_name(mode: Mode) -> &'static str {
     match mode {
