@@ -137,38 +137,26 @@ fn slt_runner_isolates_records_and_counts_skips() {
         "{stdout}"
     );
     let baseline = dir.path().join("baseline");
-    let (_, stdout) = slt(&[
-        "--memory",
-        "--sqlite",
-        "--timeout",
-        "1",
-        "--write-baseline",
-        baseline.to_str().unwrap(),
-        path,
-    ]);
-    let written = std::fs::read_to_string(&baseline).unwrap();
+    let baseline = baseline.to_str().unwrap();
+    let with = |option: &str| {
+        slt(&[
+            "--memory",
+            "--sqlite",
+            "--timeout",
+            "1",
+            option,
+            baseline,
+            path,
+        ])
+    };
+    let (_, stdout) = with("--write-baseline");
+    let written = std::fs::read_to_string(baseline).unwrap();
     let group = dir.path().file_name().unwrap().to_str().unwrap();
     assert_eq!(written, format!("1 {group}\n"), "{stdout}");
-    let (code, stdout) = slt(&[
-        "--memory",
-        "--sqlite",
-        "--timeout",
-        "1",
-        "--baseline",
-        baseline.to_str().unwrap(),
-        path,
-    ]);
+    let (code, stdout) = with("--baseline");
     assert_eq!(code, Some(0), "at the baseline: {stdout}");
-    std::fs::write(&baseline, format!("2 {group}\n")).unwrap();
-    let (code, stdout) = slt(&[
-        "--memory",
-        "--sqlite",
-        "--timeout",
-        "1",
-        "--baseline",
-        baseline.to_str().unwrap(),
-        path,
-    ]);
+    std::fs::write(baseline, format!("2 {group}\n")).unwrap();
+    let (code, stdout) = with("--baseline");
     assert_eq!(code, Some(1), "below the baseline: {stdout}");
 }
 
