@@ -68,7 +68,8 @@ pub fn mask(message: &str) -> String {
     let mut chars = first.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\'' | '"' | '`' => {
+            // A quote after a letter is an apostrophe (`doesn't`).
+            '\'' | '"' | '`' if !out.ends_with(|p: char| p.is_alphanumeric()) => {
                 for d in chars.by_ref() {
                     if d == c {
                         break;
@@ -263,6 +264,10 @@ mod tests {
         assert_eq!(
             mask("column 'x1' not found in table \"t2\" at 12.5 (SQLSTATE 42703)\nmore"),
             "column '…' not found in table \"…\" at N (SQLSTATE 42703)"
+        );
+        assert_eq!(
+            mask("Column count doesn't match"),
+            "Column count doesn't match"
         );
         assert_eq!(
             mask("syntax error: Expected: (, found: t4n at Line: 1, Column: 9 (SQLSTATE 42601)"),
