@@ -15,15 +15,18 @@
 //! table* | views u32 | view* | indexes u32 | index* | sequences u32 |
 //! sequence*`, encoded with the engine's bounds-checked codec. Version 2
 //! added identity columns and sequences, version 3 CHECK constraints (after
-//! a table's UNIQUE lists: `checks u32 | (name str, sql str)*`); older blobs
-//! still decode (without them) and are written back as version 3.
+//! a table's UNIQUE lists: `checks u32 | (name str, sql str)*`), version 4
+//! foreign keys (after the checks: `fks u32 | (name str | columns u32 str* |
+//! parent str | parent_columns u32 str* | on_delete u8 | on_update u8)*`,
+//! actions numbered as [`FkAction`]); older blobs still decode (without
+//! them) and are written back as version 4.
 #![deny(clippy::indexing_slicing)]
 
 use entidb_engine::codec::{Decoder, Encoder};
 use entidb_engine::{Error, Result, Transaction};
 
 const MAGIC: &[u8; 4] = b"ECAT";
-const VERSION: u16 = 3;
+const VERSION: u16 = 4;
 /// The oldest blob version this build decodes.
 const OLDEST: u16 = 1;
 
@@ -73,6 +76,68 @@ pub struct TableMeta {
     pub unique: Vec<Vec<usize>>,
     /// CHECK constraints, in definition order.
     pub checks: Vec<CheckMeta>,
+    /// FOREIGN KEY constraints this table (the child) declares.
+    pub foreign_keys: Vec<ForeignKeyMeta>,
+}
+
+/// What a foreign key does to the child rows of a parent row that is
+/// deleted, or whose key is updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FkAction {
+    /// Refuse at the end of the statement if child rows still refer to it
+    /// (SQL's default).
+    #[default]
+    NoAction,
+    /// Refuse (EntiDB checks it at the same point as NO ACTION).
+    Restrict,
+    /// Delete the child rows, or update their referencing columns.
+    Cascade,
+    /// Set the referencing columns to NULL.
+    SetNull,
+    /// Set the referencing columns to their defaults.
+    SetDefault,
+}
+
+impl FkAction {
+    fn code(self) -> u8 {
+        match self {
+            Self::NoAction => 0,
+            Self::Restrict => 1,
+            Self::Cascade => 2,
+            Self::SetNull => 3,
+            Self::SetDefault => 4,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::NoAction,
+            1 => Self::Restrict,
+            2 => Self::Cascade,
+            3 => Self::SetNull,
+            4 => Self::SetDefault,
+            _ => return None,
+        })
+    }
+}
+
+/// A FOREIGN KEY constraint: the child's `columns` refer to the parent's
+/// `parent_columns`, which are the parent's primary key. Columns are kept
+/// by name (the SQL layer resolves them when it registers the tables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKeyMeta {
+    /// Constraint name (given, or `<table>_<columns>_fkey`).
+    pub name: String,
+    /// Referencing columns of the child, in declaration order.
+    pub columns: Vec<String>,
+    /// The referenced (parent) table.
+    pub parent: String,
+    /// Referenced columns, paired with `columns`.
+    pub parent_columns: Vec<String>,
+    /// `ON DELETE` action.
+    pub on_delete: FkAction,
+    /// `ON UPDATE` action.
+    pub on_update: FkAction,
 }
 
 /// A CHECK constraint: a boolean expression over one row of its table, kept
@@ -193,6 +258,14 @@ impl Catalog {
             for c in &t.checks {
                 e.str(&c.name)?.str(&c.sql)?;
             }
+            e.u32(t.foreign_keys.len() as u32);
+            for fk in &t.foreign_keys {
+                e.str(&fk.name)?;
+                encode_names(&mut e, &fk.columns)?;
+                e.str(&fk.parent)?;
+                encode_names(&mut e, &fk.parent_columns)?;
+                e.u8(fk.on_delete.code()).u8(fk.on_update.code());
+            }
         }
         e.u32(self.views.len() as u32);
         for v in &self.views {
@@ -268,6 +341,12 @@ impl Catalog {
                     checks.push(CheckMeta { name, sql });
                 }
             }
+            let mut foreign_keys = Vec::new();
+            if version >= 4 {
+                for _ in 0..d.count(14)? {
+                    foreign_keys.push(decode_foreign_key(&mut d)?);
+                }
+            }
             c.tables.push(TableMeta {
                 name,
                 table_id,
@@ -275,6 +354,7 @@ impl Catalog {
                 primary_key,
                 unique,
                 checks,
+                foreign_keys,
             });
         }
         for _ in 0..d.count(8)? {
@@ -328,6 +408,43 @@ fn d_identity(d: &mut Decoder<'_>, version: u16) -> Result<Option<Identity>> {
     Ok(Some(Identity { always, sequence }))
 }
 
+fn encode_names(e: &mut Encoder, names: &[String]) -> Result<()> {
+    e.u32(names.len() as u32);
+    for n in names {
+        e.str(n)?;
+    }
+    Ok(())
+}
+
+fn decode_names(d: &mut Decoder<'_>) -> Result<Vec<String>> {
+    let n = d.count(4)?;
+    (0..n).map(|_| d.str().map(str::to_string)).collect()
+}
+
+fn decode_foreign_key(d: &mut Decoder<'_>) -> Result<ForeignKeyMeta> {
+    let name = d.str()?.to_string();
+    let columns = decode_names(d)?;
+    let parent = d.str()?.to_string();
+    let parent_columns = decode_names(d)?;
+    let mut action = || {
+        let code = d.u8()?;
+        FkAction::from_code(code).ok_or_else(|| d.error("bad foreign key action"))
+    };
+    let on_delete = action()?;
+    let on_update = action()?;
+    if columns.is_empty() || columns.len() != parent_columns.len() {
+        return Err(d.error("foreign key column lists differ in length"));
+    }
+    Ok(ForeignKeyMeta {
+        name,
+        columns,
+        parent,
+        parent_columns,
+        on_delete,
+        on_update,
+    })
+}
+
 fn encode_indexes(e: &mut Encoder, v: &[usize]) {
     e.u32(v.len() as u32);
     for i in v {
@@ -370,6 +487,14 @@ mod tests {
                 checks: vec![CheckMeta {
                     name: "t_a_check".into(),
                     sql: "a > 0".into(),
+                }],
+                foreign_keys: vec![ForeignKeyMeta {
+                    name: "t_b_fkey".into(),
+                    columns: vec!["b".into()],
+                    parent: "t".into(),
+                    parent_columns: vec!["a".into()],
+                    on_delete: FkAction::Cascade,
+                    on_update: FkAction::SetNull,
                 }],
             }],
             views: vec![ViewMeta {

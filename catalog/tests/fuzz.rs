@@ -38,6 +38,7 @@ fn sample() -> Catalog {
                     name: "t_n_check".into(),
                     sql: "n > 0".into(),
                 }],
+                foreign_keys: Vec::new(),
             },
             TableMeta {
                 name: "u".into(),
@@ -46,6 +47,14 @@ fn sample() -> Catalog {
                 primary_key: Vec::new(),
                 unique: Vec::new(),
                 checks: Vec::new(),
+                foreign_keys: vec![entidb_catalog::ForeignKeyMeta {
+                    name: "u_a_fkey".into(),
+                    columns: vec!["a".into()],
+                    parent: "t".into(),
+                    parent_columns: vec!["id".into()],
+                    on_delete: entidb_catalog::FkAction::Cascade,
+                    on_update: entidb_catalog::FkAction::NoAction,
+                }],
             },
         ],
         views: vec![ViewMeta {

@@ -41,6 +41,9 @@ pub struct Changes {
     /// Tables no other commit may have written since the snapshot
     /// (validation only; see [`crate::Transaction::guard_rows`]).
     pub guarded: Vec<u64>,
+    /// Committed keys whose rows must still exist at commit, per table
+    /// (validation only; see [`crate::Transaction::guard_keys`]).
+    pub key_guards: Vec<(u64, Vec<Box<[u8]>>)>,
 }
 
 impl Changes {

@@ -5,7 +5,9 @@
 //! 1. Under the commit lock: validate every written key's before-image hash
 //!    against the newest committed version (`Conflict` on mismatch), validate
 //!    DDL against the catalog sequence, check that no guarded table
-//!    (`Transaction::guard_rows`) was written after the snapshot, assign
+//!    (`Transaction::guard_rows`) was written after the snapshot and that
+//!    every guarded key (`Transaction::guard_keys`) still has a live
+//!    newest version, assign
 //!    `seq = last_seq + 1`.
 //! 2. Still under the lock: encode BEGIN … COMMIT, apply the changes to memory
 //!    (invisible: readers only see versions up to `visible_seq`), append the
@@ -24,7 +26,7 @@
 //! must re-open, letting recovery decide from what is on disk.
 
 use crate::changes::Changes;
-use crate::engine::Inner;
+use crate::engine::{Inner, Tables};
 use crate::error::{Error, Result};
 use crate::keys::{ABSENT, display_key};
 use crate::locks::{read, write};
@@ -62,6 +64,36 @@ impl Inner {
         Ok(seq)
     }
 
+    /// Every guarded key's newest committed version must be a live row
+    /// (see [`crate::mvcc`], KEY GUARDS).
+    fn validate_key_guards(&self, tables: &Tables, changes: &Changes) -> Result<()> {
+        for (id, keys) in &changes.key_guards {
+            let dropped = || Error::Conflict {
+                table: format!("#{id}"),
+                key: "table was dropped concurrently".into(),
+            };
+            let Some(table) = tables.get(id) else {
+                return Err(dropped());
+            };
+            if read(&table.dropped_seq)?.is_some() {
+                return Err(dropped());
+            }
+            let map = table.keys()?;
+            for key in keys {
+                if map.get(key).is_none_or(|e| e.loc.is_none()) {
+                    return Err(Error::Conflict {
+                        table: table.def.name.clone(),
+                        key: format!(
+                            "{} (the referenced row was deleted concurrently)",
+                            display_key(key)
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// First-committer-wins validation (see [`crate::mvcc`]).
     fn validate(&self, snapshot: u64, changes: &Changes) -> Result<()> {
         if changes.has_ddl() && self.catalog()?.latest_seq() > snapshot {
@@ -82,6 +114,7 @@ impl Inner {
                 });
             }
         }
+        self.validate_key_guards(&tables, changes)?;
         for change in &changes.tables {
             let created_here = changes.creates.iter().any(|d| d.id == change.table_id);
             let table = match tables.get(&change.table_id) {

@@ -40,6 +40,24 @@
 //! change's `schema_seq` this makes the checker and the table's writers
 //! serialize.
 //!
+//! KEY GUARDS (foreign keys). A child row is valid only while its parent
+//! row exists, and the parent is not written by the child's transaction,
+//! so before-images alone would let a child insert and a concurrent parent
+//! delete both commit. Two guards close it:
+//!
+//! - the child's writer calls [`crate::Transaction::guard_keys`] on the
+//!   parent's keys: each committed key it finds must still have a live
+//!   newest version when the child commits (a deletion committed first
+//!   makes the child's commit fail with `Conflict`);
+//! - the parent's deleter, having checked that no child row refers to the
+//!   key, guards the child table ([`crate::Transaction::guard_rows`]): a
+//!   child write committed first makes the deleter's commit fail.
+//!
+//! Whichever commits second conflicts. A parent row updated (not deleted)
+//! concurrently still satisfies a guard at commit; at the time of the
+//! check itself, a key changed after the snapshot is a `Conflict`, as a
+//! write of it would be.
+//!
 //! WHAT IS ALLOWED: write skew (G2-item). Two transactions that read an
 //! overlapping set of rows but write disjoint keys both commit; snapshot
 //! isolation does not track reads. Applications that need serializability

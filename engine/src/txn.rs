@@ -95,6 +95,8 @@ pub struct Transaction {
     dropped: BTreeSet<u64>,
     /// Tables guarded by [`Transaction::guard_rows`].
     guarded: BTreeSet<u64>,
+    /// Committed keys found by [`Transaction::guard_keys`], per table.
+    key_guards: BTreeMap<u64, BTreeSet<Box<[u8]>>>,
     catalog: Option<Arc<Vec<u8>>>,
     undo: Vec<Undo>,
 }
@@ -113,6 +115,7 @@ impl Transaction {
             created: BTreeMap::new(),
             dropped: BTreeSet::new(),
             guarded: BTreeSet::new(),
+            key_guards: BTreeMap::new(),
             catalog: None,
             undo: Vec::new(),
         }
@@ -647,6 +650,82 @@ impl Transaction {
         Ok(())
     }
 
+    /// Whether a row with each primary key is visible to the transaction,
+    /// for a foreign key's parent check. `keys` are the table's key columns
+    /// in key order, of the key columns' types; a row with a NULL in any of
+    /// them is reported absent (callers skip such rows: MATCH SIMPLE).
+    ///
+    /// A key found among the committed rows (not among this transaction's
+    /// own writes) is *guarded*: the commit fails with `Conflict` if by then
+    /// the newest committed version of the key is a deletion, so a child row
+    /// and a concurrent delete of its parent never both commit (see
+    /// [`crate::mvcc`], KEY GUARDS). A key whose newest committed version
+    /// is newer than the snapshot is a `Conflict` at once, as a write of the
+    /// key would be. Guards stay when a statement rolls back (they can only
+    /// add conflicts).
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a table without a primary key or columns that
+    /// do not match it; `Conflict` as above.
+    pub fn guard_keys(&mut self, table_id: u64, keys: &[ArrayRef]) -> Result<Vec<bool>> {
+        self.active()?;
+        let def = self.table_by_id(table_id)?;
+        let types_match = def.key_columns.len() == keys.len()
+            && def.key_columns.iter().zip(keys).all(|(i, k)| {
+                def.schema
+                    .fields()
+                    .get(*i)
+                    .is_some_and(|f| f.data_type() == k.data_type())
+            });
+        if def.key_columns.is_empty() || !types_match {
+            return Err(Error::InvalidArgument(format!(
+                "the keys do not match the primary key of {}",
+                def.name
+            )));
+        }
+        let rows = keys.first().map_or(0, |k| k.len());
+        let has_null: Vec<bool> = (0..rows)
+            .map(|r| keys.iter().any(|k| k.is_null(r)))
+            .collect();
+        let encoded = encode_keys(keys)?;
+        let snapshot = self.snapshot();
+        let committed = self.committed_table(table_id)?;
+        let committed = committed.as_ref().map(|t| t.keys()).transpose()?;
+        let local = self.local.get(&table_id);
+        let mut found = Vec::with_capacity(rows);
+        let mut guarded = Vec::new();
+        for (key, null) in encoded.iter().zip(has_null) {
+            let key = key.unwrap_or_default();
+            if null {
+                found.push(false);
+                continue;
+            }
+            if let Some(w) = local.and_then(|l| l.writes.get(key)) {
+                found.push(w.now.is_some());
+                continue;
+            }
+            let live = match committed.as_ref().and_then(|keys| keys.get(key)) {
+                None => false,
+                Some(e) if e.seq > snapshot => {
+                    return Err(Error::Conflict {
+                        table: def.name.clone(),
+                        key: display_key(key),
+                    });
+                }
+                Some(e) => e.loc.is_some(),
+            };
+            if live {
+                guarded.push(Box::<[u8]>::from(key));
+            }
+            found.push(live);
+        }
+        drop(committed);
+        if !guarded.is_empty() {
+            self.key_guards.entry(table_id).or_default().extend(guarded);
+        }
+        Ok(found)
+    }
+
     /// Marks the table's indexes or constraints as changed: transactions
     /// whose snapshot predates this commit cannot write the table any more
     /// (they would not know the new constraint).
@@ -845,6 +924,11 @@ impl Transaction {
             drops: self.dropped.iter().copied().collect(),
             touched: Vec::new(),
             guarded: self.guarded.iter().copied().collect(),
+            key_guards: self
+                .key_guards
+                .iter()
+                .map(|(t, keys)| (*t, keys.iter().cloned().collect()))
+                .collect(),
         };
         for (id, local) in &self.local {
             if self.dropped.contains(id) || !self.table_exists_locally(*id) {

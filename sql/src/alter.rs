@@ -49,7 +49,7 @@ use datafusion::sql::sqlparser::ast::{
     SelectItem, SetExpr, Statement as SqlStatement, TableConstraint, Visit, VisitMut, Visitor,
     VisitorMut, visit_relations, visit_relations_mut,
 };
-use entidb_catalog::{Catalog, CheckMeta, ColumnMeta, Identity, TableMeta};
+use entidb_catalog::{Catalog, CheckMeta, ColumnMeta, ForeignKeyMeta, Identity, TableMeta};
 use entidb_engine::{ScanRequest, TableDef};
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -82,6 +82,11 @@ struct Shape {
     unique: Vec<Vec<String>>,
     /// CHECK constraints (their SQL names columns).
     checks: Vec<CheckMeta>,
+    /// The table's own FOREIGN KEY constraints (it is the child).
+    foreign_keys: Vec<ForeignKeyMeta>,
+    /// Engine id of the table as it was (other tables' constraints that
+    /// refer to it are changed in the catalog, skipping this entry).
+    table_id: u64,
     /// The engine table must be rewritten (anything but a default changed).
     rewrite: bool,
 }
@@ -110,6 +115,8 @@ impl Shape {
                 .map(|u| u.iter().map(name_of).collect())
                 .collect(),
             checks: meta.checks.clone(),
+            foreign_keys: meta.foreign_keys.clone(),
+            table_id: meta.table_id,
             rewrite: false,
         }
     }
@@ -275,11 +282,12 @@ async fn add_check(
     Ok(())
 }
 
-/// DROP CONSTRAINT [IF EXISTS] name (a CHECK constraint).
+/// DROP CONSTRAINT [IF EXISTS] name (a CHECK or FOREIGN KEY constraint).
 fn drop_constraint(shape: &mut Shape, name: &str, if_exists: bool) -> Result<()> {
-    let before = shape.checks.len();
+    let before = shape.checks.len() + shape.foreign_keys.len();
     shape.checks.retain(|c| c.name != name);
-    if shape.checks.len() == before && !if_exists {
+    shape.foreign_keys.retain(|f| f.name != name);
+    if shape.checks.len() + shape.foreign_keys.len() == before && !if_exists {
         return Err(ErrorKind::UndefinedObject {
             kind: "constraint",
             name: format!("{name} of relation {}", shape.name),
@@ -387,6 +395,14 @@ fn drop_column(
         }
         drop_views(catalog, dependents);
     }
+    if shape.primary_key.iter().any(|c| c == column) {
+        drop_referring_constraints(shape, catalog, column, cascade)?;
+    }
+    // As in PostgreSQL, a FOREIGN KEY of the table over the column goes
+    // with it.
+    shape
+        .foreign_keys
+        .retain(|f| !f.columns.iter().any(|c| c == column));
     let removed = shape.columns.remove(pos);
     if let Some(identity) = removed.identity {
         catalog.sequences.retain(|s| s.name != identity.sequence);
@@ -407,6 +423,64 @@ fn drop_column(
     Ok(())
 }
 
+/// Dropping key column `column` of `shape` drops the key other tables'
+/// (and the table's own) FOREIGN KEY constraints refer to: only with
+/// CASCADE, which drops those constraints (2BP01 otherwise).
+fn drop_referring_constraints(
+    shape: &mut Shape,
+    catalog: &mut Catalog,
+    column: &str,
+    cascade: bool,
+) -> Result<()> {
+    let table = shape.name.clone();
+    let referring: Vec<String> = catalog
+        .tables
+        .iter()
+        .filter(|t| t.table_id != shape.table_id)
+        .flat_map(|t| t.foreign_keys.iter())
+        .chain(shape.foreign_keys.iter())
+        .filter(|f| f.parent == table)
+        .map(|f| f.name.clone())
+        .collect();
+    if referring.is_empty() {
+        return Ok(());
+    }
+    if !cascade {
+        return Err(ErrorKind::DependentObjects(format!(
+            "cannot drop column {column} of table {table} because constraint {} depends on \
+             its primary key; use DROP … CASCADE to drop the dependent constraints too",
+            referring.join(", ")
+        ))
+        .into());
+    }
+    for t in catalog
+        .tables
+        .iter_mut()
+        .filter(|t| t.table_id != shape.table_id)
+    {
+        t.foreign_keys.retain(|f| f.parent != table);
+    }
+    shape.foreign_keys.retain(|f| f.parent != table);
+    Ok(())
+}
+
+/// The FOREIGN KEY constraints that refer to `shape`'s table: other
+/// tables' (in the catalog) and its own.
+fn referring_mut<'a>(
+    shape: &'a mut Shape,
+    catalog: &'a mut Catalog,
+) -> impl Iterator<Item = &'a mut ForeignKeyMeta> {
+    let table = shape.name.clone();
+    let id = shape.table_id;
+    catalog
+        .tables
+        .iter_mut()
+        .filter(move |t| t.table_id != id)
+        .flat_map(|t| t.foreign_keys.iter_mut())
+        .chain(shape.foreign_keys.iter_mut())
+        .filter(move |f| f.parent == table)
+}
+
 fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str) -> Result<()> {
     if shape.position(new).is_some() {
         return Err(ErrorKind::DuplicateColumn {
@@ -419,6 +493,16 @@ fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str)
     *field = field.clone().with_name(new);
     for list in std::iter::once(&mut shape.primary_key).chain(shape.unique.iter_mut()) {
         for c in list.iter_mut().filter(|c| *c == old) {
+            *c = new.to_string();
+        }
+    }
+    for fk in shape.foreign_keys.iter_mut() {
+        for c in fk.columns.iter_mut().filter(|c| *c == old) {
+            *c = new.to_string();
+        }
+    }
+    for fk in referring_mut(shape, catalog) {
+        for c in fk.parent_columns.iter_mut().filter(|c| *c == old) {
             *c = new.to_string();
         }
     }
@@ -506,6 +590,9 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
             name: new.to_string(),
         }
         .into());
+    }
+    for fk in referring_mut(shape, catalog) {
+        fk.parent = new.to_string();
     }
     let old = std::mem::replace(&mut shape.name, new.to_string());
     for index in catalog.indexes.iter_mut().filter(|i| i.table == old) {
@@ -622,6 +709,7 @@ fn table_meta(shape: &Shape, table_id: u64) -> TableMeta {
         primary_key: shape.indexes_of(&shape.primary_key),
         unique: shape.unique.iter().map(|u| shape.indexes_of(u)).collect(),
         checks: shape.checks.clone(),
+        foreign_keys: shape.foreign_keys.clone(),
     }
 }
 

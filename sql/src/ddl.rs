@@ -61,21 +61,27 @@ pub fn plannable(stmt: DFStatement) -> Result<DFStatement> {
         check_create_table(create)?;
         // CHECK constraints are EntiDB's (`checks.rs`, read from the
         // original statement): DataFusion plans the table without them.
+        // So are FOREIGN KEY constraints (`foreign_keys.rs`).
         for column in create.columns.iter_mut() {
-            column
-                .options
-                .retain(|o| !matches!(o.option, ColumnOption::Check(_)));
+            column.options.retain(|o| {
+                !matches!(
+                    o.option,
+                    ColumnOption::Check(_) | ColumnOption::ForeignKey(_)
+                )
+            });
         }
-        create
-            .constraints
-            .retain(|c| !matches!(c, TableConstraint::Check(_)));
+        create.constraints.retain(|c| {
+            !matches!(
+                c,
+                TableConstraint::Check(_) | TableConstraint::ForeignKey(_)
+            )
+        });
     }
     Ok(DFStatement::Statement(inner))
 }
 
 /// Refuses, before DataFusion plans it, what CREATE TABLE would otherwise
-/// accept and ignore (or reject with a planning error): foreign keys,
-/// generated columns and other identity syntaxes — each 0A000 naming the
+/// accept and ignore (or reject with a planning error): generated columns and other identity syntaxes — each 0A000 naming the
 /// feature.
 fn check_create_table(create: &CreateTable) -> Result<()> {
     let unsupported = |what: &str| -> Result<()> {
@@ -84,19 +90,11 @@ fn check_create_table(create: &CreateTable) -> Result<()> {
     for column in &create.columns {
         for option in &column.options {
             match &option.option {
-                ColumnOption::ForeignKey(_) => return unsupported("REFERENCES (foreign keys)"),
                 ColumnOption::Identity(_) => return unsupported("IDENTITY(seed, increment)"),
                 ColumnOption::Generated { .. } => return unsupported("generated columns"),
                 _ => {}
             }
         }
-    }
-    if create
-        .constraints
-        .iter()
-        .any(|c| matches!(c, TableConstraint::ForeignKey(_)))
-    {
-        return unsupported("FOREIGN KEY");
     }
     Ok(())
 }
@@ -209,6 +207,20 @@ pub async fn create_table(
     };
     // Plans every constraint now, so a bad one fails the CREATE.
     crate::checks::Checks::plan(&session.ctx, &name, &schema, &checks)?;
+    let foreign_keys = match ast.as_ref() {
+        Some(SqlStatement::CreateTable(create)) => {
+            let taken: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+            crate::foreign_keys::declared(
+                create,
+                &name,
+                &schema,
+                &primary_key,
+                &session.tables,
+                &taken,
+            )?
+        }
+        _ => Vec::new(),
+    };
     let mut catalog = session.catalog.as_ref().clone();
     let mut counters = Vec::new();
     let columns = schema
@@ -252,6 +264,7 @@ pub async fn create_table(
             primary_key,
             unique,
             checks,
+            foreign_keys,
         };
         catalog.tables.push(meta.clone());
         catalog.save(t)?;
@@ -274,7 +287,10 @@ pub async fn create_table(
 }
 
 /// DROP TABLE [IF EXISTS].
-pub fn drop_table(session: &mut Session, d: DropTable) -> Result<()> {
+/// A parent another table's FOREIGN KEY refers to is dropped only with
+/// CASCADE, which drops those constraints (2BP01 otherwise).
+pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement>) -> Result<()> {
+    let cascade = matches!(ast, Some(SqlStatement::Drop { cascade: true, .. }));
     let name = d.name.table().to_string();
     let Some(meta) = session.catalog.table(&name).cloned() else {
         if d.if_exists {
@@ -283,6 +299,19 @@ pub fn drop_table(session: &mut Session, d: DropTable) -> Result<()> {
         return Err(ErrorKind::UndefinedTable { name }.into());
     };
     let mut catalog = session.catalog.as_ref().clone();
+    if let Some((child, constraint)) = crate::foreign_keys::referred_by_others(&catalog, &name) {
+        if !cascade {
+            return Err(ErrorKind::DependentObjects(format!(
+                "cannot drop table {name} because other objects depend on it: constraint \
+                 {constraint} on table {child} depends on table {name} (use DROP … CASCADE to \
+                 drop the dependent objects too)"
+            ))
+            .into());
+        }
+        for t in catalog.tables.iter_mut() {
+            t.foreign_keys.retain(|f| f.parent != name);
+        }
+    }
     catalog.tables.retain(|t| t.name != name);
     catalog.indexes.retain(|i| i.table != name);
     let owned: Vec<String> = catalog

@@ -28,6 +28,7 @@
 
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
+use crate::foreign_keys::{self, ParentChange};
 use crate::indexes::unique_sets;
 use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
 use crate::returning;
@@ -307,10 +308,16 @@ pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -
     let batches = first_per_key(found)?;
     let def = target.table.def().clone();
     let mut deleted = 0;
+    let mut removed = Vec::with_capacity(batches.len());
     for batch in &batches {
         let keys = keys_of(batch)?;
         deleted += session.slot.with(|t| t.delete(def.id, &keys))?;
+        removed.push(ParentChange {
+            old_keys: keys,
+            new_rows: None,
+        });
     }
+    foreign_keys::parent_changed(session, &target.table, removed).await?;
     match &d.returning {
         None => Ok(Output::Count(deleted)),
         Some(items) => {
@@ -341,15 +348,26 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
     }
     // Every old version goes before any new one is checked against the
     // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.
-    session.slot.with(|t| {
+    session.slot.with_sql(|t| {
         for (keys, _) in &changes {
             t.delete(def.id, keys)?;
         }
         for (_, rows) in &changes {
             insert_rows(t, &def, &unique, rows)?;
         }
+        for (_, rows) in &changes {
+            target.table.foreign_keys().verify(t, rows)?;
+        }
         Ok(())
     })?;
+    let replaced = changes
+        .iter()
+        .map(|(keys, rows)| ParentChange {
+            old_keys: keys.clone(),
+            new_rows: Some(rows.clone()),
+        })
+        .collect();
+    foreign_keys::parent_changed(session, &target.table, replaced).await?;
     match &u.returning {
         None => Ok(Output::Count(
             changes.iter().map(|(k, _)| k.len() as u64).sum(),

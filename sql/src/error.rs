@@ -152,6 +152,12 @@ pub enum ErrorKind {
     /// Other objects (views) depend on what the statement would drop.
     #[error("{0}")]
     DependentObjects(String),
+    /// A row without its parent, or a parent row still referred to.
+    #[error("{0}")]
+    ForeignKeyViolation(String),
+    /// A FOREIGN KEY whose referenced columns are not the parent's key.
+    #[error("{0}")]
+    InvalidForeignKey(String),
     /// The definition is not allowed (DROP NOT NULL of a key column…).
     #[error("{0}")]
     InvalidTableDefinition(String),
@@ -211,6 +217,8 @@ impl ErrorKind {
             ErrorKind::DuplicateObject(_) => "42710",
             ErrorKind::DependentObjects(_) => "2BP01",
             ErrorKind::InvalidTableDefinition(_) => "42P16",
+            ErrorKind::ForeignKeyViolation(_) => "23503",
+            ErrorKind::InvalidForeignKey(_) => "42830",
             ErrorKind::InvalidTextRepresentation(_) => "22P02",
             ErrorKind::BadCopyFileFormat(_) => "22P04",
             ErrorKind::DatatypeMismatch(_) => "42804",

@@ -89,9 +89,13 @@ pub async fn run(session: &mut Session, insert: &Insert, params: &[ScalarValue])
     let written = match &insert.on {
         None => {
             let unique = unique_sets(table.indexes());
-            session.slot.with(|t| {
+            session.slot.with_sql(|t| {
                 for batch in &rows {
                     insert_rows(t, &def, &unique, batch)?;
+                }
+                // After every row is in: a row may refer to a later one.
+                for batch in &rows {
+                    table.foreign_keys().verify(t, batch)?;
                 }
                 Ok(())
             })?;

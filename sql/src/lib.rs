@@ -13,6 +13,7 @@ pub mod dialect;
 mod dml;
 pub mod error;
 pub mod files;
+pub mod foreign_keys;
 mod functions;
 mod identity;
 pub mod indexes;

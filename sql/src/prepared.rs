@@ -28,8 +28,7 @@
 
 use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
-use crate::indexes::{IndexInfo, encode, unique_sets};
-use crate::provider::insert_rows;
+use crate::indexes::{IndexInfo, encode};
 use crate::session::{Output, Parsed, Session};
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, new_null_array};
 use arrow::compute::filter_record_batch;
@@ -282,8 +281,7 @@ impl Session {
             columns.push(array);
         }
         let batch = table.conform_columns(&columns)?;
-        let unique = unique_sets(table.indexes());
-        let n = self.slot.with(|t| insert_rows(t, def, &unique, &batch))?;
+        let n = self.slot.with_sql(|t| table.store(t, &batch))?;
         Ok(Some(Output::Count(n)))
     }
 

@@ -27,6 +27,7 @@
 
 use crate::checks::Checks;
 use crate::error::{ErrorKind, sql_to_df, to_df};
+use crate::foreign_keys::ForeignKeys;
 use crate::indexes::{IndexInfo, choose, is_exact, is_indexable, unique_sets};
 use crate::pruning::{is_prunable, row_group_filter};
 use crate::slot::TxnSlot;
@@ -73,6 +74,7 @@ pub struct EntiTable {
     defaults: HashMap<String, Expr>,
     indexes: Vec<IndexInfo>,
     checks: Arc<Checks>,
+    foreign_keys: Arc<ForeignKeys>,
     keyed: bool,
 }
 
@@ -95,8 +97,31 @@ impl EntiTable {
             defaults,
             indexes,
             checks: Arc::new(checks),
+            foreign_keys: Arc::default(),
             keyed: false,
         }
+    }
+
+    /// The same table with its FOREIGN KEY constraints resolved.
+    pub fn with_foreign_keys(mut self, foreign_keys: ForeignKeys) -> Self {
+        self.foreign_keys = Arc::new(foreign_keys);
+        self
+    }
+
+    /// The table's FOREIGN KEY constraints (it is the child).
+    pub fn foreign_keys(&self) -> &ForeignKeys {
+        &self.foreign_keys
+    }
+
+    /// Stores `batch` (conformed rows of the table) in `t`: the UNIQUE
+    /// sets, the engine insert, then the FOREIGN KEY check.
+    ///
+    /// # Errors
+    /// 23505, 23502, 23503, 40001.
+    pub fn store(&self, t: &mut Transaction, batch: &RecordBatch) -> Result<u64, crate::Error> {
+        let n = insert_rows(t, &self.def, &unique_sets(&self.indexes), batch)?;
+        self.foreign_keys.verify(t, batch)?;
+        Ok(n)
     }
 
     /// Builds a row batch of the table from `columns` (one per column, in
@@ -137,6 +162,7 @@ impl EntiTable {
             defaults: self.defaults.clone(),
             indexes: self.indexes.clone(),
             checks: self.checks.clone(),
+            foreign_keys: self.foreign_keys.clone(),
             keyed: true,
         }
     }
@@ -299,6 +325,7 @@ impl TableProvider for EntiTable {
             def: self.def.clone(),
             unique: unique_sets(&self.indexes),
             checks: self.checks.clone(),
+            foreign_keys: self.foreign_keys.clone(),
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -572,6 +599,7 @@ pub struct EntiSink {
     /// with a typed error, rather than by DataFusion.
     schema: SchemaRef,
     checks: Arc<Checks>,
+    foreign_keys: Arc<ForeignKeys>,
 }
 
 impl DisplayAs for EntiSink {
@@ -666,7 +694,12 @@ impl DataSink for EntiSink {
             self.checks.verify(&batch).map_err(sql_to_df)?;
             count += self
                 .slot
-                .with_df(|t| insert_rows(t, &self.def, &self.unique, &batch))?;
+                .with_sql(|t| {
+                    let n = insert_rows(t, &self.def, &self.unique, &batch)?;
+                    self.foreign_keys.verify(t, &batch)?;
+                    Ok(n)
+                })
+                .map_err(sql_to_df)?;
         }
         Ok(count)
     }

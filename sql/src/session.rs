@@ -410,11 +410,8 @@ impl Session {
                 let Some(provider) = s.tables.get(&table).cloned() else {
                     return Err(ErrorKind::UndefinedTable { name: table }.into());
                 };
-                let def = provider.def();
                 let rows = provider.conform(&batch)?;
-                let unique = crate::indexes::unique_sets(provider.indexes());
-                Ok(s.slot
-                    .with(|t| crate::provider::insert_rows(t, def, &unique, &rows))?)
+                s.slot.with_sql(|t| provider.store(t, &rows))
             })
         });
         BigStack::new(scope).await
@@ -751,7 +748,7 @@ impl Session {
     async fn run_ddl(&mut self, ddl: DdlStatement, ast: Option<SqlStatement>) -> Result<Output> {
         match ddl {
             DdlStatement::CreateMemoryTable(c) => ddl::create_table(self, c, ast).await,
-            DdlStatement::DropTable(d) => ddl::drop_table(self, d),
+            DdlStatement::DropTable(d) => ddl::drop_table(self, d, ast.as_ref()),
             DdlStatement::CreateView(v) => ddl::create_view(self, v, ast),
             DdlStatement::DropView(v) => ddl::drop_view(self, v),
             DdlStatement::CreateExternalTable(c) => crate::files::create_external(self, c).await,
@@ -793,11 +790,15 @@ impl Session {
         for meta in &catalog.tables {
             let def = self.slot.with(|t| t.table_by_id(meta.table_id))?;
             let indexes = table_indexes(&catalog, meta);
+            let foreign_keys = self
+                .slot
+                .with_sql(|t| crate::foreign_keys::ForeignKeys::resolve(&catalog, meta, &def, t))?;
             let table = match old_tables.get(&meta.name) {
                 Some(old)
                     if *old.def() == def
                         && old.meta() == meta
-                        && old.indexes() == indexes.as_slice() =>
+                        && old.indexes() == indexes.as_slice()
+                        && *old.foreign_keys() == foreign_keys =>
                 {
                     old.clone()
                 }
@@ -817,14 +818,17 @@ impl Session {
                         &def.schema,
                         &meta.checks,
                     )?;
-                    Arc::new(EntiTable::new(
-                        self.slot.clone(),
-                        def,
-                        meta.clone(),
-                        defaults,
-                        indexes,
-                        checks,
-                    ))
+                    Arc::new(
+                        EntiTable::new(
+                            self.slot.clone(),
+                            def,
+                            meta.clone(),
+                            defaults,
+                            indexes,
+                            checks,
+                        )
+                        .with_foreign_keys(foreign_keys),
+                    )
                 }
             };
             self.ctx.register_table(meta.name.as_str(), table.clone())?;

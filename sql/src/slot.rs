@@ -35,6 +35,16 @@ impl TxnSlot {
         f(txn)
     }
 
+    /// Like [`TxnSlot::with`], for a closure that fails with a SQL error.
+    pub fn with_sql<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> crate::Result<R>,
+    ) -> crate::Result<R> {
+        let mut guard = self.lock()?;
+        let txn = guard.as_mut().ok_or(EngineError::TransactionClosed)?;
+        f(txn)
+    }
+
     /// Like [`TxnSlot::with`], with the error wrapped for DataFusion.
     pub fn with_df<R>(
         &self,

@@ -14,6 +14,10 @@
 //! transaction that wrote the table concurrently fails at commit with
 //! 40001 (the table it wrote was dropped), and so does a TRUNCATE that
 //! races a committed write (the write-write rule on the dropped table).
+//!
+//! A table another table's FOREIGN KEY refers to is truncated only
+//! together with that table (in the same statement), as in PostgreSQL;
+//! alone it is 0A000.
 
 use crate::ddl::last_ident;
 use crate::error::{ErrorKind, Result};
@@ -36,6 +40,28 @@ pub fn run(session: &mut Session, t: &Truncate) -> Result<()> {
         return Err(ErrorKind::NotSupported("TRUNCATE … CASCADE".into()).into());
     }
     let mut catalog = session.catalog.as_ref().clone();
+    let named: HashSet<String> = t
+        .table_names
+        .iter()
+        .filter_map(|target| last_ident(&target.name))
+        .collect();
+    for child in &catalog.tables {
+        if named.contains(&child.name) {
+            continue;
+        }
+        if let Some(fk) = child
+            .foreign_keys
+            .iter()
+            .find(|f| named.contains(&f.parent))
+        {
+            return Err(ErrorKind::NotSupported(format!(
+                "cannot truncate a table referenced in a foreign key constraint: table {} \
+                 references {} (truncate {} in the same statement)",
+                child.name, fk.parent, child.name
+            ))
+            .into());
+        }
+    }
     let mut done = HashSet::new();
     for target in &t.table_names {
         let name = last_ident(&target.name).unwrap_or_default();

@@ -44,8 +44,8 @@
 use crate::ddl::normalize;
 use crate::dml::{assigned, keys_of, quote};
 use crate::error::{ErrorKind, Result};
-use crate::indexes::{IndexInfo, unique_sets};
-use crate::provider::{EntiTable, KEY_COLUMN, insert_rows};
+use crate::indexes::IndexInfo;
+use crate::provider::{EntiTable, KEY_COLUMN};
 use crate::session::{Output, Session};
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, interleave, take};
@@ -125,16 +125,22 @@ pub async fn apply(
             written.push(new);
         }
     }
-    let unique = unique_sets(table.indexes());
-    session.slot.with(|t| {
+    session.slot.with_sql(|t| {
         if let Some(keys) = &old_keys {
             t.delete(def.id, keys)?;
         }
         for batch in &written {
-            insert_rows(t, &def, &unique, batch)?;
+            table.store(t, batch)?;
         }
         Ok(())
     })?;
+    if let (Some(old_keys), Some(new_rows)) = (old_keys, written.get(1)) {
+        let change = crate::foreign_keys::ParentChange {
+            old_keys,
+            new_rows: Some(new_rows.clone()),
+        };
+        crate::foreign_keys::parent_changed(session, table, vec![change]).await?;
+    }
     Ok(written)
 }
 

@@ -11,6 +11,7 @@ mod api;
 mod check_constraints;
 mod copy_files;
 mod deep_statements;
+mod foreign_keys;
 mod fuzz_sql;
 mod identity;
 mod indexes;

@@ -1,0 +1,802 @@
+//! FOREIGN KEY constraints: declared in CREATE TABLE, kept in the catalog
+//! ([`entidb_catalog::ForeignKeyMeta`], columns by name), resolved when the
+//! session registers a table, enforced on both sides of every write.
+//!
+//! DECLARING. `REFERENCES parent [(cols)]` on a column, or `[CONSTRAINT
+//! name] FOREIGN KEY (cols) REFERENCES parent [(cols)]` on the table, with
+//! `ON DELETE` / `ON UPDATE` `NO ACTION | RESTRICT | CASCADE | SET NULL |
+//! SET DEFAULT`. The referenced columns must be the parent's primary key
+//! (in any order; left out, they are the primary key), so every check is a
+//! key lookup in the parent. A UNIQUE constraint that is not the primary
+//! key, MATCH FULL/PARTIAL and DEFERRABLE are 0A000. As in PostgreSQL the
+//! constraint is named `<table>_<columns>_fkey`, the column types must be
+//! comparable (42804), and a table may refer to itself.
+//!
+//! CHILD SIDE. Every path that stores rows of a child table (INSERT, COPY,
+//! UPDATE, upsert, the prepared fast path, the Arrow append API, and the
+//! rows this module's own actions write) calls [`ForeignKeys::verify`]
+//! after the engine took the rows: a row whose referencing columns are all
+//! non-NULL (MATCH SIMPLE) needs a parent row with that key, visible to the
+//! transaction (its own writes included, so a statement may insert a
+//! parent and its child, or a self-referencing tree). The lookup is the
+//! engine's [`entidb_engine::Transaction::guard_keys`] on the parent's row
+//! keys: the engine key of a parent row is the encoding of its primary key,
+//! so a child's referencing values, cast to the key's types, encode to the
+//! same bytes. A missing parent is 23503.
+//!
+//! PARENT SIDE. DELETE, UPDATE and upsert hand the keys of the row
+//! versions they replaced (and, for an update, the new rows) to
+//! [`parent_changed`]. A key that no longer exists after the statement is
+//! *gone*; for every foreign key referring to the table, the child table is
+//! scanned once for rows that refer to a gone key, and the action runs:
+//! NO ACTION and RESTRICT refuse (23503; EntiDB checks both at the end of
+//! the statement), CASCADE deletes the child rows or gives them the new
+//! key, SET NULL and SET DEFAULT rewrite their referencing columns. Rows a
+//! CASCADE or SET action writes are child writes (checked as above) and
+//! parent changes in turn (their own children follow, up to
+//! [`MAX_CASCADE_DEPTH`] levels).
+//!
+//! CONCURRENCY (snapshot isolation; see the engine's `mvcc.rs`, KEY
+//! GUARDS). The child side guards each parent key it found, so its commit
+//! fails with 40001 if a concurrent transaction deleted the parent first;
+//! the parent side guards each child table it checked (any child write
+//! committed after its snapshot fails it). Whichever commits second
+//! conflicts, so an orphan never commits.
+//!
+//! DDL. DROP TABLE of a parent another table refers to is 2BP01 unless
+//! CASCADE, which drops the referring constraints; TRUNCATE of such a
+//! parent is 0A000. ALTER TABLE renames follow into the constraints, and
+//! DROP COLUMN of a referencing column drops the constraint (as in
+//! PostgreSQL).
+
+use crate::error::{ErrorKind, Result};
+use crate::provider::{EntiTable, insert_rows};
+use crate::session::Session;
+use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, new_null_array};
+use arrow::datatypes::DataType;
+use arrow::util::display::array_value_to_string;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, ConstraintReferenceMatchKind, CreateTable, ForeignKeyConstraint, Ident,
+    ReferentialAction, TableConstraint,
+};
+use entidb_catalog::{Catalog, FkAction, ForeignKeyMeta, TableMeta};
+use entidb_engine::keys::encode_keys;
+use entidb_engine::{ScanRequest, TableDef, Transaction};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How deep CASCADE and SET actions may chain (a child's children, …)
+/// before the statement is refused as too complex (54001).
+pub const MAX_CASCADE_DEPTH: usize = 64;
+
+/// One foreign key of a child table, resolved against the catalog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignKey {
+    /// The constraint as the catalog keeps it.
+    pub meta: ForeignKeyMeta,
+    /// The child table's name.
+    pub child: String,
+    /// Child column indexes, in the order of the parent's key columns.
+    pub child_columns: Vec<usize>,
+    /// The parent's engine table id.
+    pub parent_id: u64,
+    /// The parent's key column names, in key order.
+    pub parent_key: Vec<String>,
+    /// The parent's key column types, in key order.
+    pub key_types: Vec<DataType>,
+}
+
+/// The foreign keys a table declares, resolved.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ForeignKeys(Vec<ForeignKey>);
+
+impl ForeignKeys {
+    /// Resolves `meta`'s foreign keys (of table `def`) against `catalog`,
+    /// reading parent definitions from `t`.
+    ///
+    /// # Errors
+    /// 42P01 for a missing parent, 42703 for a missing column (a damaged
+    /// catalog: CREATE TABLE and ALTER TABLE keep them consistent).
+    pub fn resolve(
+        catalog: &Catalog,
+        meta: &TableMeta,
+        def: &TableDef,
+        t: &mut Transaction,
+    ) -> Result<Self> {
+        let mut out = Vec::with_capacity(meta.foreign_keys.len());
+        for fk in &meta.foreign_keys {
+            let parent = catalog
+                .table(&fk.parent)
+                .ok_or_else(|| ErrorKind::UndefinedTable {
+                    name: fk.parent.clone(),
+                })?;
+            let parent_def = t.table_by_id(parent.table_id)?;
+            out.push(resolve_one(fk, &meta.name, def, &parent_def)?);
+        }
+        Ok(Self(out))
+    }
+
+    /// True when the table declares no foreign key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks that every row of `batch` (rows of the child table, already
+    /// stored in `t`) has its parent, and guards the parent keys found.
+    ///
+    /// # Errors
+    /// 23503 for a row without its parent; 40001 from the guard.
+    pub fn verify(&self, t: &mut Transaction, batch: &RecordBatch) -> Result<()> {
+        for fk in &self.0 {
+            let (keys, has_null) = referencing_keys(fk, batch)?;
+            let found = t.guard_keys(fk.parent_id, &keys)?;
+            let missing = found
+                .iter()
+                .zip(&has_null)
+                .position(|(found, null)| !found && !null);
+            if let Some(row) = missing {
+                return Err(ErrorKind::ForeignKeyViolation(format!(
+                    "insert or update on table \"{}\" violates foreign key constraint \"{}\": \
+                     Key ({})=({}) is not present in table \"{}\"",
+                    fk.child,
+                    fk.meta.name,
+                    child_names(fk, batch).join(", "),
+                    row_values(fk, batch, row).join(", "),
+                    fk.meta.parent
+                ))
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_one(
+    fk: &ForeignKeyMeta,
+    child: &str,
+    def: &TableDef,
+    parent: &TableDef,
+) -> Result<ForeignKey> {
+    let mut child_columns = Vec::new();
+    let mut parent_key = Vec::new();
+    let mut key_types = Vec::new();
+    for k in &parent.key_columns {
+        let field = parent
+            .schema
+            .fields()
+            .get(*k)
+            .ok_or_else(|| ErrorKind::Execution(format!("bad key column of {}", fk.parent)))?;
+        let pos = fk
+            .parent_columns
+            .iter()
+            .position(|c| c == field.name())
+            .ok_or_else(|| bad_reference(&fk.parent))?;
+        let column = fk
+            .columns
+            .get(pos)
+            .ok_or_else(|| bad_reference(&fk.parent))?;
+        let index = def
+            .schema
+            .index_of(column)
+            .map_err(|_| ErrorKind::UndefinedColumn {
+                column: column.clone(),
+                relation: Some(child.to_string()),
+            })?;
+        child_columns.push(index);
+        parent_key.push(field.name().clone());
+        key_types.push(field.data_type().clone());
+    }
+    if parent.key_columns.is_empty() || child_columns.len() != fk.columns.len() {
+        return Err(bad_reference(&fk.parent).into());
+    }
+    Ok(ForeignKey {
+        meta: fk.clone(),
+        child: child.to_string(),
+        child_columns,
+        parent_id: parent.id,
+        parent_key,
+        key_types,
+    })
+}
+
+fn bad_reference(parent: &str) -> ErrorKind {
+    ErrorKind::InvalidForeignKey(format!(
+        "there is no unique constraint matching given keys for referenced table \"{parent}\""
+    ))
+}
+
+/// The referencing columns of `batch`'s rows cast to the parent key's
+/// types (in key order), and which rows have a NULL among them. A value
+/// that does not fit the key's type (it cannot be a parent's) becomes NULL
+/// in the cast and is reported as not NULL, so it is never found.
+fn referencing_keys(fk: &ForeignKey, batch: &RecordBatch) -> Result<(Vec<ArrayRef>, Vec<bool>)> {
+    let mut keys = Vec::with_capacity(fk.child_columns.len());
+    let mut has_null = vec![false; batch.num_rows()];
+    for (c, ty) in fk.child_columns.iter().zip(&fk.key_types) {
+        let column = batch
+            .columns()
+            .get(*c)
+            .ok_or_else(|| ErrorKind::Execution(format!("no column {c} in {}", fk.child)))?;
+        for (row, null) in has_null.iter_mut().enumerate() {
+            *null |= column.is_null(row);
+        }
+        let cast = arrow::compute::cast(column, ty)
+            .map_err(|e| ErrorKind::DatatypeMismatch(e.to_string()))?;
+        keys.push(cast);
+    }
+    Ok((keys, has_null))
+}
+
+fn child_names(fk: &ForeignKey, batch: &RecordBatch) -> Vec<String> {
+    let schema = batch.schema();
+    fk.child_columns
+        .iter()
+        .map(|c| {
+            schema
+                .fields()
+                .get(*c)
+                .map_or_else(String::new, |f| f.name().clone())
+        })
+        .collect()
+}
+
+fn row_values(fk: &ForeignKey, batch: &RecordBatch, row: usize) -> Vec<String> {
+    fk.child_columns
+        .iter()
+        .map(|c| {
+            batch
+                .columns()
+                .get(*c)
+                .and_then(|a| array_value_to_string(a, row).ok())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The foreign keys `create` declares for table `table` (with `columns`
+/// and primary key `primary_key`), checked against `catalog` (a table may
+/// refer to itself).
+///
+/// # Errors
+/// 42P01 (no such parent), 42703 (no such column), 42830 (the referenced
+/// columns are not the parent's primary key, or the lists differ in
+/// length), 42804 (incomparable types), 42710 (a taken name), 0A000 (MATCH
+/// FULL/PARTIAL, DEFERRABLE, a UNIQUE constraint that is not the key).
+pub fn declared(
+    create: &CreateTable,
+    table: &str,
+    schema: &arrow::datatypes::Schema,
+    primary_key: &[usize],
+    tables: &HashMap<String, Arc<EntiTable>>,
+    taken: &[String],
+) -> Result<Vec<ForeignKeyMeta>> {
+    let mut out: Vec<ForeignKeyMeta> = Vec::new();
+    let own = Parent {
+        name: table,
+        schema,
+        primary_key,
+        unique: &[],
+    };
+    for column in &create.columns {
+        for option in &column.options {
+            if let ColumnOption::ForeignKey(fk) = &option.option {
+                let name = option.name.as_ref().or(fk.name.as_ref());
+                let columns = vec![crate::ddl::normalize(&column.name)];
+                let meta = declare(fk, name, columns, &own, tables, &out, taken)?;
+                out.push(meta);
+            }
+        }
+    }
+    for constraint in &create.constraints {
+        if let TableConstraint::ForeignKey(fk) = constraint {
+            let columns = fk.columns.iter().map(crate::ddl::normalize).collect();
+            let meta = declare(fk, fk.name.as_ref(), columns, &own, tables, &out, taken)?;
+            out.push(meta);
+        }
+    }
+    Ok(out)
+}
+
+/// What a declaration needs to know of its parent table.
+struct Parent<'a> {
+    name: &'a str,
+    schema: &'a arrow::datatypes::Schema,
+    primary_key: &'a [usize],
+    unique: &'a [Vec<usize>],
+}
+
+fn declare(
+    fk: &ForeignKeyConstraint,
+    name: Option<&Ident>,
+    columns: Vec<String>,
+    own: &Parent<'_>,
+    tables: &HashMap<String, Arc<EntiTable>>,
+    earlier: &[ForeignKeyMeta],
+    taken: &[String],
+) -> Result<ForeignKeyMeta> {
+    if matches!(
+        fk.match_kind,
+        Some(ConstraintReferenceMatchKind::Full | ConstraintReferenceMatchKind::Partial)
+    ) {
+        return Err(
+            ErrorKind::NotSupported("MATCH FULL / MATCH PARTIAL foreign keys".into()).into(),
+        );
+    }
+    if let Some(c) = &fk.characteristics
+        && (c.deferrable == Some(true) || c.initially.is_some() || c.enforced == Some(false))
+    {
+        return Err(ErrorKind::NotSupported(
+            "DEFERRABLE, INITIALLY … or NOT ENFORCED foreign keys".into(),
+        )
+        .into());
+    }
+    let parent_name = fk
+        .foreign_table
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(crate::ddl::normalize)
+        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", fk.foreign_table)))?;
+    let stored;
+    let parent = if parent_name == own.name {
+        own
+    } else {
+        let table = tables
+            .get(&parent_name)
+            .ok_or_else(|| ErrorKind::UndefinedTable {
+                name: parent_name.clone(),
+            })?;
+        stored = Parent {
+            name: &parent_name,
+            schema: &table.def().schema,
+            primary_key: &table.meta().primary_key,
+            unique: &table.meta().unique,
+        };
+        &stored
+    };
+    let key_names: Vec<String> = parent
+        .primary_key
+        .iter()
+        .filter_map(|i| parent.schema.fields().get(*i).map(|f| f.name().clone()))
+        .collect();
+    let parent_columns: Vec<String> = if fk.referred_columns.is_empty() {
+        if key_names.is_empty() {
+            return Err(ErrorKind::InvalidForeignKey(format!(
+                "there is no primary key for referenced table \"{parent_name}\""
+            ))
+            .into());
+        }
+        key_names.clone()
+    } else {
+        fk.referred_columns
+            .iter()
+            .map(crate::ddl::normalize)
+            .collect()
+    };
+    if parent_columns.len() != columns.len() {
+        return Err(ErrorKind::InvalidForeignKey(
+            "number of referencing and referenced columns for foreign key disagree".into(),
+        )
+        .into());
+    }
+    let as_set = |v: &[String]| v.iter().cloned().collect::<HashSet<_>>();
+    if as_set(&parent_columns) != as_set(&key_names) || parent_columns.len() != key_names.len() {
+        let is_unique = parent.unique.iter().any(|u| {
+            let names: Vec<String> = u
+                .iter()
+                .filter_map(|i| parent.schema.fields().get(*i).map(|f| f.name().clone()))
+                .collect();
+            as_set(&names) == as_set(&parent_columns)
+        });
+        if is_unique {
+            return Err(ErrorKind::NotSupported(
+                "a foreign key referring to a UNIQUE constraint other than the primary key".into(),
+            )
+            .into());
+        }
+        return Err(bad_reference(&parent_name).into());
+    }
+    for (child, referred) in columns.iter().zip(&parent_columns) {
+        let child_type = own
+            .schema
+            .field_with_name(child)
+            .map_err(|_| ErrorKind::UndefinedColumn {
+                column: child.clone(),
+                relation: Some(own.name.to_string()),
+            })?
+            .data_type();
+        let parent_type = parent
+            .schema
+            .field_with_name(referred)
+            .map_err(|_| ErrorKind::UndefinedColumn {
+                column: referred.clone(),
+                relation: Some(parent_name.clone()),
+            })?
+            .data_type();
+        if !comparable(child_type, parent_type) {
+            return Err(ErrorKind::DatatypeMismatch(format!(
+                "foreign key constraint cannot be implemented: key columns \"{child}\" and \
+                 \"{referred}\" are of incompatible types: {child_type} and {parent_type}"
+            ))
+            .into());
+        }
+    }
+    let name = match name {
+        Some(n) => {
+            let n = crate::ddl::normalize(n);
+            if taken.contains(&n) || earlier.iter().any(|f| f.name == n) {
+                return Err(ErrorKind::DuplicateObject(format!(
+                    "constraint {n} for relation {} already exists",
+                    own.name
+                ))
+                .into());
+            }
+            n
+        }
+        None => free_name(
+            &format!("{}_{}_fkey", own.name, columns.join("_")),
+            taken,
+            earlier,
+        ),
+    };
+    Ok(ForeignKeyMeta {
+        name,
+        columns,
+        parent: parent_name,
+        parent_columns,
+        on_delete: action(fk.on_delete),
+        on_update: action(fk.on_update),
+    })
+}
+
+fn free_name(base: &str, taken: &[String], earlier: &[ForeignKeyMeta]) -> String {
+    let used = |n: &str| taken.iter().any(|t| t == n) || earlier.iter().any(|f| f.name == n);
+    if !used(base) {
+        return base.to_string();
+    }
+    (1..)
+        .map(|i| format!("{base}{i}"))
+        .find(|n| !used(n))
+        .unwrap_or_else(|| base.to_string())
+}
+
+fn action(a: Option<ReferentialAction>) -> FkAction {
+    match a {
+        None | Some(ReferentialAction::NoAction) => FkAction::NoAction,
+        Some(ReferentialAction::Restrict) => FkAction::Restrict,
+        Some(ReferentialAction::Cascade) => FkAction::Cascade,
+        Some(ReferentialAction::SetNull) => FkAction::SetNull,
+        Some(ReferentialAction::SetDefault) => FkAction::SetDefault,
+    }
+}
+
+/// Whether values of the two types can be compared as keys: the same
+/// type, two numeric types, or two string types.
+fn comparable(a: &DataType, b: &DataType) -> bool {
+    let string =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    a == b || (a.is_numeric() && b.is_numeric()) || (string(a) && string(b))
+}
+
+/// The foreign keys of other tables (and of `parent` itself) that refer
+/// to `parent`, resolved.
+fn referring(session: &Session, parent: &str) -> Result<Vec<(Arc<EntiTable>, ForeignKey)>> {
+    let mut out = Vec::new();
+    for meta in &session.catalog.tables {
+        if !meta.foreign_keys.iter().any(|f| f.parent == parent) {
+            continue;
+        }
+        let Some(child) = session.tables.get(&meta.name) else {
+            continue;
+        };
+        for fk in child.foreign_keys().0.iter() {
+            if fk.meta.parent == parent {
+                out.push((child.clone(), fk.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether another table refers to `table` (its own references do not
+/// count): what DROP TABLE and TRUNCATE refuse.
+pub fn referred_by_others(catalog: &Catalog, table: &str) -> Option<(String, String)> {
+    catalog.tables.iter().find_map(|t| {
+        t.foreign_keys
+            .iter()
+            .find(|f| f.parent == table && t.name != table)
+            .map(|f| (t.name.clone(), f.name.clone()))
+    })
+}
+
+/// What a statement did to a table's rows, as the parent side needs it:
+/// the engine keys of the versions it replaced and, for an update, the
+/// new rows in the same order (`None` for a delete).
+pub struct ParentChange {
+    /// Keys of the replaced versions.
+    pub old_keys: BinaryArray,
+    /// The rows that replaced them, row-aligned with `old_keys`.
+    pub new_rows: Option<RecordBatch>,
+}
+
+/// Runs the foreign key actions for the rows a statement replaced in
+/// `parent` (see the module docs, PARENT SIDE).
+///
+/// # Errors
+/// 23503 when NO ACTION or RESTRICT finds a child row, 23502/23514/23503
+/// from the rows an action writes, 54001 past [`MAX_CASCADE_DEPTH`].
+pub async fn parent_changed(
+    session: &mut Session,
+    parent: &EntiTable,
+    changes: Vec<ParentChange>,
+) -> Result<()> {
+    let Some(parent) = session.tables.get(&parent.meta().name).cloned() else {
+        return Ok(());
+    };
+    parent_changed_at(session, parent, changes, 0).await
+}
+
+fn parent_changed_at<'a>(
+    session: &'a mut Session,
+    parent: Arc<EntiTable>,
+    changes: Vec<ParentChange>,
+    depth: usize,
+) -> futures::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let referring = referring(session, &parent.meta().name)?;
+        if referring.is_empty() || changes.is_empty() {
+            return Ok(());
+        }
+        if depth >= MAX_CASCADE_DEPTH {
+            return Err(ErrorKind::StatementTooComplex(format!(
+                "foreign key actions nest more than {MAX_CASCADE_DEPTH} levels deep"
+            ))
+            .into());
+        }
+        let gone = gone_keys(parent.def(), &changes)?;
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for (child, fk) in referring {
+            let rows = referring_rows(session, &child, &fk, &gone)?;
+            session.slot.with(|t| t.guard_rows(child.def().id))?;
+            if rows.is_empty() {
+                continue;
+            }
+            let updating = rows.iter().any(|(_, g)| g.is_some());
+            let act = if updating {
+                fk.meta.on_update
+            } else {
+                fk.meta.on_delete
+            };
+            run_action(session, &parent, &child, &fk, act, rows, &changes, depth).await?;
+        }
+        Ok(())
+    })
+}
+
+/// The old keys of `changes` that no new row has: key → where its new
+/// row is (`(change, row)`), `None` for a delete.
+type Gone = HashMap<Box<[u8]>, Option<(usize, usize)>>;
+
+fn gone_keys(def: &TableDef, changes: &[ParentChange]) -> Result<Gone> {
+    let mut new_keys: HashSet<Box<[u8]>> = HashSet::new();
+    for change in changes {
+        if let Some(rows) = &change.new_rows {
+            let cols: Vec<ArrayRef> = def
+                .key_columns
+                .iter()
+                .filter_map(|k| rows.columns().get(*k).cloned())
+                .collect();
+            if cols.len() != def.key_columns.len() {
+                return Err(ErrorKind::Execution("new rows lack key columns".into()).into());
+            }
+            for key in encode_keys(&cols)?.iter().flatten() {
+                new_keys.insert(key.into());
+            }
+        }
+    }
+    let mut gone = Gone::new();
+    for (c, change) in changes.iter().enumerate() {
+        for (row, key) in change.old_keys.iter().enumerate() {
+            let Some(key) = key else { continue };
+            if !new_keys.contains(key) {
+                let at = change.new_rows.as_ref().map(|_| (c, row));
+                gone.insert(key.into(), at);
+            }
+        }
+    }
+    Ok(gone)
+}
+
+/// Child rows (whole rows, with the row key last) referring to a gone key,
+/// each with the gone key's new row (if updated).
+type Referring = Vec<(RecordBatch, Option<(usize, usize)>)>;
+
+fn referring_rows(
+    session: &Session,
+    child: &EntiTable,
+    fk: &ForeignKey,
+    gone: &Gone,
+) -> Result<Referring> {
+    let request = ScanRequest {
+        include_key: true,
+        ..ScanRequest::default()
+    };
+    let batches = session.slot.with(|t| {
+        t.scan(child.def().id, request)?
+            .collect::<entidb_engine::Result<Vec<_>>>()
+    })?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let (keys, has_null) = referencing_keys(fk, &batch)?;
+        let encoded = encode_keys(&keys)?;
+        for (row, (key, null)) in encoded.iter().zip(has_null).enumerate() {
+            if null {
+                continue;
+            }
+            if let Some(at) = key.and_then(|k| gone.get(k)) {
+                out.push((batch.slice(row, 1), *at));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_action(
+    session: &mut Session,
+    parent: &EntiTable,
+    child: &Arc<EntiTable>,
+    fk: &ForeignKey,
+    act: FkAction,
+    rows: Referring,
+    changes: &[ParentChange],
+    depth: usize,
+) -> Result<()> {
+    let child_def = child.def().clone();
+    let nuser = child_def.schema.fields().len();
+    let mut old_keys = Vec::with_capacity(rows.len());
+    for (row, _) in &rows {
+        let key = row
+            .columns()
+            .get(nuser)
+            .and_then(|c| c.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| ErrorKind::Execution("scan lacks the row key".into()))?;
+        old_keys.push(key.value(0).to_vec());
+    }
+    let old_keys = BinaryArray::from_iter_values(old_keys.iter());
+    let deleting = matches!(act, FkAction::Cascade) && rows.iter().all(|(_, g)| g.is_none());
+    match act {
+        FkAction::NoAction | FkAction::Restrict => {
+            let (row, _) = rows
+                .first()
+                .ok_or_else(|| ErrorKind::Execution("no referring row".into()))?;
+            return Err(ErrorKind::ForeignKeyViolation(format!(
+                "update or delete on table \"{}\" violates foreign key constraint \"{}\" on \
+                 table \"{}\": Key ({})=({}) is still referenced from table \"{}\"",
+                parent.meta().name,
+                fk.meta.name,
+                fk.child,
+                fk.parent_key.join(", "),
+                row_values(fk, row, 0).join(", "),
+                fk.child
+            ))
+            .into());
+        }
+        _ if deleting => {
+            session.slot.with(|t| t.delete(child_def.id, &old_keys))?;
+            let change = ParentChange {
+                old_keys,
+                new_rows: None,
+            };
+            return parent_changed_at(session, child.clone(), vec![change], depth + 1).await;
+        }
+        _ => {}
+    }
+    let defaults = if matches!(act, FkAction::SetDefault) {
+        Some(default_values(session, child, fk).await?)
+    } else {
+        None
+    };
+    let mut new_rows = Vec::with_capacity(rows.len());
+    for (row, at) in &rows {
+        let mut columns: Vec<ArrayRef> = row.columns().iter().take(nuser).cloned().collect();
+        for (i, c) in fk.child_columns.iter().enumerate() {
+            let value = match (act, at, &defaults) {
+                (FkAction::Cascade, Some((change, r)), _) => {
+                    new_key_value(parent.def(), changes, *change, *r, i)?
+                }
+                (FkAction::SetDefault, _, Some(d)) => d
+                    .get(i)
+                    .cloned()
+                    .ok_or_else(|| ErrorKind::Execution("missing default".into()))?,
+                _ => {
+                    let ty = child_def
+                        .schema
+                        .fields()
+                        .get(*c)
+                        .map(|f| f.data_type().clone())
+                        .unwrap_or(DataType::Null);
+                    new_null_array(&ty, 1)
+                }
+            };
+            if let Some(slot) = columns.get_mut(*c) {
+                *slot = value;
+            }
+        }
+        new_rows.push(child.conform_columns(&columns)?);
+    }
+    let schema = child_def.schema.clone();
+    let new_rows = arrow::compute::concat_batches(&schema, &new_rows)
+        .map_err(|e| ErrorKind::Execution(e.to_string()))?;
+    let unique = crate::indexes::unique_sets(child.indexes());
+    session.slot.with(|t| {
+        t.delete(child_def.id, &old_keys)?;
+        insert_rows(t, &child_def, &unique, &new_rows)
+    })?;
+    session
+        .slot
+        .with_sql(|t| child.foreign_keys().verify(t, &new_rows))?;
+    let change = ParentChange {
+        old_keys,
+        new_rows: Some(new_rows),
+    };
+    parent_changed_at(session, child.clone(), vec![change], depth + 1).await
+}
+
+/// The `i`-th key column (in key order) of the new row at `(change, row)`,
+/// as a one-row array.
+fn new_key_value(
+    def: &TableDef,
+    changes: &[ParentChange],
+    change: usize,
+    row: usize,
+    i: usize,
+) -> Result<ArrayRef> {
+    changes
+        .get(change)
+        .and_then(|c| c.new_rows.as_ref())
+        .zip(def.key_columns.get(i))
+        .and_then(|(rows, k)| rows.columns().get(*k))
+        .filter(|a| row < a.len())
+        .map(|a| a.slice(row, 1))
+        .ok_or_else(|| ErrorKind::Execution("updated key row out of range".into()).into())
+}
+
+/// The defaults of the referencing columns (in key order), one row each;
+/// NULL for a column without one.
+async fn default_values(
+    session: &mut Session,
+    child: &EntiTable,
+    fk: &ForeignKey,
+) -> Result<Vec<ArrayRef>> {
+    let mut out = Vec::with_capacity(fk.child_columns.len());
+    for c in &fk.child_columns {
+        let field = child
+            .def()
+            .schema
+            .fields()
+            .get(*c)
+            .cloned()
+            .ok_or_else(|| ErrorKind::Execution("bad referencing column".into()))?;
+        let default = child.meta().columns.get(*c).and_then(|m| m.default.clone());
+        let value = match default {
+            None => new_null_array(field.data_type(), 1),
+            Some(sql) => {
+                let out = session
+                    .ctx
+                    .sql(&format!("SELECT {sql}"))
+                    .await?
+                    .collect()
+                    .await?;
+                out.first()
+                    .and_then(|b| b.columns().first())
+                    .cloned()
+                    .unwrap_or_else(|| new_null_array(field.data_type(), 1))
+            }
+        };
+        out.push(value);
+    }
+    Ok(out)
+}

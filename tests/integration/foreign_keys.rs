@@ -1,0 +1,170 @@
+//! FOREIGN KEY constraints beyond the slt file: every write path checks
+//! the child side, the constraint survives a reopen, and — the seam the
+//! engine's KEY GUARDS close — a child insert and a concurrent delete of
+//! its parent never both commit, in either commit order, with or without a
+//! checkpoint in between.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use arrow::array::{Int32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use entidb::{BlockingConnection, Database, params};
+use std::sync::Arc;
+
+fn count(c: &mut BlockingConnection, sql: &str) -> i64 {
+    c.query_row(sql, &[], |r| r.get(0)).unwrap()
+}
+
+fn orphans(c: &mut BlockingConnection) -> i64 {
+    count(
+        c,
+        "SELECT count(*) FROM c WHERE pid IS NOT NULL AND pid NOT IN (SELECT id FROM p)",
+    )
+}
+
+fn parent_and_child(db: &Database) -> BlockingConnection {
+    let mut c = BlockingConnection::new(db).unwrap();
+    c.execute(
+        "CREATE TABLE p (id INT PRIMARY KEY, v INT); \
+         CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p); \
+         INSERT INTO p VALUES (1, 0), (2, 0)",
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn every_write_path_checks_and_the_constraint_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let db = Database::open(&path).unwrap();
+        parent_and_child(&db);
+    }
+    let db = Database::open(&path).unwrap();
+    let mut c = BlockingConnection::new(&db).unwrap();
+    let err = c.execute("INSERT INTO c VALUES (1, 9)").unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "after reopen: {err}");
+
+    // The prepared insert fast path.
+    let insert = c.prepare("INSERT INTO c VALUES ($1, $2)").unwrap();
+    c.execute_prepared(&insert, params![1, 1]).unwrap();
+    let err = c.execute_prepared(&insert, params![2, 9]).unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+
+    // The Arrow append path.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int32, false),
+        Field::new("pid", DataType::Int32, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int32Array::from(vec![3, 4])),
+            Arc::new(Int32Array::from(vec![Some(2), Some(7)])),
+        ],
+    )
+    .unwrap();
+    let err = c.append("c", &batch).unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+
+    // COPY FROM a file: one orphan line, nothing loaded.
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "id,pid\n5,1\n6,8\n").unwrap();
+    let err = c
+        .execute(&format!("COPY c FROM '{}' WITH (HEADER)", csv.display()))
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+
+    // The parent side after a reopen and a checkpoint.
+    c.execute("CHECKPOINT").unwrap();
+    let err = c.execute("DELETE FROM p WHERE id = 1").unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM c"), 1);
+    assert_eq!(orphans(&mut c), 0);
+}
+
+/// T1 inserts a child of parent 1 and T2 deletes parent 1, on overlapping
+/// snapshots. Neither sees the other's change, so each statement passes
+/// its check; whichever commits second must fail with 40001.
+fn race(child_commits_first: bool, checkpoint_between: bool) {
+    let db = Database::open_in_memory().unwrap();
+    let mut setup = parent_and_child(&db);
+    let mut child = BlockingConnection::new(&db).unwrap();
+    let mut parent = BlockingConnection::new(&db).unwrap();
+    child.execute("BEGIN").unwrap();
+    parent.execute("BEGIN").unwrap();
+    // Both snapshots are taken before either writes.
+    assert_eq!(count(&mut child, "SELECT count(*) FROM p"), 2);
+    assert_eq!(count(&mut parent, "SELECT count(*) FROM c"), 0);
+    child.execute("INSERT INTO c VALUES (10, 1)").unwrap();
+    parent.execute("DELETE FROM p WHERE id = 1").unwrap();
+    if checkpoint_between {
+        setup.execute("CHECKPOINT").unwrap();
+    }
+    let (first, second) = if child_commits_first {
+        (&mut child, &mut parent)
+    } else {
+        (&mut parent, &mut child)
+    };
+    first.execute("COMMIT").unwrap();
+    let err = second
+        .execute("COMMIT")
+        .expect_err("a child and the delete of its parent both committed");
+    assert_eq!(err.sqlstate(), "40001", "{err}");
+    assert_eq!(orphans(&mut setup), 0);
+}
+
+#[test]
+fn a_child_insert_and_a_concurrent_parent_delete_never_both_commit() {
+    for child_first in [true, false] {
+        for checkpoint in [false, true] {
+            race(child_first, checkpoint);
+        }
+    }
+}
+
+/// A parent row updated (not deleted) by a concurrent commit still
+/// satisfies a child that found it before.
+#[test]
+fn a_concurrent_non_key_update_of_the_parent_does_not_fail_the_child() {
+    let db = Database::open_in_memory().unwrap();
+    let _setup = parent_and_child(&db);
+    let mut child = BlockingConnection::new(&db).unwrap();
+    let mut other = BlockingConnection::new(&db).unwrap();
+    child.execute("BEGIN").unwrap();
+    child.execute("INSERT INTO c VALUES (10, 1)").unwrap();
+    other
+        .execute("UPDATE p SET v = v + 1 WHERE id = 1")
+        .unwrap();
+    child.execute("COMMIT").unwrap();
+    assert_eq!(count(&mut other, "SELECT count(*) FROM c"), 1);
+}
+
+/// A cascade runs in the deleting transaction: a concurrent child insert
+/// of the same parent conflicts, and a reader never sees a half-done
+/// cascade.
+#[test]
+fn a_cascade_and_a_concurrent_child_insert_never_both_commit() {
+    let db = Database::open_in_memory().unwrap();
+    let mut setup = BlockingConnection::new(&db).unwrap();
+    setup
+        .execute(
+            "CREATE TABLE p (id INT PRIMARY KEY, v INT); \
+             CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p ON DELETE CASCADE); \
+             INSERT INTO p VALUES (1, 0); INSERT INTO c VALUES (1, 1), (2, 1)",
+        )
+        .unwrap();
+    let mut deleter = BlockingConnection::new(&db).unwrap();
+    let mut inserter = BlockingConnection::new(&db).unwrap();
+    deleter.execute("BEGIN").unwrap();
+    inserter.execute("BEGIN").unwrap();
+    assert_eq!(count(&mut inserter, "SELECT count(*) FROM c"), 2);
+    deleter.execute("DELETE FROM p WHERE id = 1").unwrap();
+    assert_eq!(count(&mut deleter, "SELECT count(*) FROM c"), 0);
+    inserter.execute("INSERT INTO c VALUES (3, 1)").unwrap();
+    deleter.execute("COMMIT").unwrap();
+    let err = inserter.execute("COMMIT").unwrap_err();
+    assert_eq!(err.sqlstate(), "40001", "{err}");
+    assert_eq!(count(&mut setup, "SELECT count(*) FROM c"), 0);
+}
