@@ -236,6 +236,10 @@ async fn apply(
             constraint: TableConstraint::Check(check),
             not_valid: false,
         } => add_check(session, shape, check).await,
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::ForeignKey(fk),
+            not_valid: false,
+        } => add_foreign_key(session, shape, fk),
         AlterTableOperation::DropConstraint {
             if_exists, name, ..
         } => drop_constraint(shape, &normalize(name), *if_exists),
@@ -279,6 +283,36 @@ async fn add_check(
         .into());
     }
     shape.checks.push(check);
+    Ok(())
+}
+
+/// ADD [CONSTRAINT name] FOREIGN KEY (cols) REFERENCES parent [(cols)]:
+/// every row the transaction sees must have its parent (23503), as in
+/// PostgreSQL (see [`crate::foreign_keys::add_to_table`]). Like ADD CHECK
+/// it reads the table as it is before this ALTER.
+fn add_foreign_key(
+    session: &mut Session,
+    shape: &mut Shape,
+    fk: &datafusion::sql::sqlparser::ast::ForeignKeyConstraint,
+) -> Result<()> {
+    if shape.rewrite
+        || shape
+            .columns
+            .iter()
+            .any(|c| !matches!(c.source, Source::Old(_)))
+    {
+        return unsupported("ADD FOREIGN KEY with column changes in one ALTER TABLE");
+    }
+    let Some(table) = session.tables.get(&shape.name).cloned() else {
+        return Err(ErrorKind::UndefinedTable {
+            name: shape.name.clone(),
+        }
+        .into());
+    };
+    let taken: Vec<String> = shape.checks.iter().map(|c| c.name.clone()).collect();
+    let declared =
+        crate::foreign_keys::add_to_table(session, &table, fk, &taken, &shape.foreign_keys)?;
+    shape.foreign_keys.push(declared);
     Ok(())
 }
 

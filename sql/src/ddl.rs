@@ -257,6 +257,13 @@ pub async fn create_table(
             create_counter(t, sequence, *start)?;
         }
         let def = t.create_table(&name, schema.clone(), primary_key.clone())?;
+        // A transaction that deletes parent rows on a snapshot without this
+        // table's constraints must fail at commit (`foreign_keys.rs`).
+        for fk in &foreign_keys {
+            if let Some(parent) = catalog.table(&fk.parent) {
+                t.touch_schema(parent.table_id)?;
+            }
+        }
         let meta = TableMeta {
             name: name.clone(),
             table_id: def.id,

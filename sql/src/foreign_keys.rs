@@ -297,6 +297,68 @@ pub fn declared(
     Ok(out)
 }
 
+/// ALTER TABLE `table` ADD FOREIGN KEY: the constraint, after every row
+/// the transaction sees passed the check (23503 otherwise). The table is
+/// guarded (a concurrent child write committed first fails this
+/// transaction) and the parent's schema is touched, so a transaction that
+/// deletes parent rows without knowing the constraint (its snapshot is
+/// older) fails at commit instead.
+///
+/// # Errors
+/// As [`declared`], and 23503 for an existing orphan.
+pub fn add_to_table(
+    session: &Session,
+    table: &EntiTable,
+    fk: &ForeignKeyConstraint,
+    taken: &[String],
+    existing: &[ForeignKeyMeta],
+) -> Result<ForeignKeyMeta> {
+    let meta = table.meta();
+    let own = Parent {
+        name: &meta.name,
+        schema: &table.def().schema,
+        primary_key: &meta.primary_key,
+        unique: &meta.unique,
+    };
+    let columns: Vec<String> = fk.columns.iter().map(crate::ddl::normalize).collect();
+    let declared = declare(
+        fk,
+        fk.name.as_ref(),
+        columns,
+        &own,
+        &session.tables,
+        existing,
+        taken,
+    )?;
+    let parent_id = session
+        .catalog
+        .table(&declared.parent)
+        .map(|p| p.table_id)
+        .ok_or_else(|| ErrorKind::UndefinedTable {
+            name: declared.parent.clone(),
+        })?;
+    let id = table.def().id;
+    session.slot.with_sql(|t| {
+        let parent = t.table_by_id(parent_id)?;
+        let check = ForeignKeys(vec![resolve_one(
+            &declared,
+            &meta.name,
+            table.def(),
+            &parent,
+        )?]);
+        let rows = t
+            .scan(id, ScanRequest::default())?
+            .collect::<entidb_engine::Result<Vec<_>>>()?;
+        for batch in &rows {
+            check.verify(t, batch)?;
+        }
+        t.guard_rows(id)?;
+        t.touch_schema(parent_id)?;
+        Ok(())
+    })?;
+    Ok(declared)
+}
+
 /// What a declaration needs to know of its parent table.
 struct Parent<'a> {
     name: &'a str,
