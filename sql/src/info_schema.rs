@@ -13,9 +13,11 @@
 //! stale; [`refresh`] hands the functions each new catalog.
 //!
 //! Rows follow PostgreSQL's: one per PRIMARY KEY (named `<table>_pkey`),
-//! UNIQUE constraint (`<table>_<columns>_key`) and CHECK constraint (its
-//! name), with `key_column_usage` listing the columns of the key and unique
-//! constraints by position. A `CREATE UNIQUE INDEX` is an index, not a
+//! UNIQUE constraint (`<table>_<columns>_key`), CHECK and FOREIGN KEY
+//! constraint (their names), with `key_column_usage` listing the columns of
+//! the key, unique and foreign key constraints by position (a foreign key
+//! column's `position_in_unique_constraint` is its referenced column's
+//! position in the parent's key). A `CREATE UNIQUE INDEX` is an index, not a
 //! constraint, and is not listed (as in PostgreSQL). PostgreSQL also lists
 //! each NOT NULL as a CHECK with a generated name; EntiDB does not (NOT NULL
 //! is in `information_schema.columns.is_nullable` and `DESCRIBE`).
@@ -188,6 +190,8 @@ struct Constraint {
     table: String,
     kind: &'static str,
     columns: Vec<String>,
+    /// For a FOREIGN KEY: each column's position in the referenced key.
+    referenced: Option<Vec<u32>>,
 }
 
 fn constraints(catalog: &Catalog) -> Vec<Constraint> {
@@ -205,6 +209,7 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
                 table: table.name.clone(),
                 kind: "PRIMARY KEY",
                 columns: names(&table.primary_key),
+                referenced: None,
             });
         }
         for unique in &table.unique {
@@ -214,6 +219,7 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
                 table: table.name.clone(),
                 kind: "UNIQUE",
                 columns,
+                referenced: None,
             });
         }
         for check in &table.checks {
@@ -222,6 +228,30 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
                 table: table.name.clone(),
                 kind: "CHECK",
                 columns: Vec::new(),
+                referenced: None,
+            });
+        }
+        for fk in &table.foreign_keys {
+            let key: Vec<String> = catalog
+                .table(&fk.parent)
+                .map(|p| {
+                    p.primary_key
+                        .iter()
+                        .filter_map(|i| p.columns.get(*i).map(|c| c.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let referenced = fk
+                .parent_columns
+                .iter()
+                .map(|c| key.iter().position(|k| k == c).map_or(0, |p| p as u32 + 1))
+                .collect();
+            out.push(Constraint {
+                name: fk.name.clone(),
+                table: table.name.clone(),
+                kind: "FOREIGN KEY",
+                columns: fk.columns.clone(),
+                referenced: Some(referenced),
             });
         }
     }
@@ -291,13 +321,16 @@ fn table_constraints(constraints: &[Constraint]) -> DfResult<RecordBatch> {
 
 fn key_column_usage(constraints: &[Constraint]) -> DfResult<RecordBatch> {
     let schema = schema_of(Kind::KeyColumnUsage);
-    let rows: Vec<(&Constraint, &str, u32)> = constraints
+    let rows: Vec<(&Constraint, &str, u32, Option<u32>)> = constraints
         .iter()
         .flat_map(|c| {
-            c.columns
-                .iter()
-                .zip(1u32..)
-                .map(move |(column, position)| (c, column.as_str(), position))
+            c.columns.iter().zip(1u32..).map(move |(column, position)| {
+                let in_unique = c
+                    .referenced
+                    .as_ref()
+                    .and_then(|r| r.get((position as usize).checked_sub(1)?).copied());
+                (c, column.as_str(), position, in_unique)
+            })
         })
         .collect();
     let n = rows.len();
@@ -305,15 +338,15 @@ fn key_column_usage(constraints: &[Constraint]) -> DfResult<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         constant(CATALOG),
         constant(USER_SCHEMA),
-        strings(rows.iter().map(|(c, _, _)| c.name.as_str())),
+        strings(rows.iter().map(|(c, _, _, _)| c.name.as_str())),
         constant(CATALOG),
         constant(USER_SCHEMA),
-        strings(rows.iter().map(|(c, _, _)| c.table.as_str())),
-        strings(rows.iter().map(|(_, column, _)| *column)),
+        strings(rows.iter().map(|(c, _, _, _)| c.table.as_str())),
+        strings(rows.iter().map(|(_, column, _, _)| *column)),
         Arc::new(UInt32Array::from_iter_values(
-            rows.iter().map(|(_, _, p)| *p),
+            rows.iter().map(|(_, _, p, _)| *p),
         )),
-        Arc::new(UInt32Array::from(vec![None; n])),
+        Arc::new(UInt32Array::from_iter(rows.iter().map(|(_, _, _, u)| *u))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

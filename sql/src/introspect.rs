@@ -13,7 +13,8 @@
 //! - `SHOW CREATE TABLE t` keeps DataFusion's columns (`table_catalog`,
 //!   `table_schema`, `table_name`, `definition`); the definition is a
 //!   script that recreates the table: `CREATE TABLE` with types, NOT NULL,
-//!   defaults, identity, PRIMARY KEY, UNIQUE and CHECK constraints, then one
+//!   defaults, identity, PRIMARY KEY, UNIQUE, CHECK and FOREIGN KEY
+//!   constraints, then one
 //!   `CREATE [UNIQUE] INDEX` per secondary index, each ending in `;`.
 //!
 //! Views are left to DataFusion (their SHOW CREATE is the text as written).
@@ -143,6 +144,9 @@ pub(crate) fn create_script(catalog: &Catalog, table: &EntiTable) -> String {
             quote_identifier(&check.name),
             check.sql
         ));
+    }
+    for fk in &meta.foreign_keys {
+        lines.push(foreign_key_clause(fk));
     }
     let mut script = format!(
         "CREATE TABLE {} (\n  {}\n);",
@@ -318,4 +322,36 @@ pub(crate) fn sql_type(t: &DataType) -> String {
         // own name, which DataFusion's CAST also reads for most of them.
         other => other.to_string(),
     }
+}
+
+/// `CONSTRAINT name FOREIGN KEY (cols) REFERENCES parent (cols) [ON …]`.
+fn foreign_key_clause(fk: &entidb_catalog::ForeignKeyMeta) -> String {
+    let list = |names: &[String]| -> String {
+        names
+            .iter()
+            .map(|n| quote_identifier(n))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let action = |a: entidb_catalog::FkAction| match a {
+        entidb_catalog::FkAction::NoAction => None,
+        entidb_catalog::FkAction::Restrict => Some("RESTRICT"),
+        entidb_catalog::FkAction::Cascade => Some("CASCADE"),
+        entidb_catalog::FkAction::SetNull => Some("SET NULL"),
+        entidb_catalog::FkAction::SetDefault => Some("SET DEFAULT"),
+    };
+    let mut clause = format!(
+        "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+        quote_identifier(&fk.name),
+        list(&fk.columns),
+        quote_identifier(&fk.parent),
+        list(&fk.parent_columns)
+    );
+    if let Some(a) = action(fk.on_delete) {
+        clause.push_str(&format!(" ON DELETE {a}"));
+    }
+    if let Some(a) = action(fk.on_update) {
+        clause.push_str(&format!(" ON UPDATE {a}"));
+    }
+    clause
 }

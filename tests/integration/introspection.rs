@@ -93,3 +93,38 @@ fn show_create_table_recreates_the_table() {
         .unwrap_err();
     assert_eq!(err.sqlstate(), "23502");
 }
+
+#[test]
+fn show_create_table_recreates_foreign_keys() {
+    let db = Database::open_in_memory().unwrap();
+    let mut c = BlockingConnection::new(&db).unwrap();
+    c.execute(
+        "CREATE TABLE parent (a INT, b TEXT, PRIMARY KEY (a, b)); \
+         CREATE TABLE child (id INT PRIMARY KEY, x TEXT, y INT, \
+           CONSTRAINT owner FOREIGN KEY (y, x) REFERENCES parent (a, b) ON DELETE CASCADE ON UPDATE SET NULL, \
+           up INT REFERENCES child)",
+    )
+    .unwrap();
+    let script = strings(&mut c, "SHOW CREATE TABLE child")[0][3].clone();
+    for part in [
+        "CONSTRAINT owner FOREIGN KEY (y, x) REFERENCES parent (a, b) ON DELETE CASCADE ON UPDATE SET NULL",
+        "CONSTRAINT child_up_fkey FOREIGN KEY (up) REFERENCES child (id)",
+    ] {
+        assert!(script.contains(part), "{part} missing from\n{script}");
+    }
+    c.execute("DROP TABLE child").unwrap();
+    c.execute(&script).unwrap();
+    assert_eq!(strings(&mut c, "SHOW CREATE TABLE child")[0][3], script);
+    c.execute("INSERT INTO parent VALUES (1, 'one'); INSERT INTO child VALUES (1, 'one', 1, NULL)")
+        .unwrap();
+    let err = c
+        .execute("INSERT INTO child VALUES (2, 'two', 1, NULL)")
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+    let err = c
+        .execute("INSERT INTO child VALUES (3, NULL, NULL, 7)")
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "23503", "{err}");
+    c.execute("DELETE FROM parent").unwrap();
+    assert!(strings(&mut c, "SELECT id FROM child").is_empty());
+}
