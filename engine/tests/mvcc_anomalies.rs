@@ -372,3 +372,65 @@ fn a_guarded_table_conflicts_with_a_concurrent_writer_only() {
     writer.commit().unwrap();
     checker.commit().unwrap();
 }
+
+fn id_keys(ids: &[Option<i64>]) -> Vec<arrow::array::ArrayRef> {
+    vec![std::sync::Arc::new(arrow::array::Int64Array::from(
+        ids.to_vec(),
+    ))]
+}
+
+/// Key guards (`guard_keys`, foreign keys' parent check): a key found
+/// among the committed rows must still be live at commit. A delete of it
+/// committed first makes the guarding transaction conflict, with or
+/// without a checkpoint in between; an update of the row does not. Own writes are seen and not guarded; NULL is absent.
+#[test]
+fn a_guarded_key_conflicts_with_a_concurrent_delete_only() {
+    for checkpoint in [false, true] {
+        let (engine, kv) = setup();
+        let mut child = engine.begin();
+        let found = child
+            .guard_keys(kv, &id_keys(&[Some(1), Some(3), None]))
+            .unwrap();
+        assert_eq!(found, vec![true, false, false]);
+        child.set_catalog(b"a child write".to_vec()).unwrap();
+        let mut deleter = engine.begin();
+        let keys = keys_of(&mut deleter, kv, &[1]);
+        deleter.delete(kv, &keys).unwrap();
+        deleter.commit().unwrap();
+        if checkpoint {
+            engine.checkpoint().unwrap();
+        }
+        assert_conflict(child.commit());
+    }
+
+    let (engine, kv) = setup();
+    let mut child = engine.begin();
+    assert_eq!(
+        child.guard_keys(kv, &id_keys(&[Some(2)])).unwrap(),
+        vec![true]
+    );
+    child.set_catalog(b"a child write".to_vec()).unwrap();
+    let mut updater = engine.begin();
+    set(&mut updater, kv, 2, "changed").unwrap();
+    updater.commit().unwrap();
+    child.commit().unwrap();
+
+    // Own writes: an inserted key is found, a deleted one is not.
+    let mut t = engine.begin();
+    set(&mut t, kv, 5, "mine").unwrap();
+    let keys = keys_of(&mut t, kv, &[1]);
+    t.delete(kv, &keys).unwrap();
+    assert_eq!(
+        t.guard_keys(kv, &id_keys(&[Some(5), Some(1)])).unwrap(),
+        vec![true, false]
+    );
+    // Keys of the wrong type are refused, never a panic.
+    let text: Vec<arrow::array::ArrayRef> =
+        vec![std::sync::Arc::new(arrow::array::StringArray::from(vec![
+            "1",
+        ]))];
+    assert!(matches!(
+        t.guard_keys(kv, &text),
+        Err(Error::InvalidArgument(_))
+    ));
+}
