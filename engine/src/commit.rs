@@ -64,6 +64,38 @@ impl Inner {
         Ok(seq)
     }
 
+    /// No guarded table (`Transaction::guard_rows`) may have had rows
+    /// written, or been dropped (TRUNCATE and ALTER TABLE replace a table
+    /// by a new one), by a commit after the snapshot. A table this
+    /// transaction created is not in the map yet, and nobody else wrote it.
+    fn validate_guarded_tables(
+        &self,
+        tables: &Tables,
+        snapshot: u64,
+        changes: &Changes,
+    ) -> Result<()> {
+        for id in &changes.guarded {
+            let changed = match tables.get(id) {
+                Some(table) => {
+                    table.write_seq.load(Ordering::SeqCst) > snapshot
+                        || read(&table.dropped_seq)?.is_some_and(|seq| seq > snapshot)
+                }
+                None => !changes.creates.iter().any(|d| d.id == *id),
+            };
+            if changed {
+                let name = tables
+                    .get(id)
+                    .map_or_else(|| format!("#{id}"), |t| t.def.name.clone());
+                return Err(Error::Conflict {
+                    table: name,
+                    key: "rows changed concurrently while this transaction checked all of them"
+                        .into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Every guarded key's newest committed version must be a live row
     /// (see [`crate::mvcc`], KEY GUARDS).
     fn validate_key_guards(&self, tables: &Tables, changes: &Changes) -> Result<()> {
@@ -103,17 +135,7 @@ impl Inner {
             });
         }
         let tables = self.tables()?;
-        for id in &changes.guarded {
-            if let Some(table) = tables.get(id)
-                && table.write_seq.load(Ordering::SeqCst) > snapshot
-            {
-                return Err(Error::Conflict {
-                    table: table.def.name.clone(),
-                    key: "rows changed concurrently while this transaction checked all of them"
-                        .into(),
-                });
-            }
-        }
+        self.validate_guarded_tables(&tables, snapshot, changes)?;
         self.validate_key_guards(&tables, changes)?;
         for change in &changes.tables {
             let created_here = changes.creates.iter().any(|d| d.id == change.table_id);

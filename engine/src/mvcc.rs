@@ -36,7 +36,9 @@
 //! changed something on the strength of it (SQL's `ALTER TABLE … ADD
 //! CHECK`) calls [`crate::Transaction::guard_rows`]: its commit then fails
 //! with `Conflict` if any commit after its snapshot inserted or deleted
-//! rows of that table (the table's `write_seq`). Together with the schema
+//! rows of that table (the table's `write_seq`) or dropped it (its
+//! `dropped_seq`: TRUNCATE and ALTER TABLE replace a table by a new one,
+//! whose rows the old one's `write_seq` would never show). Together with the schema
 //! change's `schema_seq` this makes the checker and the table's writers
 //! serialize.
 //!
@@ -54,9 +56,10 @@
 //!   child write committed first makes the deleter's commit fail.
 //!
 //! Whichever commits second conflicts. A parent row updated (not deleted)
-//! concurrently still satisfies a guard at commit; at the time of the
-//! check itself, a key changed after the snapshot is a `Conflict`, as a
-//! write of it would be.
+//! concurrently still satisfies a guard, at the check and at commit; a key
+//! deleted after the snapshot is a `Conflict` at the check already. A
+//! guarded table that a commit after the snapshot dropped (TRUNCATE and
+//! ALTER TABLE replace tables) counts as written.
 //!
 //! WHAT IS ALLOWED: write skew (G2-item). Two transactions that read an
 //! overlapping set of rows but write disjoint keys both commit; snapshot

@@ -660,9 +660,11 @@ impl Transaction {
     /// the newest committed version of the key is a deletion, so a child row
     /// and a concurrent delete of its parent never both commit (see
     /// [`crate::mvcc`], KEY GUARDS). A key whose newest committed version
-    /// is newer than the snapshot is a `Conflict` at once, as a write of the
-    /// key would be. Guards stay when a statement rolls back (they can only
-    /// add conflicts).
+    /// is newer than the snapshot counts as found when that version is a
+    /// row (the parent exists when the child commits, which the guard makes
+    /// sure of; a non-key update of the parent does not fail the child),
+    /// and is a `Conflict` when it is a deletion. Guards stay when a
+    /// statement rolls back (they can only add conflicts).
     ///
     /// # Errors
     /// `InvalidArgument` for a table without a primary key or columns that
@@ -706,7 +708,7 @@ impl Transaction {
             }
             let live = match committed.as_ref().and_then(|keys| keys.get(key)) {
                 None => false,
-                Some(e) if e.seq > snapshot => {
+                Some(e) if e.seq > snapshot && e.loc.is_none() => {
                     return Err(Error::Conflict {
                         table: def.name.clone(),
                         key: display_key(key),

@@ -786,7 +786,11 @@ fn rewrite(
         })
         .collect();
     let primary_key = shape.indexes_of(&shape.primary_key);
+    // The copy is of this snapshot's rows: a row a concurrent transaction
+    // commits to the old table meanwhile must fail one of the two, or it
+    // would be lost (or, deleted, come back).
     let def = slot.with(|t| {
+        t.guard_rows(old.id)?;
         t.drop_table(old.id)?;
         t.create_table(&shape.name, Arc::new(Schema::new(fields)), primary_key)
     })?;
@@ -794,6 +798,8 @@ fn rewrite(
     replace_table(catalog, &meta.name, new_meta.clone());
     slot.with(|t| catalog.save(t))?;
     let unique = unique_sets(&table_indexes(catalog, &new_meta));
+    let foreign_keys =
+        slot.with_sql(|t| crate::foreign_keys::ForeignKeys::resolve(catalog, &new_meta, &def, t))?;
     for batch in rows {
         let batch = batch?;
         let columns = shape
@@ -802,7 +808,10 @@ fn rewrite(
             .map(|c| column_values(c, &sources, &batch))
             .collect::<Result<Vec<_>>>()?;
         let batch = conform_columns(&def, &columns)?;
-        slot.with(|t| insert_rows(t, &def, &unique, &batch))?;
+        slot.with_sql(|t| {
+            insert_rows(t, &def, &unique, &batch)?;
+            foreign_keys.verify(t, &batch)
+        })?;
     }
     Ok(())
 }

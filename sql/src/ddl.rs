@@ -207,6 +207,7 @@ pub async fn create_table(
     };
     // Plans every constraint now, so a bad one fails the CREATE.
     crate::checks::Checks::plan(&session.ctx, &name, &schema, &checks)?;
+    let as_select = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
     let foreign_keys = match ast.as_ref() {
         Some(SqlStatement::CreateTable(create)) => {
             let taken: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
@@ -221,6 +222,13 @@ pub async fn create_table(
         }
         _ => Vec::new(),
     };
+    if as_select && !foreign_keys.is_empty() {
+        return Err(ErrorKind::NotSupported(
+            "FOREIGN KEY in CREATE TABLE … AS SELECT (create the table, then INSERT … SELECT)"
+                .into(),
+        )
+        .into());
+    }
     let mut catalog = session.catalog.as_ref().clone();
     let mut counters = Vec::new();
     let columns = schema

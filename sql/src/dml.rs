@@ -46,12 +46,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The target table of a DML statement.
-struct Target {
-    table: Arc<EntiTable>,
+pub(crate) struct Target {
+    pub(crate) table: Arc<EntiTable>,
     /// How the SELECT refers to it (alias or name), quoted.
-    qualifier: String,
+    pub(crate) qualifier: String,
     /// The FROM item as written (name and alias).
-    relation: String,
+    pub(crate) relation: String,
 }
 
 pub(crate) fn quote(name: &str) -> String {
@@ -83,7 +83,7 @@ pub(crate) fn written_table(
     Ok((table_name, table))
 }
 
-fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
+pub(crate) fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
     if !twj.joins.is_empty() {
         return Err(ErrorKind::NotSupported("JOIN in the target of DELETE/UPDATE".into()).into());
     }
@@ -107,7 +107,7 @@ fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> {
 
 /// Runs `select` with `target` registered as its keyed variant, binding
 /// `$1, $2, …` to `params`.
-async fn with_keyed(
+pub(crate) async fn with_keyed(
     session: &mut Session,
     target: &Target,
     select: &str,
@@ -254,7 +254,7 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
     Ok((target, sql))
 }
 
-fn rows(out: Output) -> Vec<RecordBatch> {
+pub(crate) fn rows(out: Output) -> Vec<RecordBatch> {
     match out {
         Output::Rows(_, batches) => batches,
         Output::Count(_) => vec![],

@@ -33,8 +33,8 @@
 //! the statement), CASCADE deletes the child rows or gives them the new
 //! key, SET NULL and SET DEFAULT rewrite their referencing columns. Rows a
 //! CASCADE or SET action writes are child writes (checked as above) and
-//! parent changes in turn (their own children follow, up to
-//! [`MAX_CASCADE_DEPTH`] levels).
+//! parent changes in turn (their own children follow, in rounds, up to
+//! [`MAX_CASCADE_ROUNDS`]).
 //!
 //! CONCURRENCY (snapshot isolation; see the engine's `mvcc.rs`, KEY
 //! GUARDS). The child side guards each parent key it found, so its commit
@@ -62,12 +62,13 @@ use datafusion::sql::sqlparser::ast::{
 use entidb_catalog::{Catalog, FkAction, ForeignKeyMeta, TableMeta};
 use entidb_engine::keys::encode_keys;
 use entidb_engine::{ScanRequest, TableDef, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-/// How deep CASCADE and SET actions may chain (a child's children, …)
-/// before the statement is refused as too complex (54001).
-pub const MAX_CASCADE_DEPTH: usize = 64;
+/// How many rounds of CASCADE and SET actions (a child's children, …) a
+/// statement may take before it is refused as too complex (54001): a
+/// guard against actions that never settle, far beyond any real schema.
+pub const MAX_CASCADE_ROUNDS: usize = 100_000;
 
 /// One foreign key of a child table, resolved against the catalog.
 #[derive(Debug, Clone, PartialEq)]
@@ -532,12 +533,15 @@ fn action(a: Option<ReferentialAction>) -> FkAction {
     }
 }
 
-/// Whether values of the two types can be compared as keys: the same
-/// type, two numeric types, or two string types.
+/// Whether values of the two types can be compared as keys without loss:
+/// the same type, two integer types (a child value outside the key's
+/// range matches no parent), or two string types. Floats and decimals
+/// against integers are refused (42804), as in PostgreSQL: a cast would
+/// truncate `1.5` to a parent's `1`.
 fn comparable(a: &DataType, b: &DataType) -> bool {
     let string =
         |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-    a == b || (a.is_numeric() && b.is_numeric()) || (string(a) && string(b))
+    a == b || (a.is_integer() && b.is_integer()) || (string(a) && string(b))
 }
 
 /// The foreign keys of other tables (and of `parent` itself) that refer
@@ -582,11 +586,14 @@ pub struct ParentChange {
 }
 
 /// Runs the foreign key actions for the rows a statement replaced in
-/// `parent` (see the module docs, PARENT SIDE).
+/// `parent` (see the module docs, PARENT SIDE). The tables an action
+/// writes are parents in turn: they are worked off in rounds (a queue, not
+/// recursion, so a long self-referencing chain is no deeper than a short
+/// one).
 ///
 /// # Errors
 /// 23503 when NO ACTION or RESTRICT finds a child row, 23502/23514/23503
-/// from the rows an action writes, 54001 past [`MAX_CASCADE_DEPTH`].
+/// from the rows an action writes, 54001 past [`MAX_CASCADE_ROUNDS`].
 pub async fn parent_changed(
     session: &mut Session,
     parent: &EntiTable,
@@ -595,46 +602,48 @@ pub async fn parent_changed(
     let Some(parent) = session.tables.get(&parent.meta().name).cloned() else {
         return Ok(());
     };
-    parent_changed_at(session, parent, changes, 0).await
-}
-
-fn parent_changed_at<'a>(
-    session: &'a mut Session,
-    parent: Arc<EntiTable>,
-    changes: Vec<ParentChange>,
-    depth: usize,
-) -> futures::future::BoxFuture<'a, Result<()>> {
-    Box::pin(async move {
-        let referring = referring(session, &parent.meta().name)?;
-        if referring.is_empty() || changes.is_empty() {
-            return Ok(());
-        }
-        if depth >= MAX_CASCADE_DEPTH {
+    let mut queue = VecDeque::from([(parent, changes)]);
+    let mut rounds = 0;
+    while let Some((parent, changes)) = queue.pop_front() {
+        rounds += 1;
+        if rounds > MAX_CASCADE_ROUNDS {
             return Err(ErrorKind::StatementTooComplex(format!(
-                "foreign key actions nest more than {MAX_CASCADE_DEPTH} levels deep"
+                "foreign key actions did not finish within {MAX_CASCADE_ROUNDS} rounds"
             ))
             .into());
         }
+        let referring = referring(session, &parent.meta().name)?;
+        if referring.is_empty() || changes.is_empty() {
+            continue;
+        }
         let gone = gone_keys(parent.def(), &changes)?;
         if gone.is_empty() {
-            return Ok(());
+            continue;
         }
         for (child, fk) in referring {
             let rows = referring_rows(session, &child, &fk, &gone)?;
             session.slot.with(|t| t.guard_rows(child.def().id))?;
-            if rows.is_empty() {
-                continue;
+            // Children of deleted keys get ON DELETE, of updated keys ON
+            // UPDATE (a MERGE may do both).
+            let (updated, deleted): (Referring, Referring) =
+                rows.into_iter().partition(|(_, g)| g.is_some());
+            for (act, rows) in [(fk.meta.on_delete, deleted), (fk.meta.on_update, updated)] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let step = Step {
+                    parent: &parent,
+                    child: &child,
+                    fk: &fk,
+                    changes: &changes,
+                };
+                if let Some(change) = run_action(session, &step, act, rows).await? {
+                    queue.push_back((child.clone(), vec![change]));
+                }
             }
-            let updating = rows.iter().any(|(_, g)| g.is_some());
-            let act = if updating {
-                fk.meta.on_update
-            } else {
-                fk.meta.on_delete
-            };
-            run_action(session, &parent, &child, &fk, act, rows, &changes, depth).await?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// The old keys of `changes` that no new row has: key → where its new
@@ -705,17 +714,28 @@ fn referring_rows(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One foreign key whose parent changed, and how.
+struct Step<'a> {
+    parent: &'a EntiTable,
+    child: &'a Arc<EntiTable>,
+    fk: &'a ForeignKey,
+    changes: &'a [ParentChange],
+}
+
+/// Runs `act` on the child rows `rows`; returns what it did to the child
+/// table (a parent change of its own), if it wrote anything.
 async fn run_action(
     session: &mut Session,
-    parent: &EntiTable,
-    child: &Arc<EntiTable>,
-    fk: &ForeignKey,
+    step: &Step<'_>,
     act: FkAction,
     rows: Referring,
-    changes: &[ParentChange],
-    depth: usize,
-) -> Result<()> {
+) -> Result<Option<ParentChange>> {
+    let Step {
+        parent,
+        child,
+        fk,
+        changes,
+    } = *step;
     let child_def = child.def().clone();
     let nuser = child_def.schema.fields().len();
     let mut old_keys = Vec::with_capacity(rows.len());
@@ -748,11 +768,10 @@ async fn run_action(
         }
         _ if deleting => {
             session.slot.with(|t| t.delete(child_def.id, &old_keys))?;
-            let change = ParentChange {
+            return Ok(Some(ParentChange {
                 old_keys,
                 new_rows: None,
-            };
-            return parent_changed_at(session, child.clone(), vec![change], depth + 1).await;
+            }));
         }
         _ => {}
     }
@@ -800,11 +819,10 @@ async fn run_action(
     session
         .slot
         .with_sql(|t| child.foreign_keys().verify(t, &new_rows))?;
-    let change = ParentChange {
+    Ok(Some(ParentChange {
         old_keys,
         new_rows: Some(new_rows),
-    };
-    parent_changed_at(session, child.clone(), vec![change], depth + 1).await
+    }))
 }
 
 /// The `i`-th key column (in key order) of the new row at `(change, row)`,

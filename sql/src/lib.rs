@@ -21,6 +21,7 @@ mod info_schema;
 mod insert;
 pub mod introspect;
 pub mod limits;
+mod merge;
 mod output_names;
 mod placeholders;
 pub mod pragma;

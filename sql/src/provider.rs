@@ -689,6 +689,10 @@ impl DataSink for EntiSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let mut count = 0;
+        // A batch whose rows lack a parent is checked again at the end: a
+        // later batch of the same statement may bring it (a tree loaded
+        // children first). Batches that pass are not kept.
+        let mut deferred = Vec::new();
         while let Some(batch) = data.next().await {
             let batch = conform(&self.def, &batch?).map_err(sql_to_df)?;
             self.checks.verify(&batch).map_err(sql_to_df)?;
@@ -696,9 +700,19 @@ impl DataSink for EntiSink {
                 .slot
                 .with_sql(|t| {
                     let n = insert_rows(t, &self.def, &self.unique, &batch)?;
-                    self.foreign_keys.verify(t, &batch)?;
+                    match self.foreign_keys.verify(t, &batch) {
+                        Err(e) if matches!(e.kind(), ErrorKind::ForeignKeyViolation(_)) => {
+                            deferred.push(batch);
+                        }
+                        other => other?,
+                    }
                     Ok(n)
                 })
+                .map_err(sql_to_df)?;
+        }
+        for batch in &deferred {
+            self.slot
+                .with_sql(|t| self.foreign_keys.verify(t, batch))
                 .map_err(sql_to_df)?;
         }
         Ok(count)

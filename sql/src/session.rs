@@ -644,6 +644,7 @@ impl Session {
             match s.as_ref() {
                 SqlStatement::Delete(d) => return dml::delete(self, d, params).await,
                 SqlStatement::Update(u) => return dml::update(self, u, params).await,
+                SqlStatement::Merge(m) => return crate::merge::run(self, m, params).await,
                 SqlStatement::Insert(i) if insert::needs_session(i) => {
                     identity::check_insert(&self.catalog, i)?;
                     return insert::run(self, i, params).await;

@@ -129,8 +129,13 @@ pub async fn apply(
         if let Some(keys) = &old_keys {
             t.delete(def.id, keys)?;
         }
+        let unique = crate::indexes::unique_sets(table.indexes());
         for batch in &written {
-            table.store(t, batch)?;
+            crate::provider::insert_rows(t, &def, &unique, batch)?;
+        }
+        // After every row is in: a fresh row may refer to an updated one.
+        for batch in &written {
+            table.foreign_keys().verify(t, batch)?;
         }
         Ok(())
     })?;

@@ -1,0 +1,327 @@
+//! `MERGE INTO target [AS t] USING source [AS s] ON cond WHEN [NOT]
+//! MATCHED [AND pred] THEN UPDATE SET … | DELETE | INSERT [(cols)]
+//! VALUES (…)`, with PostgreSQL 15's semantics.
+//!
+//! Evaluated by key, like DELETE and UPDATE (`dml.rs`): one SELECT over
+//! the source joined to the keyed target finds, for every source row, its
+//! target row, the first WHEN clause whose condition holds, and every
+//! value the clauses would write:
+//!
+//! ```text
+//!   SELECT t.__entidb_key,
+//!          CASE WHEN t.__entidb_key IS NOT NULL AND (pred1) THEN 1
+//!               WHEN t.__entidb_key IS NULL AND (pred2) THEN 2 … ELSE 0 END,
+//!          <UPDATE clause: each target column's new value>,
+//!          <INSERT clause: each target column's value or default>, …
+//!   FROM source AS s LEFT JOIN target AS t ON cond
+//! ```
+//!
+//! The SELECT reads the statement's snapshot in full before anything is
+//! written. Then, in the session's transaction, the matched rows of DELETE
+//! and UPDATE clauses are deleted, the new rows of UPDATE and INSERT
+//! clauses are built like every written row (NOT NULL, CHECK; 23502,
+//! 23514) and inserted (UNIQUE and the primary key, 23505), and the
+//! FOREIGN KEY constraints are checked on both sides
+//! (`foreign_keys.rs`). A target row that two source rows would change is
+//! 21000, as in PostgreSQL ("cannot affect row a second time"); a source
+//! row that matches no clause changes nothing. The result is the number
+//! of rows inserted, updated and deleted.
+//!
+//! Not supported (0A000): `WHEN NOT MATCHED BY SOURCE`, `INSERT ROW`,
+//! Oracle's UPDATE … WHERE / DELETE WHERE, `OUTPUT`. sqlparser does not
+//! parse PostgreSQL's `DO NOTHING` (a syntax error, 42601): a clause that
+//! should do nothing is written as a narrower condition on the others.
+
+use crate::dml::{Target, assigned, keys_of, quote, rows, target, with_keyed};
+use crate::error::{ErrorKind, Result};
+use crate::foreign_keys::{self, ParentChange};
+use crate::indexes::unique_sets;
+use crate::provider::{KEY_COLUMN, insert_rows};
+use crate::session::{Output, Session};
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::{
+    Merge, MergeAction, MergeClause, MergeClauseKind, MergeInsertExpr, MergeInsertKind,
+    TableWithJoins,
+};
+use std::collections::HashSet;
+
+/// What one WHEN clause does, and where its values are in the SELECT.
+enum Action {
+    Delete,
+    /// The new row's columns start at this SELECT column.
+    Update(usize),
+    Insert(usize),
+}
+
+/// Runs a MERGE statement.
+pub async fn run(session: &mut Session, merge: &Merge, params: &[ScalarValue]) -> Result<Output> {
+    if merge.output.is_some() {
+        return Err(ErrorKind::NotSupported("MERGE … OUTPUT".into()).into());
+    }
+    let twj = TableWithJoins {
+        relation: merge.table.clone(),
+        joins: Vec::new(),
+    };
+    let target = target(session, &twj)?;
+    let (select, actions) = merge_select(&target, merge)?;
+    let found = rows(with_keyed(session, &target, &select, params).await?);
+    apply(session, &target, &actions, found).await
+}
+
+/// The row-finding SELECT and what each clause (numbered from 1) does.
+fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)> {
+    let q = &target.qualifier;
+    let meta = target.table.meta().clone();
+    let schema = target.table.def().schema.clone();
+    let mut items = vec![format!("{q}.{KEY_COLUMN}")];
+    let mut cases = Vec::new();
+    let mut values = Vec::new();
+    let mut actions = Vec::new();
+    // The key and the clause number come first.
+    let first_value = 2;
+    for (i, clause) in merge.clauses.iter().enumerate() {
+        let matched = match clause.clause_kind {
+            MergeClauseKind::Matched => true,
+            MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget => false,
+            MergeClauseKind::NotMatchedBySource => {
+                return Err(
+                    ErrorKind::NotSupported("MERGE … WHEN NOT MATCHED BY SOURCE".into()).into(),
+                );
+            }
+        };
+        let at = first_value + values.len();
+        let action = match (&clause.action, matched) {
+            (MergeAction::Delete { .. }, true) => Action::Delete,
+            (MergeAction::Update(update), true) => {
+                if update.update_predicate.is_some() || update.delete_predicate.is_some() {
+                    return Err(ErrorKind::NotSupported(
+                        "MERGE … UPDATE … WHERE / DELETE WHERE".into(),
+                    )
+                    .into());
+                }
+                let new = assigned(&schema, &meta.name, &update.assignments)?;
+                for (f, v) in schema.fields().iter().zip(new) {
+                    values.push(match v {
+                        Some(expr) => format!("({expr})"),
+                        None => format!("{q}.{}", quote(f.name())),
+                    });
+                }
+                Action::Update(at)
+            }
+            (MergeAction::Insert(insert), false) => {
+                values.extend(insert_values(target, insert)?);
+                Action::Insert(at)
+            }
+            (action, _) => {
+                return Err(ErrorKind::Syntax(format!(
+                    "{} is not allowed in a WHEN {} clause",
+                    action_name(action),
+                    if matched { "MATCHED" } else { "NOT MATCHED" }
+                ))
+                .into());
+            }
+        };
+        cases.push(when(q, clause, matched, i + 1));
+        actions.push(action);
+    }
+    items.push(format!("CASE {} ELSE 0 END", cases.join(" ")));
+    items.extend(
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| format!("{v} AS __entidb_merge_{i}")),
+    );
+    let select = format!(
+        "SELECT {} FROM {} LEFT JOIN {} ON {}",
+        items.join(", "),
+        merge.source,
+        target.relation,
+        merge.on
+    );
+    Ok((select, actions))
+}
+
+fn action_name(action: &MergeAction) -> &'static str {
+    match action {
+        MergeAction::Insert(_) => "INSERT",
+        MergeAction::Update(_) => "UPDATE",
+        MergeAction::Delete { .. } => "DELETE",
+    }
+}
+
+/// `WHEN <matched> AND (pred) THEN n` of the clause-choosing CASE.
+fn when(q: &str, clause: &MergeClause, matched: bool, n: usize) -> String {
+    let side = if matched { "IS NOT NULL" } else { "IS NULL" };
+    let predicate = clause
+        .predicate
+        .as_ref()
+        .map(|p| format!(" AND ({p})"))
+        .unwrap_or_default();
+    format!("WHEN {q}.{KEY_COLUMN} {side}{predicate} THEN {n}")
+}
+
+/// The value of every target column an INSERT clause writes: the listed
+/// ones from VALUES, the others their defaults (NULL without one).
+fn insert_values(target: &Target, insert: &MergeInsertExpr) -> Result<Vec<String>> {
+    let MergeInsertKind::Values(values) = &insert.kind else {
+        return Err(ErrorKind::NotSupported("MERGE … INSERT ROW".into()).into());
+    };
+    if insert.insert_predicate.is_some() {
+        return Err(ErrorKind::NotSupported("MERGE … INSERT … WHERE".into()).into());
+    }
+    let [row] = values.rows.as_slice() else {
+        return Err(ErrorKind::Syntax("MERGE … INSERT takes exactly one VALUES row".into()).into());
+    };
+    let meta = target.table.meta();
+    let names: Vec<String> = if insert.columns.is_empty() {
+        meta.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .filter_map(crate::ddl::last_ident)
+            .collect()
+    };
+    if names.len() < row.len() {
+        return Err(
+            ErrorKind::Syntax("INSERT has more expressions than target columns".into()).into(),
+        );
+    }
+    if names.len() > row.len() && !insert.columns.is_empty() {
+        return Err(
+            ErrorKind::Syntax("INSERT has more target columns than expressions".into()).into(),
+        );
+    }
+    let mut out = Vec::with_capacity(meta.columns.len());
+    for column in &meta.columns {
+        let given = names
+            .iter()
+            .position(|n| *n == column.name)
+            .and_then(|i| row.get(i));
+        if given.is_some() && column.identity.as_ref().is_some_and(|id| id.always) {
+            return Err(ErrorKind::GeneratedAlways(format!(
+                "cannot insert a non-DEFAULT value into column {}: it is an identity column \
+                 defined as GENERATED ALWAYS",
+                column.name
+            ))
+            .into());
+        }
+        out.push(match (given, &column.default) {
+            (Some(expr), _) => format!("({expr})"),
+            (None, Some(default)) => format!("({default})"),
+            (None, None) => "NULL".to_string(),
+        });
+    }
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !meta.columns.iter().any(|c| c.name == **n))
+    {
+        return Err(ErrorKind::UndefinedColumn {
+            column: unknown.clone(),
+            relation: Some(meta.name.clone()),
+        }
+        .into());
+    }
+    Ok(out)
+}
+
+/// Writes what the SELECT found (see the module docs).
+async fn apply(
+    session: &mut Session,
+    target: &Target,
+    actions: &[Action],
+    found: Vec<RecordBatch>,
+) -> Result<Output> {
+    let table = target.table.clone();
+    let def = table.def().clone();
+    let width = def.schema.fields().len();
+    let mut touched: HashSet<Vec<u8>> = HashSet::new();
+    let mut deleted: Vec<BinaryArray> = Vec::new();
+    let mut updated: Vec<(BinaryArray, RecordBatch)> = Vec::new();
+    let mut inserted: Vec<RecordBatch> = Vec::new();
+    for batch in &found {
+        let keys = keys_of(batch)?;
+        let chosen = batch
+            .columns()
+            .get(1)
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .ok_or_else(|| ErrorKind::Execution("MERGE clause column has the wrong type".into()))?;
+        for (row, clause) in chosen.iter().enumerate() {
+            let acts = clause.is_some_and(|c| c > 0);
+            if acts && keys.is_valid(row) && !touched.insert(keys.value(row).to_vec()) {
+                return Err(ErrorKind::CardinalityViolation(
+                    "MERGE command cannot affect row a second time: ensure that not more than \
+                     one source row matches any one target row"
+                        .into(),
+                )
+                .into());
+            }
+        }
+        for (n, action) in actions.iter().enumerate() {
+            let want = n as i64 + 1;
+            let mask: BooleanArray = chosen.iter().map(|c| Some(c == Some(want))).collect();
+            if mask.true_count() == 0 {
+                continue;
+            }
+            let pick = |a: &ArrayRef| {
+                arrow::compute::filter(a, &mask).map_err(|e| ErrorKind::Execution(e.to_string()))
+            };
+            let row_columns = |at: usize| -> Result<Vec<ArrayRef>> {
+                batch
+                    .columns()
+                    .get(at..at + width)
+                    .ok_or_else(|| ErrorKind::Execution("MERGE values out of range".into()))?
+                    .iter()
+                    .map(pick)
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(Into::into)
+            };
+            let picked_keys = || -> Result<BinaryArray> {
+                let keys: ArrayRef = std::sync::Arc::new(keys.clone());
+                pick(&keys)?
+                    .as_binary_opt::<i32>()
+                    .cloned()
+                    .ok_or_else(|| ErrorKind::Execution("bad row keys".into()).into())
+            };
+            match action {
+                Action::Delete => deleted.push(picked_keys()?),
+                Action::Update(at) => {
+                    let new = table.conform_columns(&row_columns(*at)?)?;
+                    updated.push((picked_keys()?, new));
+                }
+                Action::Insert(at) => inserted.push(table.conform_columns(&row_columns(*at)?)?),
+            }
+        }
+    }
+    let unique = unique_sets(table.indexes());
+    session.slot.with_sql(|t| {
+        for keys in deleted.iter().chain(updated.iter().map(|(k, _)| k)) {
+            t.delete(def.id, keys)?;
+        }
+        for rows in updated.iter().map(|(_, r)| r).chain(&inserted) {
+            insert_rows(t, &def, &unique, rows)?;
+        }
+        for rows in updated.iter().map(|(_, r)| r).chain(&inserted) {
+            table.foreign_keys().verify(t, rows)?;
+        }
+        Ok(())
+    })?;
+    let count = deleted.iter().map(|k| k.len() as u64).sum::<u64>()
+        + updated.iter().map(|(k, _)| k.len() as u64).sum::<u64>()
+        + inserted.iter().map(|r| r.num_rows() as u64).sum::<u64>();
+    let changes: Vec<ParentChange> = deleted
+        .into_iter()
+        .map(|old_keys| ParentChange {
+            old_keys,
+            new_rows: None,
+        })
+        .chain(updated.into_iter().map(|(old_keys, rows)| ParentChange {
+            old_keys,
+            new_rows: Some(rows),
+        }))
+        .collect();
+    foreign_keys::parent_changed(session, &table, changes).await?;
+    Ok(Output::Count(count))
+}
