@@ -646,7 +646,11 @@ impl Transaction {
     pub fn guard_rows(&mut self, table_id: u64) -> Result<()> {
         self.writable()?;
         self.table_by_id(table_id)?;
-        self.guarded.insert(table_id);
+        // Nobody else can write a table this transaction created (and it
+        // may drop it again before committing).
+        if !self.created.contains_key(&table_id) {
+            self.guarded.insert(table_id);
+        }
         Ok(())
     }
 

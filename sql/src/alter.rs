@@ -800,6 +800,7 @@ fn rewrite(
     let unique = unique_sets(&table_indexes(catalog, &new_meta));
     let foreign_keys =
         slot.with_sql(|t| crate::foreign_keys::ForeignKeys::resolve(catalog, &new_meta, &def, t))?;
+    let mut deferred = crate::foreign_keys::DeferredCheck::default();
     for batch in rows {
         let batch = batch?;
         let columns = shape
@@ -810,9 +811,12 @@ fn rewrite(
         let batch = conform_columns(&def, &columns)?;
         slot.with_sql(|t| {
             insert_rows(t, &def, &unique, &batch)?;
-            foreign_keys.verify(t, &batch)
+            deferred.check(&foreign_keys, t, &batch)
         })?;
     }
+    // A self-referencing table's child may come in a batch before its
+    // parent's.
+    slot.with_sql(|t| deferred.finish(&foreign_keys, t))?;
     Ok(())
 }
 

@@ -38,7 +38,7 @@ use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, ObjectName,
+    Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, ObjectName, OrderByExpr,
     Statement as SqlStatement, TableFactor, TableWithJoins, Update, UpdateTableFromKind,
 };
 use entidb_engine::TableDef;
@@ -133,6 +133,21 @@ pub(crate) async fn with_keyed(
     result
 }
 
+/// ` ORDER BY … LIMIT n` of a DELETE or UPDATE (SQLite's and MySQL's
+/// extension, which DataFusion also parses): the rows changed are the
+/// first `n` in that order.
+fn order_and_limit(order_by: &[OrderByExpr], limit: Option<&SqlExpr>) -> String {
+    let mut out = String::new();
+    if !order_by.is_empty() {
+        let items: Vec<String> = order_by.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(" ORDER BY {}", items.join(", ")));
+    }
+    if let Some(limit) = limit {
+        out.push_str(&format!(" LIMIT {limit}"));
+    }
+    out
+}
+
 fn where_clause(selection: Option<&datafusion::sql::sqlparser::ast::Expr>) -> String {
     selection.map(|s| format!(" WHERE {s}")).unwrap_or_default()
 }
@@ -162,8 +177,8 @@ fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
     let [twj] = tables.as_slice() else {
         return Err(ErrorKind::NotSupported("DELETE from several tables".into()).into());
     };
-    if d.limit.is_some() || !d.order_by.is_empty() {
-        return Err(ErrorKind::NotSupported("DELETE with ORDER BY or LIMIT".into()).into());
+    if d.using.is_some() && (d.limit.is_some() || !d.order_by.is_empty()) {
+        return Err(ErrorKind::NotSupported("DELETE … USING with ORDER BY or LIMIT".into()).into());
     }
     let target = target(session, twj)?;
     let mut items = vec![format!("{}.{KEY_COLUMN}", target.qualifier)];
@@ -171,11 +186,12 @@ fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
         items.extend(target_columns(&target));
     }
     let sql = format!(
-        "SELECT {} FROM {}{}{}",
+        "SELECT {} FROM {}{}{}{}",
         items.join(", "),
         target.relation,
         relations(d.using.as_deref().unwrap_or_default()),
-        where_clause(d.selection.as_ref())
+        where_clause(d.selection.as_ref()),
+        order_and_limit(&d.order_by, d.limit.as_ref())
     );
     Ok((target, sql))
 }
@@ -222,8 +238,11 @@ pub(crate) fn assigned<'a>(
 /// ordered by key and new values, so the candidate whose new values sort
 /// first is the one kept (see [`first_per_key`]), whatever the join order.
 fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
-    if u.limit.is_some() || !u.order_by.is_empty() || u.or.is_some() {
-        return Err(ErrorKind::NotSupported("UPDATE with ORDER BY, LIMIT or OR".into()).into());
+    if u.or.is_some() {
+        return Err(ErrorKind::NotSupported("UPDATE OR …".into()).into());
+    }
+    if u.from.is_some() && (u.limit.is_some() || !u.order_by.is_empty()) {
+        return Err(ErrorKind::NotSupported("UPDATE … FROM with ORDER BY or LIMIT".into()).into());
     }
     let target = target(session, &u.table)?;
     let schema = target.table.def().schema.clone();
@@ -243,7 +262,10 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
             let positions: Vec<String> = (1..=items.len()).map(|i| i.to_string()).collect();
             (relations(t), format!(" ORDER BY {}", positions.join(", ")))
         }
-        None => (String::new(), String::new()),
+        None => (
+            String::new(),
+            order_and_limit(&u.order_by, u.limit.as_ref()),
+        ),
     };
     let sql = format!(
         "SELECT {} FROM {}{from}{}{order}",

@@ -24,14 +24,17 @@
 //! so a child's referencing values, cast to the key's types, encode to the
 //! same bytes. A missing parent is 23503.
 //!
-//! PARENT SIDE. DELETE, UPDATE and upsert hand the keys of the row
-//! versions they replaced (and, for an update, the new rows) to
-//! [`parent_changed`]. A key that no longer exists after the statement is
-//! *gone*; for every foreign key referring to the table, the child table is
-//! scanned once for rows that refer to a gone key, and the action runs:
-//! NO ACTION and RESTRICT refuse (23503; EntiDB checks both at the end of
-//! the statement), CASCADE deletes the child rows or gives them the new
-//! key, SET NULL and SET DEFAULT rewrite their referencing columns. Rows a
+//! PARENT SIDE. DELETE, UPDATE, upsert and MERGE hand the keys of the row
+//! versions they replaced (and, for an update, the new rows; for MERGE
+//! also the rows it inserted) to [`parent_changed`]. The key of a row that
+//! was deleted or got another key is *gone*; for every foreign key
+//! referring to the table, the child table is scanned once for rows that
+//! refer to a gone key, and the action runs: RESTRICT refuses (23503),
+//! NO ACTION too unless another new row of the statement has the key
+//! (NO ACTION is checked at the end of the statement: `UPDATE p SET id =
+//! id - 1` leaves key 1 to the old row 2), CASCADE deletes the child rows
+//! or gives them their parent row's new key, SET NULL and SET DEFAULT
+//! rewrite their referencing columns. Rows a
 //! CASCADE or SET action writes are child writes (checked as above) and
 //! parent changes in turn (their own children follow, in rounds, up to
 //! [`MAX_CASCADE_ROUNDS`]).
@@ -147,6 +150,49 @@ impl ForeignKeys {
                 ))
                 .into());
             }
+        }
+        Ok(())
+    }
+}
+
+/// A statement's FOREIGN KEY check over rows it stores batch by batch
+/// (a streamed INSERT or COPY, ALTER TABLE's copy): a batch whose rows
+/// lack a parent is kept and checked again at the end, since a later
+/// batch of the same statement may bring the parent (PostgreSQL checks at
+/// the end of the statement). Batches that pass are not kept.
+#[derive(Debug, Default)]
+pub struct DeferredCheck {
+    pending: Vec<RecordBatch>,
+}
+
+impl DeferredCheck {
+    /// Checks `batch` (already stored in `t`), keeping it for [`Self::finish`]
+    /// if a parent is missing.
+    ///
+    /// # Errors
+    /// 40001 and other failures of the check itself (not 23503).
+    pub fn check(
+        &mut self,
+        keys: &ForeignKeys,
+        t: &mut Transaction,
+        batch: &RecordBatch,
+    ) -> Result<()> {
+        match keys.verify(t, batch) {
+            Err(e) if matches!(e.kind(), ErrorKind::ForeignKeyViolation(_)) => {
+                self.pending.push(batch.clone());
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Checks the kept batches again, now that every row is stored.
+    ///
+    /// # Errors
+    /// 23503 for a row still without its parent.
+    pub fn finish(self, keys: &ForeignKeys, t: &mut Transaction) -> Result<()> {
+        for batch in &self.pending {
+            keys.verify(t, batch)?;
         }
         Ok(())
     }
@@ -625,9 +671,14 @@ pub async fn parent_changed(
             session.slot.with(|t| t.guard_rows(child.def().id))?;
             // Children of deleted keys get ON DELETE, of updated keys ON
             // UPDATE (a MERGE may do both).
-            let (updated, deleted): (Referring, Referring) =
-                rows.into_iter().partition(|(_, g)| g.is_some());
+            let (updated, deleted): (Found, Found) =
+                rows.into_iter().partition(|(_, g)| g.new_at.is_some());
             for (act, rows) in [(fk.meta.on_delete, deleted), (fk.meta.on_update, updated)] {
+                let rows: Referring = rows
+                    .into_iter()
+                    .filter(|(_, g)| act != FkAction::NoAction || !g.taken_over)
+                    .map(|(row, g)| (row, g.new_at))
+                    .collect();
                 if rows.is_empty() {
                     continue;
                 }
@@ -646,35 +697,66 @@ pub async fn parent_changed(
     Ok(())
 }
 
-/// The old keys of `changes` that no new row has: key → where its new
-/// row is (`(change, row)`), `None` for a delete.
-type Gone = HashMap<Box<[u8]>, Option<(usize, usize)>>;
+/// An old key whose row a statement deleted or gave another key.
+#[derive(Debug, Clone, Copy)]
+struct GoneKey {
+    /// Where the row's new version is (`(change, row)`); `None`: deleted.
+    new_at: Option<(usize, usize)>,
+    /// Another new row of the statement has the key: its children still
+    /// have a parent, so NO ACTION (checked at the end of the statement)
+    /// has nothing to refuse. CASCADE, SET NULL/DEFAULT and RESTRICT act
+    /// on the old row's children all the same, as in PostgreSQL.
+    taken_over: bool,
+}
+
+type Gone = HashMap<Box<[u8]>, GoneKey>;
+
+/// The engine keys of `rows` (rows of the table `def`).
+fn row_keys(def: &TableDef, rows: &RecordBatch) -> Result<BinaryArray> {
+    let cols: Vec<ArrayRef> = def
+        .key_columns
+        .iter()
+        .filter_map(|k| rows.columns().get(*k).cloned())
+        .collect();
+    if cols.len() != def.key_columns.len() {
+        return Err(ErrorKind::Execution("new rows lack key columns".into()).into());
+    }
+    Ok(encode_keys(&cols)?)
+}
 
 fn gone_keys(def: &TableDef, changes: &[ParentChange]) -> Result<Gone> {
-    let mut new_keys: HashSet<Box<[u8]>> = HashSet::new();
-    for change in changes {
-        if let Some(rows) = &change.new_rows {
-            let cols: Vec<ArrayRef> = def
-                .key_columns
-                .iter()
-                .filter_map(|k| rows.columns().get(*k).cloned())
-                .collect();
-            if cols.len() != def.key_columns.len() {
-                return Err(ErrorKind::Execution("new rows lack key columns".into()).into());
-            }
-            for key in encode_keys(&cols)?.iter().flatten() {
-                new_keys.insert(key.into());
-            }
-        }
-    }
+    let new_keys: Vec<Option<BinaryArray>> = changes
+        .iter()
+        .map(|c| {
+            c.new_rows
+                .as_ref()
+                .map(|rows| row_keys(def, rows))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let taken: HashSet<&[u8]> = new_keys
+        .iter()
+        .flatten()
+        .flat_map(|k| k.iter().flatten())
+        .collect();
     let mut gone = Gone::new();
     for (c, change) in changes.iter().enumerate() {
+        let own_new = new_keys.get(c).and_then(Option::as_ref);
         for (row, key) in change.old_keys.iter().enumerate() {
             let Some(key) = key else { continue };
-            if !new_keys.contains(key) {
-                let at = change.new_rows.as_ref().map(|_| (c, row));
-                gone.insert(key.into(), at);
+            let new_key = own_new.map(|k| (row < k.len()).then(|| k.value(row)));
+            if new_key == Some(Some(key)) {
+                continue; // the row kept its key
             }
+            let new_at = match new_key {
+                None => None,
+                Some(Some(_)) => Some((c, row)),
+                Some(None) => {
+                    return Err(ErrorKind::Execution("updated rows out of step".into()).into());
+                }
+            };
+            let taken_over = taken.contains(key);
+            gone.insert(key.into(), GoneKey { new_at, taken_over });
         }
     }
     Ok(gone)
@@ -684,12 +766,15 @@ fn gone_keys(def: &TableDef, changes: &[ParentChange]) -> Result<Gone> {
 /// each with the gone key's new row (if updated).
 type Referring = Vec<(RecordBatch, Option<(usize, usize)>)>;
 
+/// Child rows referring to a gone key, with that key.
+type Found = Vec<(RecordBatch, GoneKey)>;
+
 fn referring_rows(
     session: &Session,
     child: &EntiTable,
     fk: &ForeignKey,
     gone: &Gone,
-) -> Result<Referring> {
+) -> Result<Found> {
     let request = ScanRequest {
         include_key: true,
         ..ScanRequest::default()

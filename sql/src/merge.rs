@@ -32,6 +32,7 @@
 //! parse PostgreSQL's `DO NOTHING` (a syntax error, 42601): a clause that
 //! should do nothing is written as a narrower condition on the others.
 
+use crate::ddl::normalize;
 use crate::dml::{Target, assigned, keys_of, quote, rows, target, with_keyed};
 use crate::error::{ErrorKind, Result};
 use crate::foreign_keys::{self, ParentChange};
@@ -42,10 +43,11 @@ use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBa
 use arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Merge, MergeAction, MergeClause, MergeClauseKind, MergeInsertExpr, MergeInsertKind,
-    TableWithJoins,
+    Expr as SqlExpr, Ident, Merge, MergeAction, MergeClause, MergeClauseKind, MergeInsertExpr,
+    MergeInsertKind, TableFactor, TableWithJoins, VisitMut, VisitorMut,
 };
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 
 /// What one WHEN clause does, and where its values are in the SELECT.
 enum Action {
@@ -65,13 +67,18 @@ pub async fn run(session: &mut Session, merge: &Merge, params: &[ScalarValue]) -
         joins: Vec::new(),
     };
     let target = target(session, &twj)?;
-    let (select, actions) = merge_select(&target, merge)?;
+    let scope = SourceScope::of(session, merge, &target).await?;
+    let (select, actions) = merge_select(&target, merge, &scope)?;
     let found = rows(with_keyed(session, &target, &select, params).await?);
     apply(session, &target, &actions, found).await
 }
 
 /// The row-finding SELECT and what each clause (numbered from 1) does.
-fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)> {
+fn merge_select(
+    target: &Target,
+    merge: &Merge,
+    scope: &SourceScope,
+) -> Result<(String, Vec<Action>)> {
     let q = &target.qualifier;
     let meta = target.table.meta().clone();
     let schema = target.table.def().schema.clone();
@@ -91,6 +98,14 @@ fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)>
                 );
             }
         };
+        let n = i + 1;
+        let scoped;
+        let clause = if matched {
+            clause
+        } else {
+            scoped = scope.not_matched(clause)?;
+            &scoped
+        };
         let at = first_value + values.len();
         let action = match (&clause.action, matched) {
             (MergeAction::Delete { .. }, true) => Action::Delete,
@@ -103,15 +118,18 @@ fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)>
                 }
                 let new = assigned(&schema, &meta.name, &update.assignments)?;
                 for (f, v) in schema.fields().iter().zip(new) {
-                    values.push(match v {
-                        Some(expr) => format!("({expr})"),
-                        None => format!("{q}.{}", quote(f.name())),
-                    });
+                    values.push((
+                        n,
+                        match v {
+                            Some(expr) => format!("({expr})"),
+                            None => format!("{q}.{}", quote(f.name())),
+                        },
+                    ));
                 }
                 Action::Update(at)
             }
             (MergeAction::Insert(insert), false) => {
-                values.extend(insert_values(target, insert)?);
+                values.extend(insert_values(target, insert)?.into_iter().map(|v| (n, v)));
                 Action::Insert(at)
             }
             (action, _) => {
@@ -123,16 +141,18 @@ fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)>
                 .into());
             }
         };
-        cases.push(when(q, clause, matched, i + 1));
+        cases.push(when(q, clause, matched, n));
         actions.push(action);
     }
-    items.push(format!("CASE {} ELSE 0 END", cases.join(" ")));
-    items.extend(
-        values
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| format!("{v} AS __entidb_merge_{i}")),
-    );
+    let chosen = format!("CASE {} ELSE 0 END", cases.join(" "));
+    // A clause's values are computed only for the rows it takes: no error
+    // (a division its condition guards) and no `nextval` for the others.
+    // DataFusion evaluates a CASE branch only on the rows it selects, and
+    // plans the repeated clause choice once.
+    items.extend(values.into_iter().enumerate().map(|(i, (n, v))| {
+        format!("CASE WHEN ({chosen}) = {n} THEN {v} END AS __entidb_merge_{i}")
+    }));
+    items.insert(1, chosen);
     let select = format!(
         "SELECT {} FROM {} LEFT JOIN {} ON {}",
         items.join(", "),
@@ -141,6 +161,135 @@ fn merge_select(target: &Target, merge: &Merge) -> Result<(String, Vec<Action>)>
         merge.on
     );
     Ok((select, actions))
+}
+
+/// What a WHEN NOT MATCHED clause may name: only the source, as in
+/// PostgreSQL (there is no target row). Unqualified source columns are
+/// qualified with the source's name, so a column both tables have means
+/// the source's; the target's columns and name are refused (42703,
+/// 42P01) instead of reading NULL.
+struct SourceScope {
+    /// The source's name or alias (none for a source without one).
+    name: Option<String>,
+    /// Its columns.
+    columns: HashSet<String>,
+    /// The target's name or alias, and its columns.
+    target: String,
+    target_columns: HashSet<String>,
+}
+
+impl SourceScope {
+    async fn of(session: &Session, merge: &Merge, target: &Target) -> Result<Self> {
+        let name = match &merge.source {
+            TableFactor::Table { name, alias, .. } => match alias {
+                Some(a) => Some(normalize(&a.name)),
+                None => crate::ddl::last_ident(name),
+            },
+            TableFactor::Derived { alias: Some(a), .. } => Some(normalize(&a.name)),
+            _ => None,
+        };
+        let probe = format!("SELECT * FROM {} LIMIT 0", merge.source);
+        let plan = session.ctx.state().create_logical_plan(&probe).await?;
+        let columns = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let target_name = match &merge.table {
+            TableFactor::Table { alias: Some(a), .. } => normalize(&a.name),
+            _ => target.table.meta().name.clone(),
+        };
+        Ok(Self {
+            name,
+            columns,
+            target: target_name,
+            target_columns: target
+                .table
+                .meta()
+                .columns
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        })
+    }
+
+    /// `clause` with its expressions scoped to the source.
+    fn not_matched(&self, clause: &MergeClause) -> Result<MergeClause> {
+        let mut clause = clause.clone();
+        let mut visitor = Scoper {
+            scope: self,
+            error: None,
+        };
+        if !has_subquery(&clause) {
+            let _ = VisitMut::visit(&mut clause, &mut visitor);
+        }
+        match visitor.error {
+            Some(e) => Err(e.into()),
+            None => Ok(clause),
+        }
+    }
+}
+
+fn has_subquery(clause: &MergeClause) -> bool {
+    let mut found = false;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(clause, |e| {
+        if matches!(
+            e,
+            SqlExpr::Subquery(_) | SqlExpr::Exists { .. } | SqlExpr::InSubquery { .. }
+        ) {
+            found = true;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+struct Scoper<'a> {
+    scope: &'a SourceScope,
+    error: Option<ErrorKind>,
+}
+
+impl VisitorMut for Scoper<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut SqlExpr) -> ControlFlow<()> {
+        match expr {
+            SqlExpr::Identifier(ident) => {
+                let column = normalize(ident);
+                if self.scope.columns.contains(&column) {
+                    if let Some(name) = &self.scope.name {
+                        *expr = SqlExpr::CompoundIdentifier(vec![
+                            Ident::with_quote('"', name.as_str()),
+                            ident.clone(),
+                        ]);
+                    }
+                } else if self.scope.target_columns.contains(&column) {
+                    self.error = Some(ErrorKind::UndefinedColumn {
+                        column,
+                        relation: None,
+                    });
+                    return ControlFlow::Break(());
+                }
+            }
+            SqlExpr::CompoundIdentifier(parts) => {
+                let qualifier = parts.len().checked_sub(2).and_then(|i| parts.get(i));
+                if qualifier.is_some_and(|q| normalize(q) == self.scope.target)
+                    && self.scope.name.as_deref() != Some(self.scope.target.as_str())
+                {
+                    self.error = Some(ErrorKind::UndefinedTable {
+                        name: format!(
+                            "{} (the target cannot be referenced in WHEN NOT MATCHED)",
+                            self.scope.target
+                        ),
+                    });
+                    return ControlFlow::Break(());
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 fn action_name(action: &MergeAction) -> &'static str {
@@ -319,6 +468,12 @@ async fn apply(
         })
         .chain(updated.into_iter().map(|(old_keys, rows)| ParentChange {
             old_keys,
+            new_rows: Some(rows),
+        }))
+        // Inserted rows replace nothing, but their keys are there at the
+        // end of the statement (NO ACTION).
+        .chain(inserted.into_iter().map(|rows| ParentChange {
+            old_keys: BinaryArray::from_iter_values(std::iter::empty::<&[u8]>()),
             new_rows: Some(rows),
         }))
         .collect();

@@ -27,7 +27,7 @@
 
 use crate::checks::Checks;
 use crate::error::{ErrorKind, sql_to_df, to_df};
-use crate::foreign_keys::ForeignKeys;
+use crate::foreign_keys::{DeferredCheck, ForeignKeys};
 use crate::indexes::{IndexInfo, choose, is_exact, is_indexable, unique_sets};
 use crate::pruning::{is_prunable, row_group_filter};
 use crate::slot::TxnSlot;
@@ -689,10 +689,9 @@ impl DataSink for EntiSink {
         _context: &Arc<TaskContext>,
     ) -> Result<u64> {
         let mut count = 0;
-        // A batch whose rows lack a parent is checked again at the end: a
-        // later batch of the same statement may bring it (a tree loaded
-        // children first). Batches that pass are not kept.
-        let mut deferred = Vec::new();
+        // A tree may come children first: the FOREIGN KEY check of a batch
+        // whose parents are missing waits for the end of the statement.
+        let mut deferred = DeferredCheck::default();
         while let Some(batch) = data.next().await {
             let batch = conform(&self.def, &batch?).map_err(sql_to_df)?;
             self.checks.verify(&batch).map_err(sql_to_df)?;
@@ -700,21 +699,14 @@ impl DataSink for EntiSink {
                 .slot
                 .with_sql(|t| {
                     let n = insert_rows(t, &self.def, &self.unique, &batch)?;
-                    match self.foreign_keys.verify(t, &batch) {
-                        Err(e) if matches!(e.kind(), ErrorKind::ForeignKeyViolation(_)) => {
-                            deferred.push(batch);
-                        }
-                        other => other?,
-                    }
+                    deferred.check(&self.foreign_keys, t, &batch)?;
                     Ok(n)
                 })
                 .map_err(sql_to_df)?;
         }
-        for batch in &deferred {
-            self.slot
-                .with_sql(|t| self.foreign_keys.verify(t, batch))
-                .map_err(sql_to_df)?;
-        }
+        self.slot
+            .with_sql(|t| deferred.finish(&self.foreign_keys, t))
+            .map_err(sql_to_df)?;
         Ok(count)
     }
 }
