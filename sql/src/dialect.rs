@@ -127,6 +127,7 @@ impl VisitorMut for Rewriter {
                 *expr = total(f.clone());
             }
             Expr::Function(f) if is_named(f, "group_concat") => group_concat(f),
+            Expr::Value(_) if self.dialect != Dialect::Sqlite => exact_integer(expr),
             _ => {}
         }
         ControlFlow::Continue(())
@@ -152,6 +153,32 @@ impl VisitorMut for Rewriter {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// PostgreSQL's dialect: an integer literal too large for BIGINT UNSIGNED is
+/// planned by DataFusion as a DOUBLE, so `12345678901234567890123 =
+/// 12345678901234567890124` was true. It becomes an exact
+/// `CAST('…' AS DECIMAL(38, 0))` instead (PostgreSQL's literal is an exact
+/// numeric); past 38 digits the cast fails (22003) rather than round.
+/// SQLite reads such a literal as a REAL, so its dialect keeps DOUBLE.
+fn exact_integer(expr: &mut Expr) {
+    let Expr::Value(v) = expr else { return };
+    let Value::Number(digits, _) = &v.value else {
+        return;
+    };
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || digits.parse::<u64>().is_ok() {
+        return;
+    }
+    let text = Value::SingleQuotedString(digits.clone());
+    *expr = Expr::Cast {
+        kind: datafusion::sql::sqlparser::ast::CastKind::Cast,
+        expr: Box::new(Expr::value(text)),
+        data_type: datafusion::sql::sqlparser::ast::DataType::Decimal(
+            datafusion::sql::sqlparser::ast::ExactNumberInfo::PrecisionAndScale(38, 0),
+        ),
+        array: false,
+        format: None,
+    };
 }
 
 /// Whether `f` calls the unqualified function `name`.

@@ -612,6 +612,11 @@ impl Session {
 
     async fn dispatch(&mut self, mut stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
         statement_cache::forget_on_settings(self, &stmt);
+        // The statements the session runs itself get the dialect's
+        // rewrites here; the others in `plan`.
+        if runs_in_session(&stmt) {
+            crate::dialect::rewrite(&mut stmt, self.dialect);
+        }
         if self.dialect == Dialect::Sqlite
             && let DFStatement::Statement(s) = &mut stmt
             && let SqlStatement::Insert(insert) = s.as_mut()
@@ -1092,4 +1097,26 @@ fn read_only_mode(modes: &[TransactionMode]) -> Option<bool> {
         TransactionMode::AccessMode(TransactionAccessMode::ReadWrite) => Some(false),
         TransactionMode::IsolationLevel(_) => None,
     })
+}
+
+/// DELETE, UPDATE, MERGE and INSERT … RETURNING/ON CONFLICT (also under
+/// EXPLAIN), which the session evaluates itself instead of planning.
+fn runs_in_session(stmt: &DFStatement) -> bool {
+    let inner = match stmt {
+        DFStatement::Statement(s) => s.as_ref(),
+        DFStatement::Explain(e) => match e.statement.as_ref() {
+            DFStatement::Statement(s) => s.as_ref(),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    match inner {
+        SqlStatement::Delete(_) | SqlStatement::Update(_) | SqlStatement::Merge(_) => true,
+        SqlStatement::Insert(i) => insert::needs_session(i),
+        SqlStatement::Explain { statement, .. } => matches!(
+            statement.as_ref(),
+            SqlStatement::Delete(_) | SqlStatement::Update(_)
+        ),
+        _ => false,
+    }
 }
