@@ -169,8 +169,12 @@ pub fn named(
             n
         }
         None => match referenced_columns(expr).as_slice() {
-            [column] => free_name(existing, &format!("{table}_{column}_check")),
-            _ => free_name(existing, &format!("{table}_check")),
+            [column] => free_name(&format!("{table}_{column}_check"), |n| {
+                existing.iter().any(|c| c.name == n)
+            }),
+            _ => free_name(&format!("{table}_check"), |n| {
+                existing.iter().any(|c| c.name == n)
+            }),
         },
     };
     Ok(CheckMeta {
@@ -179,9 +183,9 @@ pub fn named(
     })
 }
 
-/// `base`, or `base1`, `base2`… when taken.
-fn free_name(taken: &[CheckMeta], base: &str) -> String {
-    let used = |n: &str| taken.iter().any(|c| c.name == n);
+/// `base`, or `base1`, `base2`… when taken (PostgreSQL's numbering of
+/// generated constraint names).
+pub(crate) fn free_name(base: &str, used: impl Fn(&str) -> bool) -> String {
     if !used(base) {
         return base.to_string();
     }

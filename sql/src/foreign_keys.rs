@@ -542,11 +542,11 @@ fn declare(
             }
             n
         }
-        None => free_name(
-            &format!("{}_{}_fkey", own.name, columns.join("_")),
-            taken,
-            earlier,
-        ),
+        None => {
+            crate::checks::free_name(&format!("{}_{}_fkey", own.name, columns.join("_")), |n| {
+                taken.iter().any(|t| t == n) || earlier.iter().any(|f| f.name == n)
+            })
+        }
     };
     Ok(ForeignKeyMeta {
         name,
@@ -556,17 +556,6 @@ fn declare(
         on_delete: action(fk.on_delete),
         on_update: action(fk.on_update),
     })
-}
-
-fn free_name(base: &str, taken: &[String], earlier: &[ForeignKeyMeta]) -> String {
-    let used = |n: &str| taken.iter().any(|t| t == n) || earlier.iter().any(|f| f.name == n);
-    if !used(base) {
-        return base.to_string();
-    }
-    (1..)
-        .map(|i| format!("{base}{i}"))
-        .find(|n| !used(n))
-        .unwrap_or_else(|| base.to_string())
 }
 
 fn action(a: Option<ReferentialAction>) -> FkAction {
