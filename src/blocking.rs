@@ -307,6 +307,22 @@ impl BlockingConnection {
         .unwrap_or_else(|e| vec![Err(e)])
     }
 
+    /// See [`Connection::catalog`].
+    ///
+    /// # Errors
+    /// As [`Connection::catalog`].
+    ///
+    /// ```
+    /// # fn main() -> entidb::Result<()> {
+    /// # let mut conn = entidb::BlockingConnection::new(&entidb::Database::open_in_memory()?)?;
+    /// conn.execute("CREATE TABLE t (x INT)")?;
+    /// assert_eq!(conn.catalog()?.tables.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn catalog(&mut self) -> Result<std::sync::Arc<entidb_catalog::Catalog>> {
+        block_on(self.runtime.as_ref(), self.conn.catalog())
+    }
+
     /// True inside `BEGIN … COMMIT`.
     ///
     /// ```

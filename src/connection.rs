@@ -319,6 +319,27 @@ impl Connection {
         self.session.run_all(sql).await
     }
 
+    /// The catalog (tables, views, indexes, sequences, constraints) as this
+    /// connection sees it: inside `BEGIN … COMMIT` with the transaction's
+    /// own DDL, otherwise the newest committed one.
+    ///
+    /// # Errors
+    /// Engine failures, a catalog that does not decode (XX001).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> entidb::Result<()> {
+    /// # let mut conn = entidb::Database::open_in_memory()?.connect();
+    /// conn.execute("CREATE TABLE t (x INT); BEGIN; DROP TABLE t").await?;
+    /// assert!(conn.catalog().await?.table("t").is_none());
+    /// conn.execute("ROLLBACK").await?;
+    /// assert!(conn.catalog().await?.table("t").is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn catalog(&mut self) -> Result<std::sync::Arc<entidb_catalog::Catalog>> {
+        self.session.catalog().await
+    }
+
     /// True inside `BEGIN … COMMIT`.
     ///
     /// ```

@@ -51,6 +51,8 @@ pub use arrow;
 /// The DataFusion crate EntiDB is built with (functions, `ScalarValue`).
 pub use datafusion;
 /// The storage engine (no SQL): direct transactions, checkpoints, options.
+/// The catalog types [`Connection::catalog`] returns.
+pub use entidb_catalog as catalog;
 pub use entidb_engine as engine;
 pub use entidb_engine::storage::Secret;
 pub use entidb_sql::{Error, ErrorKind, Output, Prepared, Result};

@@ -168,6 +168,22 @@ fn catalog_dot_commands() {
     );
 }
 
+/// The catalog dot-commands answer for the open transaction: a table it
+/// dropped is gone from `.tables` and `.schema` (which failed on it), one
+/// it created is there, and ROLLBACK brings the old state back.
+#[test]
+fn catalog_dot_commands_follow_the_open_transaction() {
+    let (code, out, err) = shell(
+        &[],
+        "CREATE TABLE a (x INT);\nCREATE TABLE b (y INT);\nBEGIN;\nDROP TABLE a;\nCREATE TABLE c (z INT);\n.tables\n.schema\nROLLBACK;\n.tables\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("b\nc\n"), "{out}");
+    assert!(!out.contains("CREATE TABLE a"), "{out}");
+    assert!(out.contains("CREATE TABLE c"), "{out}");
+    assert!(out.ends_with("a\nb\n"), "{out}");
+}
+
 #[test]
 fn help_timer_unknown_and_quit() {
     let (code, out, err) = shell(

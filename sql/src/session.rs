@@ -295,6 +295,16 @@ impl Session {
         self.explicit
     }
 
+    /// The catalog as this connection sees it: inside `BEGIN … COMMIT`
+    /// with the transaction's own DDL, otherwise the newest committed one.
+    ///
+    /// # Errors
+    /// Engine failures, a catalog that does not decode (XX001).
+    pub async fn catalog(&mut self) -> Result<Arc<Catalog>> {
+        self.in_transaction_scope(|s| Box::pin(async move { Ok(s.catalog.clone()) }))
+            .await
+    }
+
     /// Rolls back the explicit transaction, if one is open (what a dropped
     /// transaction guard does; synchronous, never fails).
     pub fn abandon_transaction(&mut self) {

@@ -123,9 +123,10 @@ impl Shell {
         Ok(())
     }
 
-    pub(super) fn catalog(&self) -> Result<Catalog, Failure> {
-        let mut txn = self.db.engine().begin_read_only();
-        Catalog::load(&mut txn).map_err(|e| Failure::Sql(e.into()))
+    /// The catalog as the shell's connection sees it: inside `BEGIN … COMMIT`
+    /// with the open transaction's own DDL (a table it dropped is gone).
+    pub(super) fn catalog(&mut self) -> Result<std::sync::Arc<Catalog>, Failure> {
+        Ok(self.runtime.block_on(self.conn.catalog())?)
     }
 
     /// `.tables`: tables and views, sorted.
