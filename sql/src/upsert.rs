@@ -54,7 +54,7 @@ use datafusion::common::ParamValues;
 use datafusion::datasource::MemTable;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    ConflictTarget, Expr as SqlExpr, OnConflict, OnConflictAction,
+    AssignmentTarget, ConflictTarget, Expr as SqlExpr, OnConflict, OnConflictAction,
 };
 use entidb_engine::index::index_keys;
 use entidb_engine::{IndexScanRequest, KeyRange, TableDef};
@@ -88,8 +88,11 @@ pub async fn apply(
     params: &[ScalarValue],
 ) -> Result<Vec<RecordBatch>> {
     let def = table.def().clone();
-    let proposed = concat_batches(&def.schema, &rows)?;
+    let mut proposed = concat_batches(&def.schema, &rows)?;
     let arbiters = arbiters(table, on)?;
+    if session.dialect == crate::dialect::Dialect::Sqlite && is_replace(on) {
+        proposed = last_per_key(&proposed, &arbiters)?;
+    }
     let existing = lookup(session, &def, &arbiters, &proposed)?;
     let fates = decide(&arbiters, &existing, &proposed, on)?;
     let pick = |want: fn(&Fate) -> bool| -> Vec<u32> {
@@ -297,6 +300,51 @@ fn lookup(
         by_key.push(map);
     }
     Ok(Existing { rows, by_key })
+}
+
+/// Whether `on` replaces every non-key column by the proposed row's
+/// (`DO UPDATE SET c = excluded.c, …` without WHERE): what the sqlite
+/// dialect's `REPLACE INTO` becomes.
+fn is_replace(on: &OnConflict) -> bool {
+    let OnConflictAction::DoUpdate(update) = &on.action else {
+        return false;
+    };
+    update.selection.is_none()
+        && update.assignments.iter().all(|a| {
+            let AssignmentTarget::ColumnName(column) = &a.target else {
+                return false;
+            };
+            match &a.value {
+                SqlExpr::CompoundIdentifier(parts) => {
+                    matches!(parts.as_slice(), [table, c]
+                        if table.value.eq_ignore_ascii_case("excluded")
+                            && column.0.last().and_then(|p| p.as_ident()) == Some(c))
+                }
+                _ => false,
+            }
+        })
+}
+
+/// SQLite runs a multi-row REPLACE row by row, so of two proposed rows
+/// with one key the last one stays: the earlier ones are dropped here
+/// (PostgreSQL's ON CONFLICT refuses them with 21000).
+fn last_per_key(proposed: &RecordBatch, arbiters: &[IndexInfo]) -> Result<RecordBatch> {
+    let Some(arbiter) = arbiters.first() else {
+        return Ok(proposed.clone());
+    };
+    let keys = arbiter_keys(proposed, &arbiter.columns)?;
+    let mut seen = HashSet::new();
+    let mut keep = vec![false; keys.len()];
+    for (row, key) in keys.iter().enumerate().rev() {
+        let first_from_the_end = key.as_ref().is_none_or(|k| seen.insert(k.clone()));
+        if let Some(slot) = keep.get_mut(row) {
+            *slot = first_from_the_end;
+        }
+    }
+    let rows: Vec<u32> = (0..keep.len() as u32)
+        .filter(|r| keep.get(*r as usize).copied().unwrap_or(false))
+        .collect();
+    take_rows(proposed, &rows)
 }
 
 fn second_time() -> crate::Error {
