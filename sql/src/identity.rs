@@ -252,6 +252,15 @@ impl Sequences {
 
 /// Advances the counter of `name` by `n` in `t`; the first value, or `None`
 /// when `t` does not see the sequence.
+/// The value `nextval` of sequence `name` would return next, without
+/// taking it (`None` for an unknown sequence).
+pub(crate) fn next_value(t: &mut Transaction, name: &str) -> Result<Option<i64>, EngineError> {
+    let Ok(table) = t.table(COUNTERS) else {
+        return Ok(None);
+    };
+    Ok(find(t, &table, name)?.map(|(_, next)| next))
+}
+
 fn advance(t: &mut Transaction, name: &str, n: usize) -> Result<Option<i64>, EngineError> {
     let Ok(table) = t.table(COUNTERS) else {
         return Ok(None);
