@@ -149,6 +149,12 @@ pub enum ErrorKind {
         /// Column name.
         column: String,
     },
+    /// A column named twice in a column list (`INSERT (a, a)`).
+    #[error("column {column} specified more than once")]
+    ColumnSpecifiedTwice {
+        /// Column name.
+        column: String,
+    },
     /// Other objects (views) depend on what the statement would drop.
     #[error("{0}")]
     DependentObjects(String),
@@ -214,6 +220,7 @@ impl ErrorKind {
             ErrorKind::ProgramLimitExceeded(_) => "54000",
             ErrorKind::InsufficientPrivilege(_) => "42501",
             ErrorKind::DuplicateColumn { .. } => "42701",
+            ErrorKind::ColumnSpecifiedTwice { .. } => "42701",
             ErrorKind::DuplicateObject(_) => "42710",
             ErrorKind::DependentObjects(_) => "2BP01",
             ErrorKind::InvalidTableDefinition(_) => "42P16",

@@ -43,8 +43,9 @@ use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBa
 use arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, Ident, Merge, MergeAction, MergeClause, MergeClauseKind, MergeInsertExpr,
-    MergeInsertKind, TableFactor, TableWithJoins, VisitMut, VisitorMut,
+    Assignment, AssignmentTarget, Expr as SqlExpr, Ident, Merge, MergeAction, MergeClause,
+    MergeClauseKind, MergeInsertExpr, MergeInsertKind, TableFactor, TableWithJoins, VisitMut,
+    VisitorMut,
 };
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -116,6 +117,7 @@ fn merge_select(
                     )
                     .into());
                 }
+                scope.check_assignment_targets(&update.assignments)?;
                 let new = assigned(&schema, &meta.name, &update.assignments)?;
                 for (f, v) in schema.fields().iter().zip(new) {
                     values.push((
@@ -173,8 +175,9 @@ struct SourceScope {
     name: Option<String>,
     /// Its columns.
     columns: HashSet<String>,
-    /// The target's name or alias, and its columns.
+    /// The target's name or alias, its table's name, and its columns.
     target: String,
+    target_table: String,
     target_columns: HashSet<String>,
 }
 
@@ -204,6 +207,7 @@ impl SourceScope {
             name,
             columns,
             target: target_name,
+            target_table: target.table.meta().name.clone(),
             target_columns: target
                 .table
                 .meta()
@@ -212,6 +216,31 @@ impl SourceScope {
                 .map(|c| c.name.clone())
                 .collect(),
         })
+    }
+
+    /// An UPDATE SET target is a bare column of the target, as in
+    /// PostgreSQL: `SET s.val = …` (which would have updated the target's
+    /// `val`) and `SET t.val = …` are 42703.
+    fn check_assignment_targets(&self, assignments: &[Assignment]) -> Result<()> {
+        for a in assignments {
+            let AssignmentTarget::ColumnName(name) = &a.target else {
+                continue;
+            };
+            let parts = &name.0;
+            let qualifier = parts
+                .len()
+                .checked_sub(2)
+                .and_then(|i| parts.get(i))
+                .and_then(|p| p.as_ident());
+            if let Some(q) = qualifier {
+                return Err(ErrorKind::UndefinedColumn {
+                    column: normalize(q),
+                    relation: Some(self.target_table.clone()),
+                }
+                .into());
+            }
+        }
+        Ok(())
     }
 
     /// `clause` with its expressions scoped to the source.
@@ -333,6 +362,13 @@ fn insert_values(target: &Target, insert: &MergeInsertExpr) -> Result<Vec<String
             .filter_map(crate::ddl::last_ident)
             .collect()
     };
+    let mut listed = HashSet::new();
+    if let Some(twice) = names.iter().find(|n| !listed.insert(n.as_str())) {
+        return Err(ErrorKind::ColumnSpecifiedTwice {
+            column: twice.clone(),
+        }
+        .into());
+    }
     if names.len() < row.len() {
         return Err(
             ErrorKind::Syntax("INSERT has more expressions than target columns".into()).into(),
