@@ -233,6 +233,36 @@ pub(crate) fn assigned<'a>(
     Ok(values)
 }
 
+/// The SQL of each column's new value under `SET` `assignments` (`None`
+/// for the columns left alone): `DEFAULT` is the column's default (NULL
+/// without one), and a `GENERATED ALWAYS` identity column takes nothing
+/// else (428C9), as in PostgreSQL.
+pub(crate) fn set_values(
+    target: &Target,
+    assignments: &[Assignment],
+) -> Result<Vec<Option<String>>> {
+    let meta = target.table.meta();
+    let schema = &target.table.def().schema;
+    let values = assigned(schema, &meta.name, assignments)?;
+    crate::identity::check_update(meta, &values)?;
+    Ok(values
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.map(|expr| {
+                if crate::identity::is_default(expr) {
+                    meta.columns
+                        .get(i)
+                        .and_then(|c| c.default.clone())
+                        .unwrap_or_else(|| "NULL".into())
+                } else {
+                    expr.to_string()
+                }
+            })
+        })
+        .collect())
+}
+
 /// UPDATE's row-finding SELECT: the key and the new row. With FROM, a
 /// target row may be joined to several source rows; the SELECT is then
 /// ordered by key and new values, so the candidate whose new values sort
@@ -246,10 +276,7 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
     }
     let target = target(session, &u.table)?;
     let schema = target.table.def().schema.clone();
-    let values: Vec<Option<String>> = assigned(&schema, &target.table.meta().name, &u.assignments)?
-        .into_iter()
-        .map(|e| e.map(ToString::to_string))
-        .collect();
+    let values = set_values(&target, &u.assignments)?;
     let mut items = vec![format!("{}.{KEY_COLUMN}", target.qualifier)];
     for (f, v) in schema.fields().iter().zip(&values) {
         items.push(match v {

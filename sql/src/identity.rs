@@ -37,8 +37,8 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, ColumnOptionDef, CreateTable, DataType as SqlType, GeneratedAs, Insert,
-    ObjectName, SequenceOptions, TableObject,
+    ColumnOption, ColumnOptionDef, CreateTable, DataType as SqlType, Expr as SqlExpr, GeneratedAs,
+    Insert, ObjectName, SequenceOptions, TableObject,
 };
 use datafusion::sql::sqlparser::tokenizer::Token;
 use entidb_catalog::{Catalog, SequenceMeta};
@@ -365,7 +365,7 @@ fn bad_argument() -> crate::Error {
 
 /// Refuses an INSERT that gives an explicit value to a `GENERATED ALWAYS`
 /// identity column (428C9), as PostgreSQL does without `OVERRIDING SYSTEM
-/// VALUE` (not supported).
+/// VALUE` (not supported). `DEFAULT` in a VALUES row is no value.
 pub fn check_insert(catalog: &Catalog, insert: &Insert) -> Result<()> {
     let TableObject::TableName(name) = &insert.table else {
         return Ok(());
@@ -378,21 +378,44 @@ pub fn check_insert(catalog: &Catalog, insert: &Insert) -> Result<()> {
         .iter()
         .filter_map(crate::ddl::last_ident)
         .collect();
-    let has_values = insert.source.is_some();
     for (i, column) in table.columns.iter().enumerate() {
         if !column.identity.as_ref().is_some_and(|id| id.always) {
             continue;
         }
-        let given = if named.is_empty() {
-            // Without a column list the values fill columns in order.
-            has_values && i < source_width(insert)
+        // Without a column list the values fill columns in order.
+        let position = if named.is_empty() {
+            Some(i)
         } else {
-            named.contains(&column.name)
+            named.iter().position(|n| *n == column.name)
         };
-        if given {
+        if position.is_some_and(|p| gives_value(insert, p)) {
+            return Err(always_error(&column.name));
+        }
+    }
+    Ok(())
+}
+
+fn always_error(column: &str) -> crate::Error {
+    ErrorKind::GeneratedAlways(format!(
+        "cannot insert a non-DEFAULT value into column {column}: it is an identity column \
+         defined as GENERATED ALWAYS"
+    ))
+    .into()
+}
+
+/// Refuses an UPDATE (or MERGE UPDATE) that sets a `GENERATED ALWAYS`
+/// identity column to anything but `DEFAULT` (428C9), as PostgreSQL does.
+pub(crate) fn check_update(
+    meta: &entidb_catalog::TableMeta,
+    assigned: &[Option<&SqlExpr>],
+) -> Result<()> {
+    for (column, value) in meta.columns.iter().zip(assigned) {
+        if column.identity.as_ref().is_some_and(|id| id.always)
+            && value.is_some_and(|v| !is_default(v))
+        {
             return Err(ErrorKind::GeneratedAlways(format!(
-                "cannot insert a non-DEFAULT value into column {}: it is an identity column \
-                 defined as GENERATED ALWAYS",
+                "column {} can only be updated to DEFAULT: it is an identity column defined as \
+                 GENERATED ALWAYS",
                 column.name
             ))
             .into());
@@ -401,17 +424,77 @@ pub fn check_insert(catalog: &Catalog, insert: &Insert) -> Result<()> {
     Ok(())
 }
 
-/// How many columns the rows of an INSERT's VALUES or query give (a large
-/// number when unknown, so the check errs on the side of refusing).
-fn source_width(insert: &Insert) -> usize {
+/// Replaces each `DEFAULT` in an INSERT's VALUES rows by the column's
+/// default expression (NULL without one), which DataFusion's INSERT
+/// planning does not know. A default that does not parse is left alone
+/// (DataFusion then reports it).
+pub fn fill_defaults(catalog: &Catalog, insert: &mut Insert) {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let TableObject::TableName(name) = &insert.table else {
+        return;
+    };
+    let Some(table) = crate::ddl::last_ident(name).and_then(|n| catalog.table(&n)) else {
+        return;
+    };
+    let named: Vec<String> = insert
+        .columns
+        .iter()
+        .filter_map(crate::ddl::last_ident)
+        .collect();
+    let Some(source) = insert.source.as_mut() else {
+        return;
+    };
+    let SetExpr::Values(values) = source.body.as_mut() else {
+        return;
+    };
+    let default_of = |p: usize| -> Option<SqlExpr> {
+        let column = if named.is_empty() {
+            table.columns.get(p)
+        } else {
+            let name = named.get(p)?;
+            table.columns.iter().find(|c| c.name == *name)
+        }?;
+        match &column.default {
+            None => Some(SqlExpr::value(datafusion::sql::sqlparser::ast::Value::Null)),
+            Some(sql) => Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_expr())
+                .ok(),
+        }
+    };
+    for row in values.rows.iter_mut() {
+        for (p, expr) in row.content.iter_mut().enumerate() {
+            if is_default(expr)
+                && let Some(default) = default_of(p)
+            {
+                *expr = default;
+            }
+        }
+    }
+}
+
+/// Whether `expr` is the keyword `DEFAULT` (a column's default value in
+/// VALUES and SET).
+pub(crate) fn is_default(expr: &SqlExpr) -> bool {
+    matches!(expr, SqlExpr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default"))
+}
+
+/// Whether the INSERT's source gives a value (not `DEFAULT`) at column
+/// position `p` of its rows (a query source: whenever it is that wide).
+fn gives_value(insert: &Insert, p: usize) -> bool {
     use datafusion::sql::sqlparser::ast::SetExpr;
     let Some(source) = &insert.source else {
-        return 0;
+        return false;
     };
     match source.body.as_ref() {
-        SetExpr::Values(v) => v.rows.first().map_or(0, |r| r.content.len()),
-        SetExpr::Select(s) => s.projection.len(),
-        _ => usize::MAX,
+        SetExpr::Values(v) => v
+            .rows
+            .iter()
+            .any(|r| r.content.get(p).is_some_and(|e| !is_default(e))),
+        SetExpr::Select(s) => p < s.projection.len(),
+        _ => true,
     }
 }
 

@@ -33,7 +33,7 @@
 //! should do nothing is written as a narrower condition on the others.
 
 use crate::ddl::normalize;
-use crate::dml::{Target, assigned, keys_of, quote, rows, target, with_keyed};
+use crate::dml::{Target, keys_of, quote, rows, set_values, target, with_keyed};
 use crate::error::{ErrorKind, Result};
 use crate::foreign_keys::{self, ParentChange};
 use crate::indexes::unique_sets;
@@ -81,7 +81,6 @@ fn merge_select(
     scope: &SourceScope,
 ) -> Result<(String, Vec<Action>)> {
     let q = &target.qualifier;
-    let meta = target.table.meta().clone();
     let schema = target.table.def().schema.clone();
     let mut items = vec![format!("{q}.{KEY_COLUMN}")];
     let mut cases = Vec::new();
@@ -118,7 +117,7 @@ fn merge_select(
                     .into());
                 }
                 scope.check_assignment_targets(&update.assignments)?;
-                let new = assigned(&schema, &meta.name, &update.assignments)?;
+                let new = set_values(target, &update.assignments)?;
                 for (f, v) in schema.fields().iter().zip(new) {
                     values.push((
                         n,
@@ -384,7 +383,8 @@ fn insert_values(target: &Target, insert: &MergeInsertExpr) -> Result<Vec<String
         let given = names
             .iter()
             .position(|n| *n == column.name)
-            .and_then(|i| row.get(i));
+            .and_then(|i| row.get(i))
+            .filter(|e| !crate::identity::is_default(e));
         if given.is_some() && column.identity.as_ref().is_some_and(|id| id.always) {
             return Err(ErrorKind::GeneratedAlways(format!(
                 "cannot insert a non-DEFAULT value into column {}: it is an identity column \

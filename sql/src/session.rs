@@ -627,6 +627,14 @@ impl Session {
         if runs_in_session(&stmt) {
             crate::dialect::rewrite(&mut stmt, self.dialect);
         }
+        // An explicit value for a GENERATED ALWAYS column is refused, then
+        // `DEFAULT` in VALUES becomes each column's default expression.
+        if let DFStatement::Statement(s) = &mut stmt
+            && let SqlStatement::Insert(insert) = s.as_mut()
+        {
+            identity::check_insert(&self.catalog, insert)?;
+            identity::fill_defaults(&self.catalog, insert);
+        }
         if self.dialect == Dialect::Sqlite
             && let DFStatement::Statement(s) = &mut stmt
             && let SqlStatement::Insert(insert) = s.as_mut()
@@ -661,7 +669,6 @@ impl Session {
                 SqlStatement::Update(u) => return dml::update(self, u, params).await,
                 SqlStatement::Merge(m) => return crate::merge::run(self, m, params).await,
                 SqlStatement::Insert(i) if insert::needs_session(i) => {
-                    identity::check_insert(&self.catalog, i)?;
                     return insert::run(self, i, params).await;
                 }
                 SqlStatement::Truncate(t) => {
@@ -681,7 +688,6 @@ impl Session {
                 SqlStatement::AlterTable(a) => {
                     return alter::alter_table(self, a).await.map(|()| Output::Count(0));
                 }
-                SqlStatement::Insert(i) => identity::check_insert(&self.catalog, i)?,
                 SqlStatement::CreateSequence {
                     name,
                     if_not_exists,
