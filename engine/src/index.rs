@@ -36,6 +36,11 @@
 //!    change. (Apply releases the index locks before it marks old versions
 //!    deleted; builds never read delete marks, so that is safe.) The lock order is written on `Inner`
 //!    (`engine.rs`).
+//! 5. Only listed indexes are re-pointed. A lookup therefore holds the index
+//!    list (read) from taking its index to resolving its locations, and
+//!    gives up (the caller scans) if the index was forgotten meanwhile
+//!    (`DROP INDEX`, [`crate::Engine::forget_index`]): a forgotten index's
+//!    locations would name chunks a checkpoint has since rewritten.
 //!
 //! Contents are not persisted: an index is built from the table's chunks the
 //! first time it is used after open (`CREATE INDEX` builds it at once), so

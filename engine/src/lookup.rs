@@ -65,6 +65,16 @@ pub(crate) fn committed(
     stored_cols: &[usize],
 ) -> Result<Option<Vec<RecordBatch>>> {
     let index = table.indexes.get_or_create(&req.index)?;
+    // The index list is held (read) from here to the end of the lookup, and
+    // the index must still be on it: a checkpoint remaps only listed
+    // indexes, so an index that DROP INDEX forgot meanwhile would resolve
+    // its stale locations against rewritten chunks and find nothing. While
+    // the list is held, a forget waits; a forgotten index means a scan.
+    let listed = table.indexes.list()?;
+    if !listed.iter().any(|i| Arc::ptr_eq(i, &index)) {
+        return Ok(None);
+    }
+    fail::fail_point!("lookup::listed");
     if !req.build && !index.is_built()? {
         return Ok(None);
     }
@@ -81,13 +91,17 @@ pub(crate) fn committed(
         fail::fail_point!("lookup::resolve");
         let list = read(&table.chunks)?;
         let own = hidden.view(|id| list.get(id).is_some());
+        // Every location of a listed index names a chunk of the list (a
+        // checkpoint remaps them under this lock); one that does not means
+        // the index is stale, and a scan answers instead of a short result.
         let chunks = by_chunk
             .into_iter()
-            .filter_map(|(id, rows)| list.get(id).map(|c| (c.clone(), rows)))
-            .collect::<Vec<(Arc<Chunk>, Vec<u32>)>>();
-        Ok((chunks, own))
+            .map(|(id, rows)| list.get(id).map(|c| (c.clone(), rows)))
+            .collect::<Option<Vec<(Arc<Chunk>, Vec<u32>)>>>();
+        Ok(chunks.map(|chunks| (chunks, own)))
     })?;
-    let Some((chunks, own)) = resolved else {
+    drop(listed);
+    let Some(Some((chunks, own))) = resolved else {
         return Ok(None);
     };
     let key_column = table.def.schema.fields().len();

@@ -11,6 +11,11 @@
 //!   snapshot needed (its tables vanished). Paused at `snapshot::take`
 //!   (between the read and the registration), a checkpoint must not compute
 //!   its horizon.
+//! - an index lookup took its index, then DROP INDEX forgot it and a
+//!   checkpoint rewrote every chunk without remapping it (only listed
+//!   indexes are remapped): the lookup resolved stale locations and found
+//!   nothing (seen as `k = 15 → []` against 16 rows by scan). Paused at
+//!   `lookup::listed`, the forget must wait, or the lookup fall back.
 //! - 88f13e4 (a committer waiting for durability across a WAL reset looped
 //!   forever) is covered deterministically at the writer level:
 //!   `wal::writer::tests::a_wait_after_a_reset_returns`.
@@ -120,4 +125,53 @@ fn a_snapshot_being_taken_holds_back_the_gc_horizon() {
     assert_ne!(catalog.as_slice(), b"newer");
     writer.join().unwrap();
     checkpointer.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_lookup_of_an_index_being_forgotten_never_misses_rows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    // Five small segments: the next checkpoint compacts them all, so every
+    // chunk id the index holds goes away.
+    for i in 0..5 {
+        let mut t = engine.begin();
+        t.insert(kv, &kv_batch(&[(i, "x")])).unwrap();
+        t.commit().unwrap();
+        engine.checkpoint().unwrap();
+    }
+    let mut t = engine.begin();
+    t.build_index(kv, &[0]).unwrap();
+    drop(t);
+
+    fail::cfg("lookup::listed", "pause").unwrap();
+    let reader = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let mut t = engine.begin_read_only();
+            pk_lookup(&mut t, kv, 4)
+        })
+    };
+    std::thread::sleep(GRACE); // the reader holds the index, paused
+    let forgetter = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.forget_index(kv, &[0]))
+    };
+    std::thread::sleep(GRACE);
+    let checkpointer = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let mut t = engine.begin();
+            t.insert(kv, &kv_batch(&[(9, "y")])).unwrap();
+            t.commit().unwrap();
+            engine.checkpoint()
+        })
+    };
+    std::thread::sleep(GRACE);
+    fail::remove("lookup::listed");
+    assert_eq!(reader.join().unwrap(), vec![4], "the lookup missed its row");
+    forgetter.join().unwrap().unwrap();
+    checkpointer.join().unwrap().unwrap();
+    let mut t = engine.begin_read_only();
+    assert_eq!(pk_lookup(&mut t, kv, 4), vec![4]);
 }
