@@ -37,29 +37,41 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// How long a thread that must stay blocked is given to (wrongly) finish.
 const GRACE: Duration = Duration::from_millis(300);
 
-#[test]
-fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// Rows 0..5 of `kv`, each committed alone (and checkpointed into a
+/// segment of its own when `segments`), with the index over the key built
+/// (the lookups below must not build it).
+fn indexed_rows(segments: bool) -> (Engine, u64) {
     let engine = Engine::open_memory().unwrap();
     let kv = create_kv(&engine);
     for i in 0..5 {
         let mut t = engine.begin();
         t.insert(kv, &kv_batch(&[(i, "x")])).unwrap();
         t.commit().unwrap();
+        if segments {
+            engine.checkpoint().unwrap();
+        }
     }
-    // Build the index now (the lookup below must not build it).
     let mut t = engine.begin();
     t.build_index(kv, &[0]).unwrap();
     drop(t);
+    (engine, kv)
+}
 
+/// A thread looking up key 4 through the index, in a read-only snapshot.
+fn look_up_4(engine: &Engine, kv: u64) -> std::thread::JoinHandle<Vec<i64>> {
+    let engine = engine.clone();
+    std::thread::spawn(move || {
+        let mut t = engine.begin_read_only();
+        pk_lookup(&mut t, kv, 4)
+    })
+}
+
+#[test]
+fn a_lookup_resolving_locations_blocks_the_checkpoint_swap() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (engine, kv) = indexed_rows(false);
     fail::cfg("lookup::resolve", "pause").unwrap();
-    let reader = {
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            let mut t = engine.begin_read_only();
-            pk_lookup(&mut t, kv, 4)
-        })
-    };
+    let reader = look_up_4(&engine, kv);
     std::thread::sleep(GRACE); // the reader is now paused in the lookup
     let checkpointer = {
         let engine = engine.clone();
@@ -130,28 +142,11 @@ fn a_snapshot_being_taken_holds_back_the_gc_horizon() {
 #[test]
 fn a_lookup_of_an_index_being_forgotten_never_misses_rows() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let engine = Engine::open_memory().unwrap();
-    let kv = create_kv(&engine);
     // Five small segments: the next checkpoint compacts them all, so every
     // chunk id the index holds goes away.
-    for i in 0..5 {
-        let mut t = engine.begin();
-        t.insert(kv, &kv_batch(&[(i, "x")])).unwrap();
-        t.commit().unwrap();
-        engine.checkpoint().unwrap();
-    }
-    let mut t = engine.begin();
-    t.build_index(kv, &[0]).unwrap();
-    drop(t);
-
+    let (engine, kv) = indexed_rows(true);
     fail::cfg("lookup::listed", "pause").unwrap();
-    let reader = {
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            let mut t = engine.begin_read_only();
-            pk_lookup(&mut t, kv, 4)
-        })
-    };
+    let reader = look_up_4(&engine, kv);
     std::thread::sleep(GRACE); // the reader holds the index, paused
     let forgetter = {
         let engine = engine.clone();
