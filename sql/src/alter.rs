@@ -170,6 +170,18 @@ pub async fn alter_table(session: &mut Session, a: &AlterTable) -> Result<()> {
     if shape.checks.iter().any(|c| !meta.checks.contains(c)) {
         session.slot.with(|t| t.guard_rows(def.id))?;
     }
+    // A new FOREIGN KEY: a transaction deleting parent rows on an older
+    // snapshot (it does not know the constraint) must fail at commit.
+    for fk in shape
+        .foreign_keys
+        .iter()
+        .filter(|f| !meta.foreign_keys.contains(f))
+    {
+        if let Some(parent) = catalog.table(&fk.parent) {
+            let id = parent.table_id;
+            session.slot.with(|t| t.touch_schema(id))?;
+        }
+    }
     if shape.rewrite {
         rewrite(&session.slot, &def, &meta, &shape, &mut catalog)?;
     } else {
@@ -359,11 +371,13 @@ async fn add_column(
     }
     let mut default = None;
     let mut not_null = false;
+    let mut references = Vec::new();
     for option in &column.options {
         match &option.option {
             ColumnOption::Default(expr) => default = Some(expr.to_string()),
             ColumnOption::NotNull => not_null = true,
             ColumnOption::Null => not_null = false,
+            ColumnOption::ForeignKey(fk) => references.push((option.name.as_ref(), fk)),
             other => return unsupported(&format!("ADD COLUMN … {other}")),
         }
     }
@@ -378,6 +392,33 @@ async fn add_column(
         source: Source::Fill(value),
     });
     shape.rewrite = true;
+    // `REFERENCES`: declared on the table as the ALTER leaves it; the
+    // rewrite checks every copied row (the default must have its parent).
+    if !references.is_empty() {
+        let schema = Schema::new(
+            shape
+                .columns
+                .iter()
+                .map(|c| c.field.clone())
+                .collect::<Vec<_>>(),
+        );
+        let primary_key = shape.indexes_of(&shape.primary_key);
+        let taken: Vec<String> = shape.checks.iter().map(|c| c.name.clone()).collect();
+        for (constraint, fk) in references {
+            let declared = crate::foreign_keys::declared_on_column(
+                fk,
+                constraint,
+                &name,
+                &shape.name,
+                &schema,
+                &primary_key,
+                &session.tables,
+                &shape.foreign_keys,
+                &taken,
+            )?;
+            shape.foreign_keys.push(declared);
+        }
+    }
     Ok(())
 }
 

@@ -2,8 +2,10 @@
 //! ([`entidb_catalog::ForeignKeyMeta`], columns by name), resolved when the
 //! session registers a table, enforced on both sides of every write.
 //!
-//! DECLARING. `REFERENCES parent [(cols)]` on a column, or `[CONSTRAINT
-//! name] FOREIGN KEY (cols) REFERENCES parent [(cols)]` on the table, with
+//! DECLARING. `REFERENCES parent [(cols)]` on a column (in CREATE TABLE or
+//! ALTER TABLE … ADD COLUMN), `[CONSTRAINT name] FOREIGN KEY (cols)
+//! REFERENCES parent [(cols)]` on the table (CREATE TABLE, ALTER TABLE …
+//! ADD), with
 //! `ON DELETE` / `ON UPDATE` `NO ACTION | RESTRICT | CASCADE | SET NULL |
 //! SET DEFAULT`. The referenced columns must be the parent's primary key
 //! (in any order; left out, they are the primary key), so every check is a
@@ -404,6 +406,42 @@ pub fn add_to_table(
         Ok(())
     })?;
     Ok(declared)
+}
+
+/// The FOREIGN KEY of a column that ALTER TABLE … ADD COLUMN declares
+/// with `REFERENCES`, for table `table` as the ALTER leaves it (`schema`,
+/// `primary_key`, `unique`).
+///
+/// # Errors
+/// As [`declared`].
+#[allow(clippy::too_many_arguments)]
+pub fn declared_on_column(
+    fk: &ForeignKeyConstraint,
+    name: Option<&Ident>,
+    column: &str,
+    table: &str,
+    schema: &arrow::datatypes::Schema,
+    primary_key: &[usize],
+    tables: &HashMap<String, Arc<EntiTable>>,
+    existing: &[ForeignKeyMeta],
+    taken: &[String],
+) -> Result<ForeignKeyMeta> {
+    let own = Parent {
+        name: table,
+        schema,
+        primary_key,
+        unique: &[],
+    };
+    let name = name.or(fk.name.as_ref());
+    declare(
+        fk,
+        name,
+        vec![column.to_string()],
+        &own,
+        tables,
+        existing,
+        taken,
+    )
 }
 
 /// What a declaration needs to know of its parent table.

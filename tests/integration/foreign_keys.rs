@@ -172,39 +172,43 @@ fn a_cascade_and_a_concurrent_child_insert_never_both_commit() {
 /// A transaction whose snapshot predates a constraint does not know it:
 /// its delete of a parent row that a child (inserted under the new
 /// constraint) refers to must fail at commit, whether the constraint came
-/// with CREATE TABLE or with ALTER TABLE … ADD FOREIGN KEY.
+/// with CREATE TABLE, ALTER TABLE … ADD FOREIGN KEY or ADD COLUMN …
+/// REFERENCES.
 #[test]
 fn a_parent_delete_on_a_snapshot_older_than_the_constraint_conflicts() {
-    for alter in [false, true] {
+    for (before, declare) in [
+        (
+            "",
+            "CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p)",
+        ),
+        (
+            "CREATE TABLE c (id INT PRIMARY KEY, pid INT)",
+            "ALTER TABLE c ADD FOREIGN KEY (pid) REFERENCES p",
+        ),
+        (
+            "CREATE TABLE c (id INT PRIMARY KEY)",
+            "ALTER TABLE c ADD COLUMN pid INT REFERENCES p",
+        ),
+    ] {
         let db = Database::open_in_memory().unwrap();
         let mut setup = BlockingConnection::new(&db).unwrap();
         setup
             .execute("CREATE TABLE p (id INT PRIMARY KEY, v INT); INSERT INTO p VALUES (1, 0)")
             .unwrap();
-        if alter {
-            setup
-                .execute("CREATE TABLE c (id INT PRIMARY KEY, pid INT)")
-                .unwrap();
+        if !before.is_empty() {
+            setup.execute(before).unwrap();
         }
         let mut old = BlockingConnection::new(&db).unwrap();
         old.execute("BEGIN").unwrap();
         assert_eq!(count(&mut old, "SELECT count(*) FROM p"), 1);
-        if alter {
-            setup
-                .execute("ALTER TABLE c ADD FOREIGN KEY (pid) REFERENCES p")
-                .unwrap();
-        } else {
-            setup
-                .execute("CREATE TABLE c (id INT PRIMARY KEY, pid INT REFERENCES p)")
-                .unwrap();
-        }
+        setup.execute(declare).unwrap();
         setup.execute("INSERT INTO c VALUES (1, 1)").unwrap();
         old.execute("DELETE FROM p WHERE id = 1").unwrap();
         let err = old
             .execute("COMMIT")
             .expect_err("a parent delete unaware of the constraint orphaned a child");
-        assert_eq!(err.sqlstate(), "40001", "alter = {alter}: {err}");
-        assert_eq!(orphans(&mut setup), 0, "alter = {alter}");
+        assert_eq!(err.sqlstate(), "40001", "{declare}: {err}");
+        assert_eq!(orphans(&mut setup), 0, "{declare}");
     }
 }
 
