@@ -39,6 +39,7 @@
 //! script on.
 
 use crate::error::{ErrorKind, Result};
+use crate::text_rewrite::{Tokens, apply};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
@@ -46,9 +47,8 @@ use datafusion::sql::sqlparser::ast::{
     FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement, TableFactor,
     UnaryOperator, Value, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
@@ -298,45 +298,17 @@ fn call(name: &str, args: Vec<Expr>) -> Expr {
 /// The text is borrowed unchanged when there is nothing to rewrite or it
 /// does not tokenize (the parser then reports the error).
 pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+    let Some(tokens) = Tokens::of(sql) else {
         return Cow::Borrowed(sql);
     };
-    let starts: Vec<(u64, u64)> = tokens
-        .iter()
-        .map(|t| (t.span.start.line, t.span.start.column))
-        .collect();
-    let mut offsets = crate::session::byte_offsets(sql, &starts);
-    if offsets.len() != tokens.len() {
-        return Cow::Borrowed(sql);
-    }
-    offsets.push(sql.len());
-    // Indexes of the tokens that are not whitespace.
-    let solid: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens.get(i).map(|t| &t.token), Some(Token::Whitespace(_))))
-        .collect();
-    let token = |n: usize| solid.get(n).and_then(|&i| tokens.get(i)).map(|t| &t.token);
-    let keyword = |n: usize| match token(n) {
-        Some(Token::Word(w)) => Some(w.keyword),
-        _ => None,
-    };
-    let indexed = |n: usize| match token(n) {
-        Some(Token::Word(w)) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case("indexed"),
-        _ => false,
-    };
-    let start = |n: usize| solid.get(n).and_then(|&i| offsets.get(i)).copied();
-    let end = |n: usize| solid.get(n).and_then(|&i| offsets.get(i + 1)).copied();
-    // The text of solid tokens `first..=last` as written.
-    let text_of = |first: usize, last: usize| match (start(first), end(last)) {
-        (Some(s), Some(e)) => sql.get(s..e).unwrap_or_default().to_string(),
-        _ => String::new(),
-    };
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let indexed = |n: usize| tokens.is_word(n, "indexed");
+    let mut edits = Vec::new();
     // The function each open parenthesis belongs to (POSITION(a IN b)).
     let mut callers: Vec<Option<Keyword>> = Vec::new();
     let mut n = 0;
-    while n < solid.len() {
-        match token(n) {
-            Some(Token::LParen) => callers.push(n.checked_sub(1).and_then(keyword)),
+    while n < tokens.len() {
+        match tokens.token(n) {
+            Some(Token::LParen) => callers.push(n.checked_sub(1).and_then(|p| tokens.keyword(p))),
             Some(Token::RParen) => {
                 callers.pop();
             }
@@ -346,7 +318,7 @@ pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
         // What the token before stands for: the hints follow a table name
         // or alias, `IN` follows an operand or NOT (`SHOW TABLES IN s` and
         // `f(IN a INT)` are left alone).
-        let previous = n.checked_sub(1).and_then(token);
+        let previous = n.checked_sub(1).and_then(|p| tokens.token(p));
         let after_name = matches!(previous, Some(Token::Word(w)) if w.keyword == Keyword::NoKeyword || w.quote_style.is_some());
         let after_operand = match previous {
             None | Some(Token::LParen | Token::Comma) => false,
@@ -359,58 +331,42 @@ pub(crate) fn sqlite_text(sql: &str) -> Cow<'_, str> {
             }
             Some(_) => true,
         };
-        let edit = match keyword(n) {
-            Some(Keyword::IN) if !in_position && after_operand => in_rewrite(n, &token, &text_of),
+        let edit = match tokens.keyword(n) {
+            Some(Keyword::IN) if !in_position && after_operand => in_rewrite(n, &tokens),
             Some(Keyword::NOT) if after_name && indexed(n + 1) => Some((n, n + 1, String::new())),
-            _ if after_name && indexed(n) && keyword(n + 1) == Some(Keyword::BY) => {
+            _ if after_name && indexed(n) && tokens.keyword(n + 1) == Some(Keyword::BY) => {
                 Some((n, n + 2, String::new()))
             }
             _ => None,
         };
         if let Some((first, last, text)) = edit
-            && let (Some(s), Some(e)) = (start(first), end(last))
+            && let Some(edit) = tokens.edit(first, last, text)
         {
-            edits.push((s, e, text));
+            edits.push(edit);
             n = last + 1;
             continue;
         }
         n += 1;
     }
-    if edits.is_empty() {
-        return Cow::Borrowed(sql);
-    }
-    let mut out = String::with_capacity(sql.len() + 32);
-    let mut at = 0;
-    for (s, e, text) in edits {
-        out.push_str(sql.get(at..s).unwrap_or_default());
-        out.push_str(&text);
-        out.push(' ');
-        at = e;
-    }
-    out.push_str(sql.get(at..).unwrap_or_default());
-    Cow::Owned(out)
+    apply(sql, edits)
 }
 
 /// The rewrite after the `IN` at solid token `n`: `(first, last, text)`
 /// over solid tokens, or `None` when it is ordinary SQL. A table name is
 /// copied as written (quotes and all).
-fn in_rewrite<'a>(
-    n: usize,
-    token: &impl Fn(usize) -> Option<&'a Token>,
-    text_of: &impl Fn(usize, usize) -> String,
-) -> Option<(usize, usize, String)> {
-    match (token(n + 1), token(n + 2)) {
+fn in_rewrite(n: usize, tokens: &Tokens<'_>) -> Option<(usize, usize, String)> {
+    match (tokens.token(n + 1), tokens.token(n + 2)) {
         (Some(Token::LParen), Some(Token::RParen)) => {
             Some((n, n + 2, "IN (SELECT NULL WHERE false)".into()))
         }
         (Some(Token::Word(_)), _) => {
             let mut last = n + 1;
             while let (Some(Token::Period), Some(Token::Word(_))) =
-                (token(last + 1), token(last + 2))
+                (tokens.token(last + 1), tokens.token(last + 2))
             {
                 last += 2;
             }
-            let name = text_of(n + 1, last);
+            let name = tokens.text_of(n + 1, last);
             Some((n, last, format!("IN (SELECT * FROM {})", name.trim())))
         }
         _ => None,

@@ -208,11 +208,20 @@ pub(crate) fn assigned<'a>(
         let AssignmentTarget::ColumnName(col) = &a.target else {
             return Err(ErrorKind::NotSupported("tuple assignment in UPDATE".into()).into());
         };
-        let ident = col
-            .0
-            .last()
-            .and_then(|p| p.as_ident())
-            .ok_or_else(|| ErrorKind::Plan(format!("bad column {col}")))?;
+        // A SET target is a bare column, as in PostgreSQL: `SET t.v`
+        // names a field `v` of a column `t` (42703), not the table's `v`.
+        let ident = match col.0.as_slice() {
+            [only] => only.as_ident(),
+            [first, ..] => {
+                return Err(ErrorKind::UndefinedColumn {
+                    column: first.as_ident().map(normalize).unwrap_or_default(),
+                    relation: Some(table.to_string()),
+                }
+                .into());
+            }
+            [] => None,
+        }
+        .ok_or_else(|| ErrorKind::Plan(format!("bad column {col}")))?;
         let name = normalize(ident);
         let i = schema
             .index_of(&name)

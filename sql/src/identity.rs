@@ -24,7 +24,9 @@
 //! `BIGSERIAL` / `SMALLSERIAL` and SQLite's `INTEGER PRIMARY KEY
 //! AUTOINCREMENT` make the column NOT NULL with the default
 //! `nextval('<table>_<column>_seq')`, a sequence owned by the table (dropped
-//! with it). An ALWAYS column refuses explicit values in INSERT (428C9).
+//! with it). An ALWAYS column refuses explicit values in INSERT (428C9)
+//! unless the INSERT says `OVERRIDING SYSTEM VALUE`; `OVERRIDING USER
+//! VALUE` numbers the rows whatever values they give (both as PostgreSQL).
 
 use crate::error::{ErrorKind, Result, sql_to_df};
 use crate::session::Session;
@@ -363,10 +365,43 @@ fn bad_argument() -> crate::Error {
     ErrorKind::Plan("nextval/currval take the sequence name as text".into()).into()
 }
 
+/// `INSERT … OVERRIDING {SYSTEM | USER} VALUE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overriding {
+    /// Explicit values go into GENERATED ALWAYS columns too.
+    System,
+    /// Explicit values for identity columns are ignored: the sequence
+    /// numbers the rows.
+    User,
+}
+
+/// Takes the OVERRIDING clause out of `insert`, where `text_rewrite.rs`
+/// left it as an insert priority (sqlparser does not parse the clause).
+pub fn take_overriding(insert: &mut Insert) -> Option<Overriding> {
+    use datafusion::sql::sqlparser::ast::MysqlInsertPriority;
+    match insert.priority.take()? {
+        MysqlInsertPriority::HighPriority => Some(Overriding::System),
+        MysqlInsertPriority::LowPriority => Some(Overriding::User),
+        other => {
+            insert.priority = Some(other);
+            None
+        }
+    }
+}
+
 /// Refuses an INSERT that gives an explicit value to a `GENERATED ALWAYS`
 /// identity column (428C9), as PostgreSQL does without `OVERRIDING SYSTEM
-/// VALUE` (not supported). `DEFAULT` in a VALUES row is no value.
-pub fn check_insert(catalog: &Catalog, insert: &Insert) -> Result<()> {
+/// VALUE`; with `OVERRIDING USER VALUE` the identity columns' values become
+/// `DEFAULT` instead (for a query source: a projection over it). `DEFAULT`
+/// in a VALUES row is no value.
+pub fn check_insert(
+    catalog: &Catalog,
+    insert: &mut Insert,
+    overriding: Option<Overriding>,
+) -> Result<()> {
+    if overriding == Some(Overriding::System) {
+        return Ok(());
+    }
     let TableObject::TableName(name) = &insert.table else {
         return Ok(());
     };
@@ -378,20 +413,79 @@ pub fn check_insert(catalog: &Catalog, insert: &Insert) -> Result<()> {
         .iter()
         .filter_map(crate::ddl::last_ident)
         .collect();
+    // (position in the rows, the column's default) of each identity
+    // value OVERRIDING USER VALUE replaces.
+    let mut numbered = Vec::new();
     for (i, column) in table.columns.iter().enumerate() {
-        if !column.identity.as_ref().is_some_and(|id| id.always) {
+        let Some(identity) = &column.identity else {
             continue;
-        }
+        };
         // Without a column list the values fill columns in order.
         let position = if named.is_empty() {
             Some(i)
         } else {
             named.iter().position(|n| *n == column.name)
         };
-        if position.is_some_and(|p| gives_value(insert, p)) {
-            return Err(always_error(&column.name));
+        let Some(position) = position.filter(|p| gives_value(insert, *p)) else {
+            continue;
+        };
+        match overriding {
+            Some(_) => numbered.push((position, column.default.clone().unwrap_or("NULL".into()))),
+            None if identity.always => return Err(always_error(&column.name)),
+            None => {}
         }
     }
+    if !numbered.is_empty() {
+        let width = if named.is_empty() {
+            table.columns.len()
+        } else {
+            named.len()
+        };
+        number_rows(insert, &numbered, width)?;
+    }
+    Ok(())
+}
+
+/// Makes the values at the given positions of the INSERT's rows the
+/// column's default (`nextval(…)`): `DEFAULT` in VALUES rows (which
+/// [`fill_defaults`] then replaces), and for a query source a projection
+/// `SELECT s.c1, nextval(…), … FROM (query) AS s (c1, …)`.
+fn number_rows(insert: &mut Insert, numbered: &[(usize, String)], width: usize) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{Ident, SetExpr};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let Some(source) = insert.source.as_mut() else {
+        return Ok(());
+    };
+    if let SetExpr::Values(values) = source.body.as_mut() {
+        for row in values.rows.iter_mut() {
+            for (p, _) in numbered {
+                if let Some(e) = row.content.get_mut(*p) {
+                    *e = SqlExpr::Identifier(Ident::new("DEFAULT"));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let names: Vec<String> = (1..=width).map(|i| format!("\"entidb:c{i}\"")).collect();
+    let row: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(p, name)| match numbered.iter().find(|(at, _)| *at == p) {
+            Some((_, default)) => format!("({default})"),
+            None => format!("s.{name}"),
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM ({source}) AS s ({})",
+        row.join(", "),
+        names.join(", ")
+    );
+    let query = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| ErrorKind::Syntax(e.to_string()))?;
+    *source = query;
     Ok(())
 }
 

@@ -34,6 +34,7 @@ mod slot;
 pub mod stack;
 mod statement_cache;
 mod subquery;
+mod text_rewrite;
 mod truncate;
 mod upsert;
 

@@ -27,10 +27,13 @@
 //! row that matches no clause changes nothing. The result is the number
 //! of rows inserted, updated and deleted.
 //!
+//! `THEN DO NOTHING` takes the row for its clause and leaves it alone (it
+//! counts as no change, and a target row two source rows reach only
+//! through DO NOTHING is no 21000). sqlparser does not parse it: the text
+//! is rewritten into a marker action first (`text_rewrite.rs`).
+//!
 //! Not supported (0A000): `WHEN NOT MATCHED BY SOURCE`, `INSERT ROW`,
-//! Oracle's UPDATE … WHERE / DELETE WHERE, `OUTPUT`. sqlparser does not
-//! parse PostgreSQL's `DO NOTHING` (a syntax error, 42601): a clause that
-//! should do nothing is written as a narrower condition on the others.
+//! Oracle's UPDATE … WHERE / DELETE WHERE, `OUTPUT`.
 
 use crate::ddl::normalize;
 use crate::dml::{Target, keys_of, quote, rows, set_values, target, with_keyed};
@@ -43,15 +46,16 @@ use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBa
 use arrow::datatypes::Int64Type;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
-    Assignment, AssignmentTarget, Expr as SqlExpr, Ident, Merge, MergeAction, MergeClause,
-    MergeClauseKind, MergeInsertExpr, MergeInsertKind, TableFactor, TableWithJoins, VisitMut,
-    VisitorMut,
+    AssignmentTarget, Expr as SqlExpr, Ident, Merge, MergeAction, MergeClause, MergeClauseKind,
+    MergeInsertExpr, MergeInsertKind, TableFactor, TableWithJoins, VisitMut, VisitorMut,
 };
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 /// What one WHEN clause does, and where its values are in the SELECT.
 enum Action {
+    /// `DO NOTHING`: the row is taken by this clause, and left alone.
+    Nothing,
     Delete,
     /// The new row's columns start at this SELECT column.
     Update(usize),
@@ -99,6 +103,11 @@ fn merge_select(
             }
         };
         let n = i + 1;
+        if is_do_nothing(&clause.action) {
+            cases.push(when(q, clause, matched, n));
+            actions.push(Action::Nothing);
+            continue;
+        }
         let scoped;
         let clause = if matched {
             clause
@@ -116,7 +125,6 @@ fn merge_select(
                     )
                     .into());
                 }
-                scope.check_assignment_targets(&update.assignments)?;
                 let new = set_values(target, &update.assignments)?;
                 for (f, v) in schema.fields().iter().zip(new) {
                     values.push((
@@ -174,9 +182,8 @@ struct SourceScope {
     name: Option<String>,
     /// Its columns.
     columns: HashSet<String>,
-    /// The target's name or alias, its table's name, and its columns.
+    /// The target's name or alias, and its columns.
     target: String,
-    target_table: String,
     target_columns: HashSet<String>,
 }
 
@@ -206,7 +213,6 @@ impl SourceScope {
             name,
             columns,
             target: target_name,
-            target_table: target.table.meta().name.clone(),
             target_columns: target
                 .table
                 .meta()
@@ -215,31 +221,6 @@ impl SourceScope {
                 .map(|c| c.name.clone())
                 .collect(),
         })
-    }
-
-    /// An UPDATE SET target is a bare column of the target, as in
-    /// PostgreSQL: `SET s.val = …` (which would have updated the target's
-    /// `val`) and `SET t.val = …` are 42703.
-    fn check_assignment_targets(&self, assignments: &[Assignment]) -> Result<()> {
-        for a in assignments {
-            let AssignmentTarget::ColumnName(name) = &a.target else {
-                continue;
-            };
-            let parts = &name.0;
-            let qualifier = parts
-                .len()
-                .checked_sub(2)
-                .and_then(|i| parts.get(i))
-                .and_then(|p| p.as_ident());
-            if let Some(q) = qualifier {
-                return Err(ErrorKind::UndefinedColumn {
-                    column: normalize(q),
-                    relation: Some(self.target_table.clone()),
-                }
-                .into());
-            }
-        }
-        Ok(())
     }
 
     /// `clause` with its expressions scoped to the source.
@@ -317,6 +298,29 @@ impl VisitorMut for Scoper<'_> {
             _ => {}
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Whether `action` is the marker of `THEN DO NOTHING`, which sqlparser
+/// does not parse and `text_rewrite.rs` writes as an UPDATE or INSERT of
+/// the marker column.
+fn is_do_nothing(action: &MergeAction) -> bool {
+    let is_marker =
+        |i: &Ident| i.quote_style.is_some() && i.value == crate::text_rewrite::DO_NOTHING;
+    match action {
+        MergeAction::Update(u) => match u.assignments.as_slice() {
+            [a] => match &a.target {
+                AssignmentTarget::ColumnName(name) => {
+                    matches!(name.0.as_slice(), [p] if p.as_ident().is_some_and(is_marker))
+                }
+                AssignmentTarget::Tuple(_) => false,
+            },
+            _ => false,
+        },
+        MergeAction::Insert(i) => {
+            matches!(i.columns.as_slice(), [c] if matches!(c.0.as_slice(), [p] if p.as_ident().is_some_and(is_marker)))
+        }
+        MergeAction::Delete { .. } => false,
     }
 }
 
@@ -434,7 +438,11 @@ async fn apply(
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
             .ok_or_else(|| ErrorKind::Execution("MERGE clause column has the wrong type".into()))?;
         for (row, clause) in chosen.iter().enumerate() {
-            let acts = clause.is_some_and(|c| c > 0);
+            // A clause number is 1-based; 0 is no clause.
+            let acts = clause
+                .and_then(|c| usize::try_from(c).ok()?.checked_sub(1))
+                .and_then(|i| actions.get(i))
+                .is_some_and(|a| !matches!(a, Action::Nothing));
             if acts && keys.is_valid(row) && !touched.insert(keys.value(row).to_vec()) {
                 return Err(ErrorKind::CardinalityViolation(
                     "MERGE command cannot affect row a second time: ensure that not more than \
@@ -471,6 +479,7 @@ async fn apply(
                     .ok_or_else(|| ErrorKind::Execution("bad row keys".into()).into())
             };
             match action {
+                Action::Nothing => {}
                 Action::Delete => deleted.push(picked_keys()?),
                 Action::Update(at) => {
                     let new = table.conform_columns(&row_columns(*at)?)?;

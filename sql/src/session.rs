@@ -632,7 +632,8 @@ impl Session {
         if let DFStatement::Statement(s) = &mut stmt
             && let SqlStatement::Insert(insert) = s.as_mut()
         {
-            identity::check_insert(&self.catalog, insert)?;
+            let overriding = identity::take_overriding(insert);
+            identity::check_insert(&self.catalog, insert, overriding)?;
             identity::fill_defaults(&self.catalog, insert);
         }
         if self.dialect == Dialect::Sqlite
@@ -985,7 +986,7 @@ impl Parsed {
         match self {
             Parsed::Checkpoint => "CHECKPOINT".into(),
             Parsed::CopyFrom(c) => c.text.clone(),
-            Parsed::Sql(s) => s.to_string(),
+            Parsed::Sql(s) => crate::text_rewrite::display(s.to_string()),
         }
     }
 }
@@ -996,6 +997,10 @@ impl Parsed {
 /// (re-printing tokens would lose the escaping of `'x''y'`). Statements
 /// nested too deeply are refused here (`stack.rs`).
 pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
+    // Errors quote the text as the user wrote it, not the rewrite.
+    let original = sql;
+    let rewritten = crate::text_rewrite::postgres_text(sql).map_err(|e| e.in_statement(sql))?;
+    let sql: &str = &rewritten;
     let statements = match crate::stack::parse_sql(sql) {
         Ok(statements) => statements
             .into_iter()
@@ -1006,8 +1011,8 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
     let mut statements = statements;
     for statement in &mut statements {
         if let Parsed::Sql(s) = statement {
-            check_depth(s).map_err(|e| e.in_statement(sql))?;
-            crate::placeholders::normalize(s).map_err(|e| e.in_statement(sql))?;
+            check_depth(s).map_err(|e| e.in_statement(original))?;
+            crate::placeholders::normalize(s).map_err(|e| e.in_statement(original))?;
         }
     }
     Ok(statements)
