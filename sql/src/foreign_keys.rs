@@ -30,8 +30,11 @@
 //! versions they replaced (and, for an update, the new rows; for MERGE
 //! also the rows it inserted) to [`parent_changed`]. The key of a row that
 //! was deleted or got another key is *gone*; for every foreign key
-//! referring to the table, the child table is scanned once for rows that
-//! refer to a gone key, and the action runs: RESTRICT refuses (23503),
+//! referring to the table, the child rows that refer to a gone key are
+//! found — through an index of the child whose leading column is one of the
+//! referencing columns when there is one (the gone keys' values of that
+//! column are looked up), else by one scan of the child — and the action
+//! runs: RESTRICT refuses (23503),
 //! NO ACTION too unless another new row of the statement has the key
 //! (NO ACTION is checked at the end of the statement: `UPDATE p SET id =
 //! id - 1` leaves key 1 to the old row 2), CASCADE deletes the child rows
@@ -59,6 +62,7 @@ use crate::provider::{EntiTable, insert_rows};
 use crate::session::Session;
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, new_null_array};
 use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, SortField};
 use arrow::util::display::array_value_to_string;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, ConstraintReferenceMatchKind, CreateTable, ForeignKeyConstraint, Ident,
@@ -66,6 +70,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use entidb_catalog::{Catalog, FkAction, ForeignKeyMeta, TableMeta};
 use entidb_engine::keys::encode_keys;
+use entidb_engine::{IndexScanRequest, KeyRange};
 use entidb_engine::{ScanRequest, TableDef, Transaction};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -802,14 +807,19 @@ fn referring_rows(
     fk: &ForeignKey,
     gone: &Gone,
 ) -> Result<Found> {
-    let request = ScanRequest {
-        include_key: true,
-        ..ScanRequest::default()
+    let batches = match candidates_by_index(session, child, fk, gone)? {
+        Some(batches) => batches,
+        None => {
+            let request = ScanRequest {
+                include_key: true,
+                ..ScanRequest::default()
+            };
+            session.slot.with(|t| {
+                t.scan(child.def().id, request)?
+                    .collect::<entidb_engine::Result<Vec<_>>>()
+            })?
+        }
     };
-    let batches = session.slot.with(|t| {
-        t.scan(child.def().id, request)?
-            .collect::<entidb_engine::Result<Vec<_>>>()
-    })?;
     let mut out = Vec::new();
     for batch in batches {
         let (keys, has_null) = referencing_keys(fk, &batch)?;
@@ -824,6 +834,73 @@ fn referring_rows(
         }
     }
     Ok(out)
+}
+
+/// The child rows (whole, row key last) that may refer to a gone key,
+/// found through an index of the child whose leading column is one of the
+/// referencing columns: the gone keys' values of that column are looked up
+/// (the caller keeps only the rows that do refer to a gone key). `None`
+/// when the child has no such index or the engine gives up (scan instead).
+fn candidates_by_index(
+    session: &Session,
+    child: &EntiTable,
+    fk: &ForeignKey,
+    gone: &Gone,
+) -> Result<Option<Vec<RecordBatch>>> {
+    let indexes = crate::indexes::table_indexes(&session.catalog, child.meta());
+    let Some((index, position)) = indexes.iter().filter(|i| !i.primary).find_map(|i| {
+        let leading = i.columns.first()?;
+        let position = fk.child_columns.iter().position(|c| c == leading)?;
+        Some((i, position))
+    }) else {
+        return Ok(None);
+    };
+    let Some(child_type) = index
+        .columns
+        .first()
+        .and_then(|c| child.def().schema.fields().get(*c))
+        .map(|f| f.data_type().clone())
+    else {
+        return Ok(None);
+    };
+    // The gone keys are the parent's key encodings: decode them, take the
+    // key column this index leads with, and encode it as the child stores it.
+    let fields = fk
+        .key_types
+        .iter()
+        .map(|t| SortField::new(t.clone()))
+        .collect();
+    let converter = RowConverter::new(fields).map_err(|e| ErrorKind::Execution(e.to_string()))?;
+    let parser = converter.parser();
+    let rows = converter
+        .convert_rows(gone.keys().map(|k| parser.parse(k)))
+        .map_err(|e| ErrorKind::Execution(e.to_string()))?;
+    let Some(values) = rows.get(position) else {
+        return Ok(None);
+    };
+    // A value the child's type cannot hold (cast to NULL) has no children.
+    let values = arrow::compute::cast(values, &child_type)
+        .map_err(|e| ErrorKind::DatatypeMismatch(e.to_string()))?;
+    let (points, nulls) = entidb_engine::index::index_keys(&[values])?;
+    let mut points: Vec<Vec<u8>> = points
+        .iter()
+        .zip(nulls)
+        .filter(|(_, null)| !null)
+        .map(|(p, _)| p.unwrap_or_default().to_vec())
+        .collect();
+    points.sort_unstable();
+    points.dedup();
+    let request = IndexScanRequest {
+        index: index.columns.clone(),
+        ranges: points.into_iter().map(KeyRange::point).collect(),
+        projection: None,
+        include_key: true,
+        max_candidates: None,
+        build: true,
+    };
+    Ok(session
+        .slot
+        .with(|t| t.index_scan(child.def().id, &request))?)
 }
 
 /// One foreign key whose parent changed, and how.
