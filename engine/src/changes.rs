@@ -30,6 +30,8 @@ pub struct TableChange {
 pub struct Changes {
     /// Tables created.
     pub creates: Vec<TableDef>,
+    /// Tables that gained columns: their new definitions (`ALTER_TABLE`).
+    pub alters: Vec<TableDef>,
     /// New catalog blob.
     pub catalog: Option<Vec<u8>>,
     /// Row changes per table.
@@ -50,6 +52,7 @@ impl Changes {
     /// True when the transaction changed nothing.
     pub fn is_empty(&self) -> bool {
         self.creates.is_empty()
+            && self.alters.is_empty()
             && self.catalog.is_none()
             && self.tables.is_empty()
             && self.drops.is_empty()
@@ -57,7 +60,10 @@ impl Changes {
 
     /// True when the catalog or the set of tables changes.
     pub fn has_ddl(&self) -> bool {
-        !self.creates.is_empty() || self.catalog.is_some() || !self.drops.is_empty()
+        !self.creates.is_empty()
+            || !self.alters.is_empty()
+            || self.catalog.is_some()
+            || !self.drops.is_empty()
     }
 
     /// Encodes the transaction as framed WAL records, BEGIN to COMMIT.
@@ -65,6 +71,9 @@ impl Changes {
         WalRecord::Begin { txn_id, commit_seq }.encode_into(out)?;
         for def in &self.creates {
             WalRecord::CreateTable(def.clone()).encode_into(out)?;
+        }
+        for def in &self.alters {
+            WalRecord::AlterTable(def.clone()).encode_into(out)?;
         }
         if let Some(blob) = &self.catalog {
             WalRecord::Catalog(blob.clone()).encode_into(out)?;
@@ -99,6 +108,7 @@ impl Changes {
     pub fn add_record(&mut self, rec: WalRecord, file: &str, offset: u64) -> Result<()> {
         match rec {
             WalRecord::CreateTable(def) => self.creates.push(def),
+            WalRecord::AlterTable(def) => self.alters.push(def),
             WalRecord::Catalog(blob) => self.catalog = Some(blob),
             WalRecord::DropTable { table_id } => self.drops.push(table_id),
             WalRecord::Put {

@@ -43,6 +43,7 @@ use crate::engine::{CommitState, Inner};
 use crate::error::{Error, Result};
 use crate::locks::{read, write};
 use crate::manifest::{Manifest, SegmentEntry, TableEntry};
+use crate::schema::TableDef;
 use crate::segment::{ROW_GROUP_ROWS, SegmentReader, segment_file_name, write_segment};
 use crate::table::TableState;
 use crate::wal::WalRecord;
@@ -237,6 +238,10 @@ fn plan_table(
     seq: u64,
 ) -> Result<TablePlan> {
     let captured: ahash::AHashSet<u64> = chunks.iter().map(|c| c.id).collect();
+    // The definition at `seq`: what the manifest records, and the width of
+    // the new segment (every captured chunk is at most that wide; columns
+    // added later are replayed from the WAL).
+    let def = table.def_at(seq)?;
     let segments = chunks
         .iter()
         .filter(|c| matches!(c.data, ChunkData::Segment(_)))
@@ -258,7 +263,7 @@ fn plan_table(
     let new_id = inner.allocate_id();
     let mut next_row = 0u32;
     for chunk in &rewrite {
-        for (first_row, batch) in chunk_batches(chunk)? {
+        for (first_row, batch) in chunk_batches(chunk, &def)? {
             let deleted: HashMap<u32, u64> = chunk.deletes()?.into_iter().collect();
             let key_col = batch.num_columns().saturating_sub(3);
             let keys = crate::schema::col(&batch, key_col)?
@@ -343,7 +348,7 @@ fn plan_table(
         rewrite: rewrite.clone(),
         new_segment: (!batches.is_empty()).then_some(new_id),
         entry: TableEntry {
-            def: table.def.clone(),
+            def,
             created_seq: table.created_seq,
             segments: segments_out,
         },
@@ -356,9 +361,11 @@ fn plan_table(
     })
 }
 
-/// All stored columns plus `_seq` of a chunk, as `(first_row, batch)` pieces.
-fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
-    match &chunk.data {
+/// All stored columns plus `_seq` of a chunk, as `(first_row, batch)`
+/// pieces, with the user columns of `def` the chunk lacks filled in (so
+/// chunks written before and after an ADD COLUMN make one segment).
+fn chunk_batches(chunk: &Chunk, def: &TableDef) -> Result<Vec<(u32, RecordBatch)>> {
+    let pieces = match &chunk.data {
         ChunkData::Mem { batch, seq } => {
             let schema = crate::schema::append_fields(
                 &batch.schema(),
@@ -370,7 +377,7 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
             );
             let mut columns = batch.columns().to_vec();
             columns.push(Arc::new(UInt64Array::from(vec![*seq; batch.num_rows()])) as ArrayRef);
-            Ok(vec![(0, RecordBatch::try_new(schema, columns)?)])
+            vec![(0, RecordBatch::try_new(schema, columns)?)]
         }
         ChunkData::Segment(seg) => {
             let mut out = Vec::new();
@@ -380,18 +387,42 @@ fn chunk_batches(chunk: &Chunk) -> Result<Vec<(u32, RecordBatch)>> {
                 let columns = (0..ncols)
                     .map(|c| seg.read_column(g, c))
                     .collect::<Result<Vec<_>>>()?;
-                let fields: Vec<Field> = columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
-                    .collect();
-                let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-                out.push((first, batch));
+                out.push((first, generic_batch(columns)?));
                 first += meta.rows;
             }
-            Ok(out)
+            out
         }
+    };
+    let width = chunk.width();
+    if width >= def.width() {
+        return Ok(pieces);
     }
+    pieces
+        .into_iter()
+        .map(|(first, batch)| {
+            let mut columns = batch.columns().to_vec();
+            let hidden = columns.split_off(width.min(columns.len()));
+            for c in width..def.width() {
+                columns.push(crate::chunk::repeat(def.fill(c)?, batch.num_rows())?);
+            }
+            columns.extend(hidden);
+            Ok((first, generic_batch(columns)?))
+        })
+        .collect()
+}
+
+/// A batch of `columns` with nullable fields `c0`, `c1`, … (segments keep
+/// types, not names).
+fn generic_batch(columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Installs a plan's chunks and re-points the key index and the secondary
@@ -434,7 +465,7 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         let moved_keys: &[Box<[u8]>] = match &plan.moved_keys {
             Some(k) => k,
             None => {
-                read_back = new_segment_keys(plan, new_chunk)?;
+                read_back = new_segment_keys(new_chunk)?;
                 &read_back
             }
         };
@@ -468,16 +499,14 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
 }
 
 /// The row keys of the new segment, which holds the moved rows in order.
-fn new_segment_keys(plan: &TablePlan, chunk: Option<&Arc<Chunk>>) -> Result<Vec<Box<[u8]>>> {
+fn new_segment_keys(chunk: Option<&Arc<Chunk>>) -> Result<Vec<Box<[u8]>>> {
     let Some(chunk) = chunk else {
         return Ok(Vec::new());
     };
     let rows: Vec<u32> = (0..chunk.rows).collect();
-    let key_column = plan.table.def.schema.fields().len();
-    let arrays = chunk.read_rows(&[key_column], &rows)?;
-    let keys = arrays
-        .first()
-        .and_then(|k| k.as_binary_opt::<i32>())
+    let keys = chunk.read_keys(&rows)?;
+    let keys = keys
+        .as_binary_opt::<i32>()
         .ok_or_else(|| Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column"))?;
     Ok(keys.iter().map(|k| k.unwrap_or_default().into()).collect())
 }

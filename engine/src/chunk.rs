@@ -23,6 +23,7 @@
 
 use crate::error::{Error, Result};
 use crate::locks::{read, write};
+use crate::schema::TableDef;
 use crate::segment::SegmentReader;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::{interleave, take};
@@ -158,9 +159,50 @@ impl Chunk {
         Error::corruption(format!("chunk {}", self.id), 0, format!("no row {row}"))
     }
 
-    /// Stored columns `cols` (user columns, then `_key` = user count) of the
-    /// given rows, which must be sorted ascending.
-    pub fn read_rows(&self, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
+    /// How many user columns the chunk stores: those of the definition it
+    /// was written under, a prefix of the table's (see `schema.rs`, ADDED
+    /// COLUMNS). Its hidden columns follow them.
+    pub fn width(&self) -> usize {
+        match &self.data {
+            ChunkData::Mem { batch, .. } => batch.num_columns().saturating_sub(2),
+            ChunkData::Segment(seg) => (seg.footer.columns as usize).saturating_sub(3),
+        }
+    }
+
+    /// Stored columns `cols` of the given rows (sorted ascending), for a
+    /// reader of `def`: user columns `0..def.width()`, then `_key` =
+    /// `def.width()`. A user column the chunk is too narrow for reads as its
+    /// fill.
+    pub fn read_rows(&self, def: &TableDef, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
+        let width = self.width();
+        let mut out: Vec<Option<ArrayRef>> = vec![None; cols.len()];
+        let mut physical = Vec::with_capacity(cols.len());
+        for (slot, c) in out.iter_mut().zip(cols) {
+            match locate(def, width, *c)? {
+                Stored::At(i) => physical.push(i),
+                Stored::Fill(fill) => *slot = Some(repeat(fill, rows.len())?),
+            }
+        }
+        let mut read = self.read_physical(&physical, rows)?.into_iter();
+        out.into_iter()
+            .map(|slot| match slot {
+                Some(filled) => Ok(filled),
+                None => read
+                    .next()
+                    .ok_or_else(|| Error::InvalidArgument("read_rows lost a column".into())),
+            })
+            .collect()
+    }
+
+    /// The `_key` of the given rows (sorted ascending).
+    pub fn read_keys(&self, rows: &[u32]) -> Result<ArrayRef> {
+        self.read_physical(&[self.width()], rows)?
+            .pop()
+            .ok_or_else(|| Error::InvalidArgument("no _key read".into()))
+    }
+
+    /// Physical columns `cols` of the given rows, which must be sorted.
+    fn read_physical(&self, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
         match &self.data {
             ChunkData::Mem { batch, .. } => {
                 let idx = UInt32Array::from(rows.to_vec());
@@ -199,6 +241,44 @@ impl Chunk {
             }
         }
     }
+}
+
+/// Where stored column `c` is in a batch of `width` user columns, for a
+/// reader of `def` (user columns `0..def.width()`, `_key` = `def.width()`).
+pub(crate) enum Stored<'a> {
+    /// Physical column `i` of the batch.
+    At(usize),
+    /// A user column the batch is too narrow for: its fill, one row.
+    Fill(&'a ArrayRef),
+}
+
+/// See [`Stored`]. A reader's definition may be narrower than the batch (a
+/// snapshot from before an ADD COLUMN reading rows a checkpoint widened):
+/// its `_key` is still the batch's.
+pub(crate) fn locate(def: &TableDef, width: usize, c: usize) -> Result<Stored<'_>> {
+    if c == def.width() {
+        Ok(Stored::At(width))
+    } else if c < width {
+        Ok(Stored::At(c))
+    } else {
+        def.fill(c).map(Stored::Fill)
+    }
+}
+
+/// Stored column `c` of `batch` (a stored batch: user columns, `_key`,
+/// `_hash`) for a reader of `def`; see [`locate`].
+pub(crate) fn batch_column(def: &TableDef, batch: &RecordBatch, c: usize) -> Result<ArrayRef> {
+    let width = batch.num_columns().saturating_sub(2);
+    match locate(def, width, c)? {
+        Stored::At(i) => crate::schema::col(batch, i).cloned(),
+        Stored::Fill(fill) => repeat(fill, batch.num_rows()),
+    }
+}
+
+/// `fill` (one row) repeated `n` times.
+pub(crate) fn repeat(fill: &ArrayRef, n: usize) -> Result<ArrayRef> {
+    let idx = UInt32Array::from(vec![0u32; n]);
+    Ok(take(fill.as_ref(), &idx, None)?)
 }
 
 /// The chunks of a table, in order, with an id index.

@@ -65,8 +65,9 @@ impl Inner {
     }
 
     /// No guarded table (`Transaction::guard_rows`) may have had rows
-    /// written, or been dropped (TRUNCATE and ALTER TABLE replace a table
-    /// by a new one), by a commit after the snapshot. (A table this
+    /// written, or been dropped (TRUNCATE and a rewriting ALTER TABLE
+    /// replace a table by a new one; ADD COLUMN in place writes no row),
+    /// by a commit after the snapshot. (A table this
     /// transaction created is never guarded: `Transaction::guard_rows`.)
     fn validate_guarded_tables(
         &self,
@@ -219,6 +220,13 @@ impl Inner {
         for def in changes.creates {
             self.reserve_id(def.id);
             tables.insert(def.id, Arc::new(TableState::new(def, seq)));
+        }
+        // Before the rows: this commit's own rows have the new columns.
+        for def in changes.alters {
+            let table = tables.get(&def.id).ok_or_else(|| Error::TableNotFound {
+                name: format!("#{}", def.id),
+            })?;
+            table.add_columns(seq, def)?;
         }
         for change in changes.tables {
             let table = tables

@@ -64,6 +64,7 @@ use crate::chunk::{Chunk, ChunkList, RowLoc};
 use crate::error::{Error, Result};
 use crate::keys::encode_keys;
 use crate::locks::{read, write};
+use crate::schema::TableDef;
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use smallvec::SmallVec;
 use std::collections::{BTreeMap, HashMap};
@@ -214,7 +215,9 @@ impl ColumnIndex {
 
     /// Builds the entries from `chunks` unless already built. The caller
     /// passes the chunk list lock so that no apply can slip in between.
-    pub fn ensure_built(&self, chunks: &RwLock<ChunkList>) -> Result<()> {
+    /// `def` is the table's newest definition (it fills columns older
+    /// chunks lack).
+    pub fn ensure_built(&self, chunks: &RwLock<ChunkList>, def: &TableDef) -> Result<()> {
         if read(&self.entries)?.is_some() {
             return Ok(());
         }
@@ -223,7 +226,7 @@ impl ColumnIndex {
             let list = read(chunks)?;
             let mut pairs: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
             for chunk in &list.chunks {
-                self.collect_chunk(chunk, &mut pairs)?;
+                self.collect_chunk(chunk, def, &mut pairs)?;
             }
             pairs.sort_unstable();
             let mut map = IndexMap::new();
@@ -240,12 +243,17 @@ impl ColumnIndex {
         Ok(())
     }
 
-    fn collect_chunk(&self, chunk: &Chunk, out: &mut Vec<(Box<[u8]>, RowLoc)>) -> Result<()> {
+    fn collect_chunk(
+        &self,
+        chunk: &Chunk,
+        def: &TableDef,
+        out: &mut Vec<(Box<[u8]>, RowLoc)>,
+    ) -> Result<()> {
         let rows: Vec<u32> = (0..chunk.rows).collect();
         if rows.is_empty() {
             return Ok(());
         }
-        let arrays = chunk.read_rows(&self.columns, &rows)?;
+        let arrays = chunk.read_rows(def, &self.columns, &rows)?;
         let (keys, _) = index_keys(&arrays)?;
         out.reserve(keys.len());
         for (row, key) in keys.iter().enumerate() {
@@ -316,10 +324,11 @@ pub(crate) fn add_rows(
     columns: &[usize],
     chunk_id: u64,
     batch: &RecordBatch,
+    def: &TableDef,
 ) -> Result<()> {
     let arrays = columns
         .iter()
-        .map(|c| crate::schema::col(batch, *c).cloned())
+        .map(|c| crate::chunk::batch_column(def, batch, *c))
         .collect::<Result<Vec<ArrayRef>>>()?;
     let (keys, _) = index_keys(&arrays)?;
     for (row, key) in keys.iter().enumerate() {

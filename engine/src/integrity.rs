@@ -140,12 +140,11 @@ fn check_manifest(
         }
         for seg in &entry.segments {
             named.insert(segment_file_name(seg.id));
-            let columns = entry.def.schema.fields().len() + 3;
             check_segment(
                 inner,
                 seg.id,
                 seg.rows,
-                columns,
+                crate::recovery::segment_widths(&entry.def),
                 manifest.checkpoint_seq,
                 problems,
             );
@@ -173,7 +172,7 @@ fn check_segment(
     inner: &Inner,
     id: u64,
     rows: u64,
-    columns: usize,
+    columns: std::ops::RangeInclusive<usize>,
     checkpoint_seq: u64,
     problems: &mut Vec<String>,
 ) {
@@ -181,9 +180,9 @@ fn check_segment(
     let Some(seg) = report(problems, SegmentReader::open(inner.storage().as_ref(), id)) else {
         return;
     };
-    if seg.footer.rows != rows || seg.footer.columns as usize != columns {
+    if seg.footer.rows != rows || !columns.contains(&(seg.footer.columns as usize)) {
         problems.push(format!(
-            "{name}: {} rows × {} columns, {MANIFEST_FILE} says {rows} × {columns}",
+            "{name}: {} rows × {} columns, {MANIFEST_FILE} says {rows} × {columns:?}",
             seg.footer.rows, seg.footer.columns
         ));
     }
@@ -259,7 +258,6 @@ fn check_wal(inner: &Inner, manifest: &Manifest, problems: &mut Vec<String>) {
 /// Live row versions (not deleted) of every chunk, with their row keys:
 /// `f(loc, key)`. Reads one chunk's `_key` column at a time.
 fn for_each_live(table: &TableState, mut f: impl FnMut(RowLoc, &[u8])) -> Result<()> {
-    let key_column = table.def.schema.fields().len();
     let chunks = read(&table.chunks)?.chunks.clone();
     for chunk in chunks {
         let deletes: BTreeMap<u32, u64> = chunk.deletes()?.into_iter().collect();
@@ -269,10 +267,9 @@ fn for_each_live(table: &TableState, mut f: impl FnMut(RowLoc, &[u8])) -> Result
         if rows.is_empty() {
             continue;
         }
-        let keys = chunk.read_rows(&[key_column], &rows)?;
+        let keys = chunk.read_keys(&rows)?;
         let keys = keys
-            .first()
-            .and_then(|k| k.as_binary_opt::<i32>())
+            .as_binary_opt::<i32>()
             .ok_or_else(|| Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column"))?;
         for (row, key) in rows.iter().zip(keys.iter()) {
             f(
@@ -323,6 +320,7 @@ fn check_index(
     problems: &mut Vec<String>,
 ) -> Result<()> {
     let name = format!("index on {} {:?}", table.def.name, index.columns);
+    let def = table.latest_def()?;
     let chunks = read(&table.chunks)?.chunks.clone();
     let mut versions = 0usize;
     let mut missing = 0usize;
@@ -332,7 +330,7 @@ fn check_index(
             continue;
         }
         versions += rows.len();
-        let Some(arrays) = report(problems, chunk.read_rows(&index.columns, &rows)) else {
+        let Some(arrays) = report(problems, chunk.read_rows(&def, &index.columns, &rows)) else {
             continue;
         };
         let (keys, _) = index_keys(&arrays)?;
@@ -376,6 +374,7 @@ fn check_index(
 
 fn check_unique(table: &TableState, cols: &[usize], problems: &mut Vec<String>) -> Result<()> {
     let index = table.index(cols)?;
+    let def = table.latest_def()?;
     let list = read(&table.chunks)?.clone();
     let mut duplicates = 0usize;
     let mut result = Ok(());
@@ -392,7 +391,7 @@ fn check_unique(table: &TableState, cols: &[usize], problems: &mut Vec<String>) 
                 continue;
             }
             match chunk
-                .read_rows(cols, &[loc.row])
+                .read_rows(&def, cols, &[loc.row])
                 .and_then(|a| index_keys(&a))
             {
                 Ok((_, nulls)) if nulls.first() == Some(&true) => {}

@@ -56,8 +56,10 @@ pub(crate) fn output_schema(def: &TableDef, columns: &[usize], include_key: bool
 
 /// The visible committed rows in the request's ranges, or `None` when there
 /// are more than `max_candidates` candidates.
+/// `def` is the reader's definition (its columns, with fills for them).
 pub(crate) fn committed(
     table: &TableState,
+    def: &TableDef,
     req: &IndexScanRequest,
     snapshot: u64,
     hidden: &HiddenRows,
@@ -78,7 +80,7 @@ pub(crate) fn committed(
     if !req.build && !index.is_built()? {
         return Ok(None);
     }
-    index.ensure_built(&table.chunks)?;
+    index.ensure_built(&table.chunks, &table.latest_def()?)?;
     let max = req.max_candidates.unwrap_or(usize::MAX);
     // Resolve locations to chunks while the index is read-locked, so a
     // concurrent checkpoint cannot swap the chunks under them.
@@ -104,16 +106,15 @@ pub(crate) fn committed(
     let Some(Some((chunks, own))) = resolved else {
         return Ok(None);
     };
-    let key_column = table.def.schema.fields().len();
     let mut out = Vec::new();
     for (chunk, mut rows) in chunks {
         rows.sort_unstable();
         rows.dedup();
-        let rows = visible(&chunk, rows, snapshot, &own, key_column)?;
+        let rows = visible(&chunk, rows, snapshot, &own)?;
         if rows.is_empty() {
             continue;
         }
-        let arrays = chunk.read_rows(stored_cols, &rows)?;
+        let arrays = chunk.read_rows(def, stored_cols, &rows)?;
         out.push(batch_of(schema, arrays, rows.len())?);
     }
     Ok(Some(out))
@@ -127,7 +128,6 @@ pub(crate) fn visible(
     rows: Vec<u32>,
     snapshot: u64,
     own: &HiddenView,
-    key_column: usize,
 ) -> Result<Vec<u32>> {
     let own_deletes = own.located(chunk.id);
     let mut keep = Vec::with_capacity(rows.len());
@@ -169,13 +169,10 @@ pub(crate) fn visible(
         }
     }
     if own.by_key(chunk.id) && !keep.is_empty() {
-        let keys = chunk.read_rows(&[key_column], &keep)?;
-        let keys = keys
-            .first()
-            .and_then(|k| k.as_binary_opt::<i32>())
-            .ok_or_else(|| {
-                crate::Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column")
-            })?;
+        let keys = chunk.read_keys(&keep)?;
+        let keys = keys.as_binary_opt::<i32>().ok_or_else(|| {
+            crate::Error::corruption(format!("chunk {}", chunk.id), 0, "no _key column")
+        })?;
         let hidden: Vec<bool> = keys
             .iter()
             .map(|k| own.hides_key(k.unwrap_or_default()))

@@ -17,7 +17,8 @@
 //! `docs/format.md`. The checksum is verified first: any checksum or
 //! decoding failure is [`Error::Corruption`]; a checksummed manifest of a
 //! major version other than [`MAJOR`] refuses to open with
-//! [`Error::IncompatibleVersion`].
+//! [`Error::IncompatibleVersion`]. Minor 1 added each table's fills (after
+//! its definition); a minor-0 manifest is read without them.
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
@@ -32,7 +33,7 @@ pub const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const MAGIC: [u8; 4] = *b"EMAN";
 /// Major format version.
 pub const MAJOR: u16 = 1;
-const MINOR: u16 = 0;
+const MINOR: u16 = 1;
 
 /// One live segment of a table.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -88,6 +89,7 @@ impl Manifest {
         for t in &self.tables {
             p.u64(t.created_seq);
             t.def.encode(&mut p)?;
+            t.def.encode_fills(&mut p)?;
             p.u32(t.segments.len() as u32);
             for s in &t.segments {
                 p.u64(s.id).u64(s.rows).u32(s.deletes.len() as u32);
@@ -140,10 +142,10 @@ impl Manifest {
         }
         let payload = d.bytes()?;
         d.finish()?;
-        Self::decode_payload(&mut Decoder::new(payload, file, 12))
+        Self::decode_payload(&mut Decoder::new(payload, file, 12), minor)
     }
 
-    fn decode_payload(d: &mut Decoder<'_>) -> Result<Self> {
+    fn decode_payload(d: &mut Decoder<'_>, minor: u16) -> Result<Self> {
         let mut m = Manifest {
             checkpoint_seq: d.u64()?,
             next_id: d.u64()?,
@@ -156,7 +158,11 @@ impl Manifest {
         let tables = d.count(16)?;
         for _ in 0..tables {
             let created_seq = d.u64()?;
-            let def = TableDef::decode(d)?;
+            let mut def = TableDef::decode(d)?;
+            // Fills (columns added without a rewrite) since minor 1.
+            if minor >= 1 {
+                def.decode_fills(d)?;
+            }
             let n = d.count(20)?;
             let mut segments = Vec::with_capacity(n);
             for _ in 0..n {

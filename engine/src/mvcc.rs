@@ -37,8 +37,9 @@
 //! CHECK`) calls [`crate::Transaction::guard_rows`]: its commit then fails
 //! with `Conflict` if any commit after its snapshot inserted or deleted
 //! rows of that table (the table's `write_seq`) or dropped it (its
-//! `dropped_seq`: TRUNCATE and ALTER TABLE replace a table by a new one,
-//! whose rows the old one's `write_seq` would never show). Together with the schema
+//! `dropped_seq`: TRUNCATE and a rewriting ALTER TABLE replace a table by
+//! a new one, whose rows the old one's `write_seq` would never show; an
+//! ADD COLUMN in place changes no row). Together with the schema
 //! change's `schema_seq` this makes the checker and the table's writers
 //! serialize.
 //!

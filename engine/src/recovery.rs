@@ -26,6 +26,7 @@ use crate::engine::{EngineOptions, Inner, Recovered};
 use crate::error::{Error, Result};
 use crate::locks::write;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
+use crate::schema::TableDef;
 use crate::segment::{ChunkCache, SegmentReader, segment_file_name};
 use crate::storage::Storage;
 use crate::table::TableState;
@@ -253,6 +254,10 @@ fn read_wal(storage: &dyn Storage) -> Result<Vec<u8>> {
 
 /// Opens every live segment and rebuilds the tables' chunk lists and key
 /// indexes.
+///
+/// A segment may be narrower than its table: written before columns were
+/// added, it has at least the columns the table had before the first of
+/// them (see `schema.rs`, ADDED COLUMNS).
 fn load_tables(
     storage: &dyn Storage,
     manifest: &Manifest,
@@ -272,10 +277,9 @@ fn load_tables(
                 ));
             }
             let reader = SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?;
-            let columns = entry.def.schema.fields().len() as u32 + 3;
             if reader.footer.table_id != entry.def.id
                 || reader.footer.rows != seg.rows
-                || reader.footer.columns != columns
+                || !segment_widths(&entry.def).contains(&(reader.footer.columns as usize))
             {
                 return Err(Error::corruption(
                     name,
@@ -368,4 +372,11 @@ fn remove_orphans(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
         storage.sync_dir().map_err(Error::io("."))?;
     }
     Ok(())
+}
+
+/// The column counts (user and hidden) a segment of a table of `def` may
+/// have: at least its columns before any was added, at most all of them.
+pub(crate) fn segment_widths(def: &TableDef) -> std::ops::RangeInclusive<usize> {
+    let all = def.width() + 3;
+    all.saturating_sub(def.fills.len())..=all
 }

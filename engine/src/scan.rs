@@ -9,7 +9,7 @@
 //! before it, or deleted by the transaction itself. Memory stays bounded by
 //! one row group, whatever the table size.
 
-use crate::chunk::{Chunk, ChunkData};
+use crate::chunk::{Chunk, ChunkData, Stored, batch_column, locate, repeat};
 use crate::error::{Error, Result};
 use crate::hidden::HiddenView;
 use crate::schema::{KEY_COLUMN, TableDef};
@@ -67,8 +67,9 @@ pub struct ScanStats {
 /// An iterator of visible rows (see the module docs).
 pub struct TableScan {
     pieces: VecDeque<Piece>,
+    /// The reader's definition: the columns it sees and their fills.
+    def: TableDef,
     columns: Vec<usize>,
-    key_column: usize,
     include_key: bool,
     snapshot: u64,
     hidden: HiddenView,
@@ -120,10 +121,16 @@ impl TableScan {
                     }
                 }
                 ChunkData::Segment(seg) => {
+                    // The statistics filter reads column statistics by user
+                    // column: a segment narrower than the table has none for
+                    // the added columns, so it is not filtered.
+                    let filter = request
+                        .row_group_filter
+                        .as_ref()
+                        .filter(|_| chunk.width() >= nuser);
                     let mut first_row = 0;
                     for (group, meta) in seg.footer.row_groups.iter().enumerate() {
-                        let wanted = meta.min_seq <= snapshot
-                            && request.row_group_filter.as_ref().is_none_or(|f| f(meta));
+                        let wanted = meta.min_seq <= snapshot && filter.is_none_or(|f| f(meta));
                         if wanted {
                             pieces.push_back(Piece::Group {
                                 chunk: chunk.clone(),
@@ -141,8 +148,8 @@ impl TableScan {
         pieces.extend(local.into_iter().map(Piece::Local));
         Ok(Self {
             pieces,
+            def: def.clone(),
             columns,
-            key_column: nuser,
             include_key: request.include_key,
             snapshot,
             hidden,
@@ -156,10 +163,11 @@ impl TableScan {
         self.schema.clone()
     }
 
+    /// The stored columns to read, as [`crate::chunk::locate`] numbers them.
     fn wanted_columns(&self) -> Vec<usize> {
         let mut cols = self.columns.clone();
         if self.include_key {
-            cols.push(self.key_column);
+            cols.push(self.def.width());
         }
         cols
     }
@@ -167,14 +175,14 @@ impl TableScan {
     fn read_piece(&mut self, piece: Piece) -> Result<Option<RecordBatch>> {
         let cols = self.wanted_columns();
         let (arrays, mask, rows) = match piece {
-            Piece::Local(batch) => (pick(&batch, &cols)?, None, batch.num_rows()),
+            Piece::Local(batch) => (self.pick(&batch, &cols)?, None, batch.num_rows()),
             Piece::Mem(chunk) => {
                 let ChunkData::Mem { batch, .. } = &chunk.data else {
                     return Ok(None);
                 };
-                let keys = batch.columns().get(self.key_column);
+                let keys = batch.columns().get(chunk.width());
                 let mask = self.mask(&chunk, 0, chunk.rows, None, keys)?;
-                (pick(batch, &cols)?, mask, batch.num_rows())
+                (self.pick(batch, &cols)?, mask, batch.num_rows())
             }
             Piece::Group {
                 chunk,
@@ -188,9 +196,13 @@ impl TableScan {
                     return Ok(None);
                 };
                 self.stats.groups_read += 1;
+                let width = chunk.width();
                 let arrays = cols
                     .iter()
-                    .map(|c| seg.read_column(group, *c))
+                    .map(|c| match locate(&self.def, width, *c)? {
+                        Stored::At(i) => seg.read_column(group, i),
+                        Stored::Fill(fill) => repeat(fill, meta.rows as usize),
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let seqs = if meta.max_seq > self.snapshot {
                     let seq_col = seg.footer.columns as usize - 1;
@@ -199,7 +211,7 @@ impl TableScan {
                     None
                 };
                 let keys = if self.hidden.by_key(chunk.id) {
-                    Some(seg.read_column(group, self.key_column)?)
+                    Some(seg.read_column(group, width)?)
                 } else {
                     None
                 };
@@ -214,6 +226,13 @@ impl TableScan {
             None => batch,
         };
         Ok((batch.num_rows() > 0).then_some(batch))
+    }
+
+    /// Stored columns `cols` of a stored batch (see [`crate::chunk::locate`]).
+    fn pick(&self, batch: &RecordBatch, cols: &[usize]) -> Result<Vec<ArrayRef>> {
+        cols.iter()
+            .map(|c| batch_column(&self.def, batch, *c))
+            .collect()
     }
 
     /// Visibility mask for `rows` rows of `chunk` starting at `first`, or
@@ -259,12 +278,6 @@ impl TableScan {
         }
         Ok(Some(BooleanArray::from(visible)))
     }
-}
-
-fn pick(batch: &RecordBatch, cols: &[usize]) -> Result<Vec<ArrayRef>> {
-    cols.iter()
-        .map(|c| crate::schema::col(batch, *c).cloned())
-        .collect()
 }
 
 impl Iterator for TableScan {

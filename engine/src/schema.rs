@@ -10,11 +10,24 @@
 //! | `_hash` | UInt64 | hash of the row's canonical bytes (conflict checks)  |
 //! | `_seq`  | UInt64 | commit sequence of the version (segments only)       |
 //!
+//! ADDED COLUMNS. `ALTER TABLE … ADD COLUMN` does not rewrite a table: the
+//! definition gains trailing user columns, each with a *fill* — the one
+//! value every row stored before the column existed reads for it
+//! ([`TableDef::fills`]). A stored batch (a mem chunk, a segment, a WAL
+//! `PUT`, a transaction's own rows) therefore has the user columns of the
+//! definition it was written under, a prefix of today's: its *width* says
+//! how many, and its hidden columns follow them. Readers locate hidden
+//! columns by the batch's own width and read a user column at or beyond it
+//! as the fill ([`TableDef::fill`]). Fills never change once a column is
+//! added (a later ADD COLUMN appends another), so one definition serves
+//! every older batch.
+//!
 //! Logical definitions (constraints, defaults, views, indexes) belong to the
 //! catalog crate, which stores them in the catalog blob.
 
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
 
@@ -36,6 +49,10 @@ pub struct TableDef {
     pub schema: SchemaRef,
     /// Indexes of the primary-key columns; empty for a hidden row id.
     pub key_columns: Vec<usize>,
+    /// One-row arrays: the values rows stored before the last
+    /// `fills.len()` user columns were added read for them (see the module
+    /// doc). Empty for a table that never gained a column.
+    pub fills: Vec<ArrayRef>,
 }
 
 impl TableDef {
@@ -69,7 +86,99 @@ impl TableDef {
             name: name.to_string(),
             schema,
             key_columns,
+            fills: Vec::new(),
         })
+    }
+
+    /// The number of user columns.
+    pub fn width(&self) -> usize {
+        self.schema.fields().len()
+    }
+
+    /// The definition with `fields` appended as user columns, each read as
+    /// its one-row `fill` by the rows stored before.
+    pub fn with_added(&self, fields: Vec<Field>, fills: Vec<ArrayRef>) -> Result<Self> {
+        if fields.is_empty() || fields.len() != fills.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} columns added to {} with {} fills",
+                fields.len(),
+                self.name,
+                fills.len()
+            )));
+        }
+        for (f, fill) in fields.iter().zip(&fills) {
+            check_fill(f, fill)?;
+        }
+        let schema = append_fields(&self.schema, fields);
+        let mut def = TableDef::new(self.id, &self.name, schema, self.key_columns.clone())?;
+        def.fills = self.fills.iter().cloned().chain(fills).collect();
+        Ok(def)
+    }
+
+    /// The fill of user column `c`, which rows of `width` user columns lack
+    /// (`c >= width`). An error when the column is not an added one: a
+    /// batch narrower than the definition's original columns is damaged.
+    pub fn fill(&self, c: usize) -> Result<&ArrayRef> {
+        let first_added = self.width() - self.fills.len();
+        c.checked_sub(first_added)
+            .and_then(|i| self.fills.get(i))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "stored rows of {} lack column {c}, which was not added later",
+                    self.name
+                ))
+            })
+    }
+
+    /// Encodes the fills (after the definition in an `ALTER_TABLE` WAL record
+    /// and a manifest table entry; see docs/format.md): a count, then, when
+    /// non-zero, a one-row batch of the added columns.
+    pub fn encode_fills(&self, e: &mut Encoder) -> Result<()> {
+        e.u32(self.fills.len() as u32);
+        if self.fills.is_empty() {
+            return Ok(());
+        }
+        let first_added = self.width() - self.fills.len();
+        let fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .skip(first_added)
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), self.fills.clone())?;
+        e.bytes(&crate::columnar::encode_batch(&batch)?)?;
+        Ok(())
+    }
+
+    /// Decodes fills written by [`TableDef::encode_fills`] into `self`.
+    pub fn decode_fills(&mut self, d: &mut Decoder<'_>) -> Result<()> {
+        let n = d.count(1)?;
+        if n == 0 {
+            self.fills.clear();
+            return Ok(());
+        }
+        let bytes = d.bytes()?;
+        let mut inner = Decoder::new(bytes, "fills", 0);
+        let batch = crate::columnar::decode_batch(&mut inner)
+            .map_err(|e| d.error(format!("invalid fills: {e}")))?;
+        let first_added = self.width().checked_sub(n);
+        let fits = first_added.is_some_and(|first| {
+            batch.num_rows() == 1
+                && batch.num_columns() == n
+                && self
+                    .schema
+                    .fields()
+                    .iter()
+                    .skip(first)
+                    .zip(batch.columns())
+                    .all(|(f, a)| f.data_type() == a.data_type())
+        });
+        if !fits {
+            return Err(d.error(format!("fills do not match the columns of {}", self.name)));
+        }
+        self.fills = batch.columns().to_vec();
+        Ok(())
     }
 
     /// Checks that `columns` name user columns of the table, and that there
@@ -133,6 +242,25 @@ impl TableDef {
         TableDef::new(id, &name, schema, key_columns)
             .map_err(|e| d.error(format!("invalid table definition: {e}")))
     }
+}
+
+/// A fill must be one value of its column's type, and not NULL for a NOT
+/// NULL column.
+fn check_fill(field: &Field, fill: &ArrayRef) -> Result<()> {
+    if fill.len() != 1 || fill.data_type() != field.data_type() {
+        return Err(Error::InvalidArgument(format!(
+            "the fill of column {} must be one {} value",
+            field.name(),
+            field.data_type()
+        )));
+    }
+    if !field.is_nullable() && fill.null_count() > 0 {
+        return Err(Error::NotNullViolation {
+            table: String::new(),
+            column: field.name().clone(),
+        });
+    }
+    Ok(())
 }
 
 /// `schema` followed by `extra` fields.

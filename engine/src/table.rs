@@ -55,8 +55,13 @@ impl KeyEntry {
 /// A committed table.
 #[derive(Debug)]
 pub struct TableState {
-    /// Physical definition.
+    /// Physical definition as the table was created (or loaded from the
+    /// manifest). Its id, name and key columns never change; columns added
+    /// since are in [`TableState::latest_def`] and [`TableState::def_at`].
     pub def: TableDef,
+    /// Definitions after each committed ADD COLUMN, with the commit that
+    /// made them, oldest first (see `schema.rs`, ADDED COLUMNS).
+    added: RwLock<Vec<(u64, TableDef)>>,
     /// Commit that created the table.
     pub created_seq: u64,
     /// Commit that dropped it, if any.
@@ -84,6 +89,7 @@ impl TableState {
     pub fn new(def: TableDef, created_seq: u64) -> Self {
         Self {
             def,
+            added: RwLock::new(Vec::new()),
             created_seq,
             dropped_seq: RwLock::new(None),
             chunks: RwLock::new(ChunkList::default()),
@@ -93,6 +99,50 @@ impl TableState {
             schema_seq: AtomicU64::new(0),
             write_seq: AtomicU64::new(0),
         }
+    }
+
+    /// The newest definition: the one new rows have, and whose fills serve
+    /// every older chunk.
+    pub fn latest_def(&self) -> Result<TableDef> {
+        Ok(read(&self.added)?
+            .last()
+            .map_or_else(|| self.def.clone(), |(_, d)| d.clone()))
+    }
+
+    /// The definition a snapshot sees: the columns added at or before it.
+    pub fn def_at(&self, snapshot: u64) -> Result<TableDef> {
+        Ok(read(&self.added)?
+            .iter()
+            .rev()
+            .find(|(seq, _)| *seq <= snapshot)
+            .map_or_else(|| self.def.clone(), |(_, d)| d.clone()))
+    }
+
+    /// Makes `def` (the table's definition with columns added) the newest,
+    /// from commit `seq` on. It must extend the newest one: the same id and
+    /// key, its columns and fills a prefix.
+    pub(crate) fn add_columns(&self, seq: u64, def: TableDef) -> Result<()> {
+        let latest = self.latest_def()?;
+        let width = latest.width();
+        let extends = def.id == latest.id
+            && def.key_columns == latest.key_columns
+            && def.width() > width
+            && def
+                .schema
+                .fields()
+                .iter()
+                .take(width)
+                .eq(latest.schema.fields().iter())
+            && def.fills.len() >= latest.fills.len()
+            && def.fills.iter().zip(&latest.fills).all(|(a, b)| a == b);
+        if !extends {
+            return Err(Error::InvalidArgument(format!(
+                "ADD COLUMN of {} does not extend its definition",
+                latest.name
+            )));
+        }
+        write(&self.added)?.push((seq, def));
+        Ok(())
     }
 
     /// True when the table exists at `snapshot`.
@@ -110,7 +160,7 @@ impl TableState {
     /// The index over `columns`, built if it was not.
     pub(crate) fn index(&self, columns: &[usize]) -> Result<Arc<crate::index::ColumnIndex>> {
         let index = self.indexes.get_or_create(columns)?;
-        index.ensure_built(&self.chunks)?;
+        index.ensure_built(&self.chunks, &self.latest_def()?)?;
         Ok(index)
     }
 
@@ -161,6 +211,7 @@ impl TableState {
         // Lock order (see `Inner`): indexes, keys, chunks. Holding every index
         // and the key index while the chunk appears keeps a concurrent build
         // from indexing the chunk a second time.
+        let def = self.latest_def()?;
         let indexes = self.indexes.list()?;
         let mut guards = indexes
             .iter()
@@ -175,7 +226,7 @@ impl TableState {
             write(&self.chunks)?.push(Arc::new(Chunk::new(chunk_id, data, BTreeMap::new())));
             for (index, guard) in &mut guards {
                 if let Some(map) = guard.as_mut() {
-                    add_rows(map, &index.columns, chunk_id, batch)?;
+                    add_rows(map, &index.columns, chunk_id, batch, &def)?;
                 }
             }
         }

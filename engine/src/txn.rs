@@ -22,7 +22,7 @@ use crate::schema::TableDef;
 use ahash::{AHashMap, AHashSet};
 use arrow::array::{Array, ArrayRef, BinaryArray, BooleanArray, RecordBatch};
 use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Field, SchemaRef};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -76,6 +76,16 @@ enum Undo {
     /// at its new row: restore the row it named before (`None`: none).
     UniqueKey(u64, Vec<usize>, Box<[u8]>, Option<(u32, u32)>),
     Touched(u64, bool),
+    /// Columns were added to table `.0`: its definition (created or
+    /// altered) and its own rows before.
+    Added(u64, Box<AddedUndo>),
+}
+
+#[derive(Debug)]
+struct AddedUndo {
+    created: Option<TableDef>,
+    altered: Option<TableDef>,
+    local: Option<(TableDef, Vec<RecordBatch>)>,
 }
 
 /// A position in a transaction's undo log (see [`Transaction::savepoint`]).
@@ -92,6 +102,9 @@ pub struct Transaction {
     snapshot: Option<u64>,
     local: BTreeMap<u64, LocalTable>,
     created: BTreeMap<u64, TableDef>,
+    /// Committed tables this transaction added columns to: their new
+    /// definitions (see [`Transaction::add_columns`]).
+    altered: BTreeMap<u64, TableDef>,
     dropped: BTreeSet<u64>,
     /// Tables guarded by [`Transaction::guard_rows`].
     guarded: BTreeSet<u64>,
@@ -113,6 +126,7 @@ impl Transaction {
             snapshot: None,
             local: BTreeMap::new(),
             created: BTreeMap::new(),
+            altered: BTreeMap::new(),
             dropped: BTreeSet::new(),
             guarded: BTreeSet::new(),
             key_guards: BTreeMap::new(),
@@ -188,7 +202,10 @@ impl Transaction {
         let mut defs = Vec::new();
         for t in self.engine.tables()?.values() {
             if t.visible_at(snapshot)? && !self.dropped.contains(&t.def.id) {
-                defs.push(t.def.clone());
+                defs.push(match self.altered.get(&t.def.id) {
+                    Some(def) => def.clone(),
+                    None => t.def_at(snapshot)?,
+                });
             }
         }
         defs.extend(self.created.values().cloned());
@@ -211,7 +228,12 @@ impl Transaction {
         let snapshot = self.snapshot();
         let tables = self.engine.tables()?;
         match tables.get(&id) {
-            Some(t) if t.visible_at(snapshot)? && !self.dropped.contains(&id) => Ok(t.def.clone()),
+            Some(t) if t.visible_at(snapshot)? && !self.dropped.contains(&id) => {
+                match self.altered.get(&id) {
+                    Some(def) => Ok(def.clone()),
+                    None => t.def_at(snapshot),
+                }
+            }
             _ => Err(Error::TableNotFound {
                 name: format!("#{id}"),
             }),
@@ -249,6 +271,66 @@ impl Transaction {
             self.undo.push(Undo::Dropped(id));
         }
         Ok(())
+    }
+
+    /// Adds `fields` as trailing user columns of a table, without rewriting
+    /// it: every row stored before reads the column's one-row `fill` (see
+    /// `schema.rs`, ADDED COLUMNS). The table's schema is touched, so a
+    /// concurrent writer whose snapshot is older fails at commit (its rows
+    /// have the old columns). Returns the new definition.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a fill that is not one value of its column's
+    /// type, `NotNullViolation` for a NULL fill of a NOT NULL column.
+    pub fn add_columns(
+        &mut self,
+        table_id: u64,
+        fields: Vec<Field>,
+        fills: Vec<ArrayRef>,
+    ) -> Result<TableDef> {
+        self.writable()?;
+        let def = self.table_by_id(table_id)?;
+        let mut new = def.with_added(fields, fills)?;
+        let local = self
+            .local
+            .get(&table_id)
+            .map(|l| (l.def.clone(), l.batches.clone()));
+        if let Some(l) = self.local.get_mut(&table_id) {
+            let widened = l
+                .batches
+                .iter()
+                .map(|b| widen(b, &new))
+                .collect::<Result<Vec<_>>>()?;
+            l.batches = widened;
+            l.def = new.clone();
+        }
+        let created = self.created.contains_key(&table_id);
+        if created {
+            // The table's every row is in this transaction, now widened:
+            // no stored row needs a fill.
+            new.fills.clear();
+            if let Some(l) = self.local.get_mut(&table_id) {
+                l.def = new.clone();
+            }
+        }
+        let undo = AddedUndo {
+            created: if created {
+                self.created.insert(table_id, new.clone())
+            } else {
+                None
+            },
+            altered: if created {
+                None
+            } else {
+                self.altered.insert(table_id, new.clone())
+            },
+            local,
+        };
+        self.undo.push(Undo::Added(table_id, Box::new(undo)));
+        if !created {
+            self.touch_schema(table_id)?;
+        }
+        Ok(new)
     }
 
     /// The catalog blob as this transaction sees it.
@@ -364,6 +446,24 @@ impl Transaction {
             Undo::Touched(t, prev) => {
                 if let Some(l) = self.local.get_mut(&t) {
                     l.touched = prev;
+                }
+            }
+            Undo::Added(t, before) => {
+                let AddedUndo {
+                    created,
+                    altered,
+                    local,
+                } = *before;
+                if let Some(def) = created {
+                    self.created.insert(t, def);
+                }
+                match altered {
+                    Some(def) => self.altered.insert(t, def),
+                    None => self.altered.remove(&t),
+                };
+                if let (Some(l), Some((def, batches))) = (self.local.get_mut(&t), local) {
+                    l.def = def;
+                    l.batches = batches;
                 }
             }
         }
@@ -568,7 +668,6 @@ impl Transaction {
         };
         let index = table.index(cols)?;
         let hidden = self.local.get(&def.id).map(|l| &l.hidden);
-        let key_column = def.schema.fields().len();
         // Locations are resolved while the index is read-locked (a
         // checkpoint cannot move them in between).
         let taken = index.lookup_then(&[KeyRange::point(key.to_vec())], usize::MAX, |locs| {
@@ -581,7 +680,7 @@ impl Transaction {
                     continue;
                 };
                 let rows = vec![loc.row];
-                if !crate::lookup::visible(chunk, rows, snapshot, &own, key_column)?.is_empty() {
+                if !crate::lookup::visible(chunk, rows, snapshot, &own)?.is_empty() {
                     return Ok(true);
                 }
             }
@@ -795,7 +894,9 @@ impl Transaction {
         if !self.created.contains_key(&table_id) {
             let table = self.engine.table(table_id)?;
             if let Some(table) = table {
-                match crate::lookup::committed(&table, req, snapshot, hidden, &schema, &stored)? {
+                match crate::lookup::committed(
+                    &table, &def, req, snapshot, hidden, &schema, &stored,
+                )? {
                     Some(batches) => out = batches,
                     None => return Ok(None),
                 }
@@ -925,6 +1026,12 @@ impl Transaction {
     fn changes(&mut self) -> Result<Changes> {
         let mut changes = Changes {
             creates: self.created.values().cloned().collect(),
+            alters: self
+                .altered
+                .iter()
+                .filter(|(id, _)| !self.dropped.contains(id))
+                .map(|(_, def)| def.clone())
+                .collect(),
             catalog: self.catalog.as_ref().map(|c| c.as_ref().clone()),
             tables: Vec::new(),
             drops: self.dropped.iter().copied().collect(),
@@ -1063,6 +1170,19 @@ fn unique_violation(def: &TableDef, cols: &[usize]) -> Error {
         table: def.name.clone(),
         detail: format!("duplicate value in UNIQUE ({})", names.join(", ")),
     }
+}
+
+/// A stored batch (user columns, `_key`, `_hash`) with the user columns
+/// `def` added filled in: in the stored schema of `def`.
+fn widen(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
+    let width = batch.num_columns().saturating_sub(2);
+    let mut columns = batch.columns().to_vec();
+    let hidden = columns.split_off(width);
+    for c in width..def.width() {
+        columns.push(crate::chunk::repeat(def.fill(c)?, batch.num_rows())?);
+    }
+    columns.extend(hidden);
+    Ok(RecordBatch::try_new(def.stored_schema(), columns)?)
 }
 
 fn check_schema(def: &TableDef, batch: &RecordBatch) -> Result<()> {

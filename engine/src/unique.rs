@@ -78,9 +78,10 @@ fn new_keys(
     let Some(rows) = &change.rows else {
         return Ok(out);
     };
+    let def = table.latest_def()?;
     let arrays = cols
         .iter()
-        .map(|c| crate::schema::col(rows, *c).cloned())
+        .map(|c| crate::chunk::batch_column(&def, rows, *c))
         .collect::<Result<Vec<ArrayRef>>>()?;
     let (keys, nulls) = index_keys(&arrays)?;
     for (key, null) in keys.iter().zip(nulls) {
@@ -94,7 +95,6 @@ fn new_keys(
 /// Creation sequences of the live versions among `locs` whose row key is
 /// not in `own`.
 fn live_other(table: &TableState, locs: &[RowLoc], own: &AHashSet<Box<[u8]>>) -> Result<Vec<u64>> {
-    let nuser = table.def.schema.fields().len();
     let chunks = read(&table.chunks)?;
     let mut out = Vec::new();
     for loc in locs {
@@ -104,10 +104,9 @@ fn live_other(table: &TableState, locs: &[RowLoc], own: &AHashSet<Box<[u8]>>) ->
         if chunk.deleted_seq(loc.row)?.is_some() {
             continue;
         }
-        let key = chunk.read_rows(&[nuser], &[loc.row])?;
+        let key = chunk.read_keys(&[loc.row])?;
         let key = key
-            .first()
-            .and_then(|k| k.as_binary_opt::<i32>())
+            .as_binary_opt::<i32>()
             .filter(|k| !k.is_empty())
             .map(|k| k.value(0));
         if key.is_some_and(|k| own.contains(k)) {
@@ -128,7 +127,7 @@ fn has_null(table: &TableState, cols: &[usize], locs: &[RowLoc]) -> Result<bool>
     let Some(chunk) = chunks.get(loc.chunk) else {
         return Ok(false);
     };
-    let arrays = chunk.read_rows(cols, &[loc.row])?;
+    let arrays = chunk.read_rows(&table.latest_def()?, cols, &[loc.row])?;
     Ok(arrays.iter().any(|a| a.null_count() > 0))
 }
 

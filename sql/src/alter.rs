@@ -183,7 +183,10 @@ pub async fn alter_table(session: &mut Session, a: &AlterTable) -> Result<()> {
         }
     }
     if shape.rewrite {
-        rewrite(&session.slot, &def, &meta, &shape, &mut catalog)?;
+        match appended_columns(&shape, &def, &meta) {
+            Some(added) => add_in_place(&session.slot, &def, &meta, &shape, added, &mut catalog)?,
+            None => rewrite(&session.slot, &def, &meta, &shape, &mut catalog)?,
+        }
     } else {
         let meta = table_meta(&shape, meta.table_id);
         replace_table(&mut catalog, &name, meta);
@@ -794,6 +797,68 @@ fn replace_table(catalog: &mut Catalog, old: &str, meta: TableMeta) {
         Some(slot) => *slot = meta,
         None => catalog.tables.push(meta),
     }
+}
+
+/// The columns the ALTER appends, with the value each existing row gets,
+/// when appending them is all it does: the old columns unchanged and in
+/// place, no constraint, key, identity or name changed, and no NOT NULL
+/// column filled with NULL (whether that fails depends on the rows). Such
+/// an ALTER needs no rewrite ([`add_in_place`]).
+fn appended_columns(
+    shape: &Shape,
+    def: &TableDef,
+    meta: &TableMeta,
+) -> Option<Vec<(Field, ScalarValue)>> {
+    let before = Shape::new(def, meta);
+    let unchanged = shape.name == before.name
+        && shape.primary_key == before.primary_key
+        && shape.unique == before.unique
+        && shape.checks == before.checks
+        && shape.foreign_keys == before.foreign_keys
+        && shape.columns.len() > before.columns.len()
+        && shape.columns.iter().zip(&before.columns).all(|(now, was)| {
+            now.field == was.field
+                && now.default == was.default
+                && now.identity == was.identity
+                && matches!((&now.source, &was.source), (Source::Old(a), Source::Old(b)) if a == b)
+        });
+    if !unchanged {
+        return None;
+    }
+    shape
+        .columns
+        .get(before.columns.len()..)?
+        .iter()
+        .map(|c| match &c.source {
+            Source::Fill(v) if c.identity.is_none() && (c.field.is_nullable() || !v.is_null()) => {
+                Some((c.field.clone(), v.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// ADD COLUMN without a rewrite: the engine table keeps its id and rows,
+/// and the rows stored before read each added column's value (the engine's
+/// `Transaction::add_columns`; see `engine/src/schema.rs`, ADDED COLUMNS).
+fn add_in_place(
+    slot: &TxnSlot,
+    def: &TableDef,
+    meta: &TableMeta,
+    shape: &Shape,
+    added: Vec<(Field, ScalarValue)>,
+    catalog: &mut Catalog,
+) -> Result<()> {
+    let mut fields = Vec::with_capacity(added.len());
+    let mut fills = Vec::with_capacity(added.len());
+    for (field, value) in added {
+        fills.push(value.to_array_of_size(1)?);
+        fields.push(field);
+    }
+    slot.with(|t| t.add_columns(def.id, fields, fills))?;
+    replace_table(catalog, &meta.name, table_meta(shape, def.id));
+    slot.with(|t| catalog.save(t))?;
+    Ok(())
 }
 
 /// Drops `old`, creates the new engine table and copies the rows the

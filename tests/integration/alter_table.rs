@@ -74,6 +74,64 @@ fn writer_started_before_alter_conflicts() {
     assert_eq!(rows, strings(&["1|10|5"]));
 }
 
+/// ADD COLUMN with a constant default changes no row: the engine table
+/// keeps its id, the WAL grows by a definition, not by the rows, and a
+/// snapshot from before the ALTER keeps reading the old columns, also after
+/// a checkpoint widened the stored rows. An ALTER that must check or move
+/// rows (NOT NULL without a default, DROP COLUMN) still rewrites.
+#[test]
+fn add_column_writes_no_rows_and_old_snapshots_keep_their_columns() {
+    let db = Database::open_in_memory().unwrap();
+    let mut a = BlockingConnection::new(&db).unwrap();
+    let mut b = BlockingConnection::new(&db).unwrap();
+    a.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .unwrap();
+    a.execute("INSERT INTO t SELECT value, value * 10 FROM generate_series(1, 20000)")
+        .unwrap();
+    a.execute("CHECKPOINT").unwrap();
+    let id_of = |c: &mut BlockingConnection| c.catalog().unwrap().table("t").unwrap().table_id;
+    let id = id_of(&mut a);
+    b.execute("BEGIN").unwrap();
+    assert_eq!(
+        table(&mut b, "SELECT * FROM t WHERE id = 7").1,
+        strings(&["7|70"])
+    );
+    let wal = db.engine().wal_len();
+    a.execute("ALTER TABLE t ADD COLUMN w INT DEFAULT 5, ADD COLUMN s TEXT")
+        .unwrap();
+    let grew = db.engine().wal_len() - wal;
+    assert!(grew < 8 * 1024, "the ALTER wrote {grew} WAL bytes");
+    assert_eq!(id_of(&mut a), id, "the table was rewritten");
+    a.execute("INSERT INTO t VALUES (0, 0, 6, 'x')").unwrap();
+    let sums = "SELECT count(*), sum(w), count(s) FROM t";
+    assert_eq!(table(&mut a, sums).1, strings(&["20001|100006|1"]));
+    let old = "SELECT * FROM t WHERE id IN (0, 7) ORDER BY id";
+    assert_eq!(
+        table(&mut b, old),
+        (strings(&["id", "v"]), strings(&["7|70"]))
+    );
+    a.execute("CHECKPOINT").unwrap();
+    assert_eq!(
+        table(&mut b, old),
+        (strings(&["id", "v"]), strings(&["7|70"]))
+    );
+    b.execute("COMMIT").unwrap();
+    assert_eq!(table(&mut b, old).1, strings(&["0|0|6|x", "7|70|5|NULL"]));
+    // Indexes over an added column see the old rows' value.
+    a.execute("CREATE INDEX t_w ON t (w)").unwrap();
+    assert_eq!(
+        table(&mut a, "SELECT count(*) FROM t WHERE w = 5").1,
+        strings(&["20000"])
+    );
+    // These must look at or move the rows: a rewrite (a new engine table).
+    a.execute("ALTER TABLE t DROP COLUMN s").unwrap();
+    assert_ne!(id_of(&mut a), id);
+    let err = a
+        .execute("ALTER TABLE t ADD COLUMN z INT NOT NULL")
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "23502", "{err}");
+}
+
 #[test]
 fn altered_table_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,13 @@
 //!   CREATE_TABLE table definition (see `table_def` in docs/format.md)
 //!   DROP_TABLE   table_id u64
 //!   CATALOG      catalog blob bytes
+//!   ALTER_TABLE  table definition, then its fills (columns added without a
+//!                rewrite; see `table_def` and `fills` in docs/format.md)
 //! ```
+//!
+//! ALTER_TABLE is new in format 1.0 without a minor bump on purpose: an
+//! older build refuses the WAL ("unknown record type 10") instead of
+//! skipping the record and replaying wider rows into the old definition.
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
@@ -60,6 +66,8 @@ pub enum RecordType {
     DropTable = 8,
     /// Replace the catalog blob.
     Catalog = 9,
+    /// A table gained columns.
+    AlterTable = 10,
 }
 
 impl RecordType {
@@ -74,6 +82,7 @@ impl RecordType {
             7 => Self::CreateTable,
             8 => Self::DropTable,
             9 => Self::Catalog,
+            10 => Self::AlterTable,
             _ => return None,
         })
     }
@@ -131,6 +140,8 @@ pub enum WalRecord {
     },
     /// The catalog blob was replaced.
     Catalog(Vec<u8>),
+    /// A table gained columns: its new definition, fills included.
+    AlterTable(TableDef),
 }
 
 impl WalRecord {
@@ -144,6 +155,7 @@ impl WalRecord {
             WalRecord::Abort { .. } => RecordType::Abort,
             WalRecord::Checkpoint { .. } => RecordType::Checkpoint,
             WalRecord::CreateTable(_) => RecordType::CreateTable,
+            WalRecord::AlterTable(_) => RecordType::AlterTable,
             WalRecord::DropTable { .. } => RecordType::DropTable,
             WalRecord::Catalog(_) => RecordType::Catalog,
         }
@@ -180,6 +192,10 @@ impl WalRecord {
                 p.u64(*checkpoint_seq);
             }
             WalRecord::CreateTable(def) => def.encode(&mut p)?,
+            WalRecord::AlterTable(def) => {
+                def.encode(&mut p)?;
+                def.encode_fills(&mut p)?;
+            }
             WalRecord::DropTable { table_id } => {
                 p.u64(*table_id);
             }
@@ -226,6 +242,11 @@ impl WalRecord {
                 checkpoint_seq: d.u64()?,
             },
             RecordType::CreateTable => WalRecord::CreateTable(TableDef::decode(&mut d)?),
+            RecordType::AlterTable => {
+                let mut def = TableDef::decode(&mut d)?;
+                def.decode_fills(&mut d)?;
+                WalRecord::AlterTable(def)
+            }
             RecordType::DropTable => WalRecord::DropTable { table_id: d.u64()? },
             RecordType::Catalog => WalRecord::Catalog(d.bytes()?.to_vec()),
         };
