@@ -7,6 +7,12 @@
 //!
 //! - when only defaults changed (`ALTER COLUMN … SET/DROP DEFAULT`), the
 //!   catalog is saved and the table's schema is *touched*;
+//! - when the subcommands only append columns (ADD COLUMN with a default or
+//!   none, no constraint, NULL allowed or a non-NULL default), the engine
+//!   table **gains the columns in place** ([`add_in_place`]): no row is
+//!   read or copied; the rows stored before read each column's default,
+//!   evaluated once when the ALTER runs (the engine's fills; see
+//!   `engine/src/schema.rs`, ADDED COLUMNS);
 //! - otherwise the table is **rewritten**: the engine table is dropped and a
 //!   new one (a new engine id) is created with the new columns, in the same
 //!   transaction, and the rows the transaction sees are copied into it
@@ -20,8 +26,8 @@
 //! re-opens like any other write (the old table's segments are released by
 //! the next checkpoint, as for DROP TABLE). Concurrent writers that started
 //! before the ALTER get `Conflict` (40001) at commit: the table they wrote
-//! was dropped (rewrite) or its schema touched (defaults), so no row of the
-//! old shape can land in the new table.
+//! was dropped (rewrite) or its schema touched (defaults, columns added in
+//! place), so no row of the old shape lands after the ALTER.
 //!
 //! DEPENDENTS (as PostgreSQL): dropping a column drops the indexes and
 //! UNIQUE/PRIMARY KEY constraints that include it; a view that reads the
