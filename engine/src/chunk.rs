@@ -170,9 +170,8 @@ impl Chunk {
     }
 
     /// Stored columns `cols` of the given rows (sorted ascending), for a
-    /// reader of `def`: user columns `0..def.width()`, then `_key` =
-    /// `def.width()`. A user column the chunk is too narrow for reads as its
-    /// fill.
+    /// reader of `def`: user columns `0..def.width()`, or [`KEY`]. A user
+    /// column the chunk is too narrow for reads as its fill.
     pub fn read_rows(&self, def: &TableDef, cols: &[usize], rows: &[u32]) -> Result<Vec<ArrayRef>> {
         let width = self.width();
         let mut out: Vec<Option<ArrayRef>> = vec![None; cols.len()];
@@ -243,8 +242,13 @@ impl Chunk {
     }
 }
 
+/// The stored column number of `_key` in [`Chunk::read_rows`],
+/// [`locate`] and [`batch_column`]: whatever the width of the batch, and of
+/// the reader's definition (a user column number is never this large).
+pub const KEY: usize = usize::MAX;
+
 /// Where stored column `c` is in a batch of `width` user columns, for a
-/// reader of `def` (user columns `0..def.width()`, `_key` = `def.width()`).
+/// reader of `def` (user columns `0..def.width()`, or [`KEY`]).
 pub(crate) enum Stored<'a> {
     /// Physical column `i` of the batch.
     At(usize),
@@ -254,11 +258,12 @@ pub(crate) enum Stored<'a> {
 
 /// See [`Stored`]. A reader's definition may be narrower than the batch (a
 /// snapshot from before an ADD COLUMN reading rows a checkpoint widened):
-/// its `_key` is still the batch's.
+/// its columns are still a prefix. A user column beyond both the batch and
+/// the definition's fills is an error, never another column.
 pub(crate) fn locate(def: &TableDef, width: usize, c: usize) -> Result<Stored<'_>> {
-    if c == def.width() {
+    if c == KEY {
         Ok(Stored::At(width))
-    } else if c < width {
+    } else if c < width && c < def.width() {
         Ok(Stored::At(c))
     } else {
         def.fill(c).map(Stored::Fill)

@@ -18,7 +18,8 @@
 //! decoding failure is [`Error::Corruption`]; a checksummed manifest of a
 //! major version other than [`MAJOR`] refuses to open with
 //! [`Error::IncompatibleVersion`]. Minor 1 added each table's fills (after
-//! its definition); a minor-0 manifest is read without them.
+//! its definition); it is written only when some table has fills, and a
+//! minor-0 manifest is read without them.
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
@@ -33,6 +34,8 @@ pub const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const MAGIC: [u8; 4] = *b"EMAN";
 /// Major format version.
 pub const MAJOR: u16 = 1;
+/// Written only when some table has fills (so a database that never gained
+/// a column in place stays readable by builds of minor 0).
 const MINOR: u16 = 1;
 
 /// One live segment of a table.
@@ -79,6 +82,11 @@ pub struct Manifest {
 impl Manifest {
     /// Encodes the whole file.
     pub fn encode(&self) -> Result<Vec<u8>> {
+        let minor = if self.tables.iter().any(|t| !t.def.fills.is_empty()) {
+            MINOR
+        } else {
+            0
+        };
         let mut p = Encoder::new();
         p.u64(self.checkpoint_seq)
             .u64(self.next_id)
@@ -89,7 +97,9 @@ impl Manifest {
         for t in &self.tables {
             p.u64(t.created_seq);
             t.def.encode(&mut p)?;
-            t.def.encode_fills(&mut p)?;
+            if minor >= 1 {
+                t.def.encode_fills(&mut p)?;
+            }
             p.u32(t.segments.len() as u32);
             for s in &t.segments {
                 p.u64(s.id).u64(s.rows).u32(s.deletes.len() as u32);
@@ -100,7 +110,7 @@ impl Manifest {
         }
         let payload = p.finish();
         let mut out = Encoder::new();
-        out.raw(&MAGIC).u16(MAJOR).u16(MINOR).bytes(&payload)?;
+        out.raw(&MAGIC).u16(MAJOR).u16(minor).bytes(&payload)?;
         let mut out = out.finish();
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());

@@ -167,7 +167,7 @@ impl TableScan {
     fn wanted_columns(&self) -> Vec<usize> {
         let mut cols = self.columns.clone();
         if self.include_key {
-            cols.push(self.def.width());
+            cols.push(crate::chunk::KEY);
         }
         cols
     }

@@ -107,7 +107,7 @@ impl TableDef {
             )));
         }
         for (f, fill) in fields.iter().zip(&fills) {
-            check_fill(f, fill)?;
+            check_fill(&self.name, f, fill)?;
         }
         let schema = append_fields(&self.schema, fields);
         let mut def = TableDef::new(self.id, &self.name, schema, self.key_columns.clone())?;
@@ -121,10 +121,12 @@ impl TableDef {
     pub fn fill(&self, c: usize) -> Result<&ArrayRef> {
         let first_added = self.width() - self.fills.len();
         c.checked_sub(first_added)
+            .filter(|_| c < self.width())
             .and_then(|i| self.fills.get(i))
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "stored rows of {} lack column {c}, which was not added later",
+                    "rows of {} have no column {c}: no committed ALTER added it (an index \
+                     over a column added in an open transaction is built after it commits)",
                     self.name
                 ))
             })
@@ -161,6 +163,7 @@ impl TableDef {
         let bytes = d.bytes()?;
         let mut inner = Decoder::new(bytes, "fills", 0);
         let batch = crate::columnar::decode_batch(&mut inner)
+            .and_then(|b| inner.finish().map(|()| b))
             .map_err(|e| d.error(format!("invalid fills: {e}")))?;
         let first_added = self.width().checked_sub(n);
         let fits = first_added.is_some_and(|first| {
@@ -176,6 +179,10 @@ impl TableDef {
         });
         if !fits {
             return Err(d.error(format!("fills do not match the columns of {}", self.name)));
+        }
+        let first = self.width() - n;
+        for (f, fill) in self.schema.fields().iter().skip(first).zip(batch.columns()) {
+            check_fill(&self.name, f, fill).map_err(|e| d.error(format!("invalid fill: {e}")))?;
         }
         self.fills = batch.columns().to_vec();
         Ok(())
@@ -246,7 +253,7 @@ impl TableDef {
 
 /// A fill must be one value of its column's type, and not NULL for a NOT
 /// NULL column.
-fn check_fill(field: &Field, fill: &ArrayRef) -> Result<()> {
+fn check_fill(table: &str, field: &Field, fill: &ArrayRef) -> Result<()> {
     if fill.len() != 1 || fill.data_type() != field.data_type() {
         return Err(Error::InvalidArgument(format!(
             "the fill of column {} must be one {} value",
@@ -256,7 +263,7 @@ fn check_fill(field: &Field, fill: &ArrayRef) -> Result<()> {
     }
     if !field.is_nullable() && fill.null_count() > 0 {
         return Err(Error::NotNullViolation {
-            table: String::new(),
+            table: table.to_string(),
             column: field.name().clone(),
         });
     }

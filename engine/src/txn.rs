@@ -85,6 +85,8 @@ enum Undo {
 struct AddedUndo {
     created: Option<TableDef>,
     altered: Option<TableDef>,
+    /// The transaction's own table state before (`None`: it had none, and
+    /// one made since, with the new definition, goes).
     local: Option<(TableDef, Vec<RecordBatch>)>,
 }
 
@@ -333,6 +335,24 @@ impl Transaction {
         Ok(new)
     }
 
+    /// How many user columns a table this transaction added columns to has
+    /// outside it (at the snapshot); `None` when it added none. An index or
+    /// UNIQUE over a column it added cannot be built before it commits: the
+    /// committed rows' values for it (the fill) are not committed yet, and
+    /// the engine refuses (an error, never a wrong index). Rewrite the
+    /// table into a new one instead.
+    pub fn committed_width(&mut self, table_id: u64) -> Result<Option<usize>> {
+        self.active()?;
+        if !self.altered.contains_key(&table_id) {
+            return Ok(None);
+        }
+        let snapshot = self.snapshot();
+        match self.engine.table(table_id)? {
+            Some(t) => Ok(Some(t.def_at(snapshot)?.width())),
+            None => Ok(None),
+        }
+    }
+
     /// The catalog blob as this transaction sees it.
     pub fn catalog(&mut self) -> Result<Arc<Vec<u8>>> {
         self.active()?;
@@ -461,9 +481,17 @@ impl Transaction {
                     Some(def) => self.altered.insert(t, def),
                     None => self.altered.remove(&t),
                 };
-                if let (Some(l), Some((def, batches))) = (self.local.get_mut(&t), local) {
-                    l.def = def;
-                    l.batches = batches;
+                match local {
+                    Some((def, batches)) => {
+                        if let Some(l) = self.local.get_mut(&t) {
+                            l.def = def;
+                            l.batches = batches;
+                        }
+                    }
+                    // Everything done to it since was undone first.
+                    None => {
+                        self.local.remove(&t);
+                    }
                 }
             }
         }
@@ -732,6 +760,28 @@ impl Transaction {
         if let Some(last) = local.unique.iter_mut().find(|(c, _)| c == columns) {
             last.1 = true;
         }
+        // The transaction's own rows hold keys of the new set too: later
+        // inserts must find them (a table created in this transaction has
+        // no commit-time check to catch a duplicate of them).
+        let mut undo = Vec::new();
+        let map = local.unique_keys.entry(columns.to_vec()).or_default();
+        for (b, batch) in local.batches.iter().enumerate() {
+            let arrays = columns
+                .iter()
+                .map(|c| crate::schema::col(batch, *c).cloned())
+                .collect::<Result<Vec<ArrayRef>>>()?;
+            let (keys, has_null) = index_keys(&arrays)?;
+            for (r, (key, null)) in keys.iter().zip(has_null).enumerate() {
+                let at = (b as u32, r as u32);
+                if null || local.dead.contains(&at) {
+                    continue;
+                }
+                let key: Box<[u8]> = key.unwrap_or_default().into();
+                let prev = map.insert(key.clone(), at);
+                undo.push(Undo::UniqueKey(table_id, columns.to_vec(), key, prev));
+            }
+        }
+        self.undo.extend(undo);
         Ok(())
     }
 
@@ -882,7 +932,7 @@ impl Transaction {
         }
         let mut stored = columns.clone();
         if req.include_key {
-            stored.push(nuser);
+            stored.push(crate::chunk::KEY);
         }
         let schema = crate::lookup::output_schema(&def, &columns, req.include_key);
         let empty = HiddenRows::default();
@@ -1112,7 +1162,16 @@ impl LocalTable {
 
     /// The net effect on this table, for the WAL and for apply.
     fn change(&self) -> Result<TableChange> {
-        let live = self.live_batches()?;
+        // Every batch has the definition's columns (ADD COLUMN widens them);
+        // arrow's concat would panic on one that has not.
+        let live = self
+            .live_batches()?
+            .into_iter()
+            .map(|b| match b.num_columns() == self.def.width() + 2 {
+                true => Ok(b),
+                false => widen(&b, &self.def),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let rows = if live.iter().any(|b| b.num_rows() > 0) {
             Some(concat_batches(&self.def.stored_schema(), &live)?)
         } else {

@@ -132,7 +132,9 @@ fn has_null(table: &TableState, cols: &[usize], locs: &[RowLoc]) -> Result<bool>
 }
 
 fn violation(table: &TableState, cols: &[usize]) -> Error {
-    let names: Vec<String> = cols.iter().map(|c| table.def.column_name(*c)).collect();
+    // The newest definition names columns added since the table was made.
+    let def = table.latest_def().unwrap_or_else(|_| table.def.clone());
+    let names: Vec<String> = cols.iter().map(|c| def.column_name(*c)).collect();
     Error::ConstraintViolation {
         table: table.def.name.clone(),
         detail: format!("duplicate value in UNIQUE ({})", names.join(", ")),

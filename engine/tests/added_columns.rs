@@ -344,6 +344,36 @@ fn own_rows_widen_and_a_savepoint_undoes_the_add() {
     t.commit().unwrap();
     assert_eq!(read(&engine, def.id), Rows::from([(1, row(&["a", "9"]))]));
 
+    // Review finding: undoing an ADD COLUMN the transaction made before
+    // touching the table (the schema touch made its own table state, with
+    // the new columns) leaves the old columns; a commit of narrow rows
+    // after it must not fail (it panicked in arrow's concat).
+    let mut t = engine.begin();
+    let sp = t.savepoint();
+    t.add_columns(
+        kv,
+        vec![Field::new("m", DataType::Int64, true)],
+        vec![int_fill(None)],
+    )
+    .unwrap();
+    t.rollback_to(sp);
+    t.insert(kv, &kvn_batch(&[(7, "g", Some(70))])).unwrap();
+    t.commit().unwrap();
+    let mut t = engine.begin();
+    let made = t.create_table("made", kv_schema(), vec![0]).unwrap();
+    let sp = t.savepoint();
+    t.add_columns(
+        made.id,
+        vec![Field::new("n", DataType::Int64, true)],
+        vec![int_fill(None)],
+    )
+    .unwrap();
+    t.insert(made.id, &kvn_batch(&[(1, "a", Some(1))])).unwrap();
+    t.rollback_to(sp);
+    t.insert(made.id, &kv_batch(&[(2, "b")])).unwrap();
+    t.commit().unwrap();
+    assert_eq!(read(&engine, made.id), Rows::from([(2, row(&["b"]))]));
+
     // A NULL fill of a NOT NULL column is refused.
     let mut t = engine.begin();
     let err = t

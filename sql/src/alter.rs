@@ -844,6 +844,20 @@ fn appended_columns(
         .collect()
 }
 
+/// Rewrites `meta`'s table into a new engine table with the columns this
+/// transaction sees, and returns the catalog pointing at it (saved in the
+/// transaction). For an index or UNIQUE over a column this transaction added
+/// in place: the engine cannot build one before the column's fill commits
+/// (`Transaction::committed_width`), but it can over rows that store it.
+pub(crate) fn rewrite_in_full(session: &Session, meta: &TableMeta) -> Result<Catalog> {
+    let def = session.slot.with(|t| t.table_by_id(meta.table_id))?;
+    let mut shape = Shape::new(&def, meta);
+    shape.rewrite = true;
+    let mut catalog = session.catalog.as_ref().clone();
+    rewrite(&session.slot, &def, meta, &shape, &mut catalog)?;
+    Ok(catalog)
+}
+
 /// ADD COLUMN without a rewrite: the engine table keeps its id and rows,
 /// and the rows stored before read each added column's value (the engine's
 /// `Transaction::add_columns`; see `engine/src/schema.rs`, ADDED COLUMNS).

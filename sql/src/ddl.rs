@@ -448,6 +448,19 @@ pub fn create_index(session: &mut Session, c: &CreateIndex) -> Result<()> {
         columns.push(pos);
     }
     let mut catalog = session.catalog.as_ref().clone();
+    let mut meta = meta;
+    // Over a column this transaction added in place, the index needs the
+    // table rewritten first (see `alter::rewrite_in_full`).
+    let committed = session.slot.with(|t| t.committed_width(meta.table_id))?;
+    if committed.is_some_and(|w| columns.iter().any(|c| *c >= w)) {
+        catalog = crate::alter::rewrite_in_full(session, &meta)?;
+        meta = catalog
+            .table(&table)
+            .cloned()
+            .ok_or_else(|| ErrorKind::UndefinedTable {
+                name: table.clone(),
+            })?;
+    }
     catalog.indexes.push(IndexMeta {
         name,
         table,
