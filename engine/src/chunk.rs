@@ -258,12 +258,15 @@ pub(crate) enum Stored<'a> {
 
 /// See [`Stored`]. A reader's definition may be narrower than the batch (a
 /// snapshot from before an ADD COLUMN reading rows a checkpoint widened):
-/// its columns are still a prefix. A user column beyond both the batch and
-/// the definition's fills is an error, never another column.
+/// its committed columns are still a prefix. Columns the reader's own open
+/// transaction added are never stored (a concurrent ALTER may have
+/// committed another column at that position): they read as fills. A user
+/// column beyond both the batch and the definition's fills is an error,
+/// never another column.
 pub(crate) fn locate(def: &TableDef, width: usize, c: usize) -> Result<Stored<'_>> {
     if c == KEY {
         Ok(Stored::At(width))
-    } else if c < width && c < def.width() {
+    } else if c < width && c < def.stored_width() {
         Ok(Stored::At(c))
     } else {
         def.fill(c).map(Stored::Fill)

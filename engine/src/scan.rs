@@ -127,7 +127,7 @@ impl TableScan {
                     let filter = request
                         .row_group_filter
                         .as_ref()
-                        .filter(|_| chunk.width() >= nuser);
+                        .filter(|_| chunk.width() >= nuser && def.uncommitted == 0);
                     let mut first_row = 0;
                     for (group, meta) in seg.footer.row_groups.iter().enumerate() {
                         let wanted = meta.min_seq <= snapshot && filter.is_none_or(|f| f(meta));

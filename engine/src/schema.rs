@@ -53,6 +53,11 @@ pub struct TableDef {
     /// `fills.len()` user columns were added read for them (see the module
     /// doc). Empty for a table that never gained a column.
     pub fills: Vec<ArrayRef>,
+    /// How many of the last columns an open transaction added (0 for every
+    /// committed definition; never stored). Stored rows never hold those:
+    /// a column a concurrent ALTER committed at the same position is
+    /// another column, so readers take the fill.
+    pub uncommitted: usize,
 }
 
 impl TableDef {
@@ -87,12 +92,19 @@ impl TableDef {
             schema,
             key_columns,
             fills: Vec::new(),
+            uncommitted: 0,
         })
     }
 
     /// The number of user columns.
     pub fn width(&self) -> usize {
         self.schema.fields().len()
+    }
+
+    /// The user columns stored rows may hold: all but those an open
+    /// transaction added.
+    pub fn stored_width(&self) -> usize {
+        self.width().saturating_sub(self.uncommitted)
     }
 
     /// The definition with `fields` appended as user columns, each read as
@@ -112,6 +124,7 @@ impl TableDef {
         let schema = append_fields(&self.schema, fields);
         let mut def = TableDef::new(self.id, &self.name, schema, self.key_columns.clone())?;
         def.fills = self.fills.iter().cloned().chain(fills).collect();
+        def.uncommitted = self.uncommitted;
         Ok(def)
     }
 
@@ -126,7 +139,7 @@ impl TableDef {
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "rows of {} have no column {c}: no committed ALTER added it (an index \
-                     over a column added in an open transaction is built after it commits)",
+                     over a column added in an open transaction needs the table rewritten)",
                     self.name
                 ))
             })

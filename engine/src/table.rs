@@ -121,7 +121,9 @@ impl TableState {
     /// Makes `def` (the table's definition with columns added) the newest,
     /// from commit `seq` on. It must extend the newest one: the same id and
     /// key, its columns and fills a prefix.
-    pub(crate) fn add_columns(&self, seq: u64, def: TableDef) -> Result<()> {
+    pub(crate) fn add_columns(&self, seq: u64, mut def: TableDef) -> Result<()> {
+        // Committed now: stored rows may hold every column.
+        def.uncommitted = 0;
         let latest = self.latest_def()?;
         let width = latest.width();
         let extends = def.id == latest.id

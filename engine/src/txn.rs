@@ -292,7 +292,23 @@ impl Transaction {
     ) -> Result<TableDef> {
         self.writable()?;
         let def = self.table_by_id(table_id)?;
+        let added = fields.len();
         let mut new = def.with_added(fields, fills)?;
+        let created = self.created.contains_key(&table_id);
+        if !created {
+            // A column committed since the snapshot is a concurrent ALTER:
+            // this one could only fail at commit.
+            let snapshot = self.snapshot();
+            if let Some(t) = self.engine.table(table_id)?
+                && t.latest_def()?.width() != t.def_at(snapshot)?.width()
+            {
+                return Err(Error::Conflict {
+                    table: def.name.clone(),
+                    key: "columns were added concurrently".into(),
+                });
+            }
+            new.uncommitted += added;
+        }
         let local = self
             .local
             .get(&table_id)
@@ -306,7 +322,6 @@ impl Transaction {
             l.batches = widened;
             l.def = new.clone();
         }
-        let created = self.created.contains_key(&table_id);
         if created {
             // The table's every row is in this transaction, now widened:
             // no stored row needs a fill.
@@ -736,7 +751,9 @@ impl Transaction {
 
     /// Adds a UNIQUE constraint over existing rows (`CREATE UNIQUE INDEX`):
     /// fails with `ConstraintViolation` if the transaction's view already has
-    /// a duplicate; commit checks again over every committed row.
+    /// a duplicate; commit checks again over every committed row (a table
+    /// this transaction created has none: its own rows' keys are recorded
+    /// here, so later inserts find them).
     pub fn add_unique(&mut self, table_id: u64, columns: &[usize]) -> Result<()> {
         self.writable()?;
         let def = self.table_by_id(table_id)?;

@@ -286,6 +286,50 @@ fn a_writer_from_before_the_alter_conflicts() {
     );
 }
 
+/// Review finding: a column another transaction added and committed (and a
+/// checkpoint stored) at the position of this transaction's own added
+/// column is another column: this transaction reads its own fill, and
+/// cannot commit; adding after the other committed fails at once.
+#[test]
+fn concurrent_alters_never_read_each_others_columns() {
+    let engine = Engine::open_memory().unwrap();
+    let kv = create_kv(&engine);
+    let mut t = engine.begin();
+    t.insert(kv, &kv_batch(&[(1, "a")])).unwrap();
+    t.commit().unwrap();
+    let mut a = engine.begin();
+    a.add_columns(
+        kv,
+        vec![Field::new("y", DataType::Int64, true)],
+        vec![int_fill(Some(7))],
+    )
+    .unwrap();
+    add_n(&engine, kv, Some(5));
+    engine.checkpoint().unwrap();
+    assert_eq!(scan(&mut a, kv), Rows::from([(1, row(&["a", "7"]))]));
+    assert!(a.commit().is_err());
+    assert_eq!(read(&engine, kv), Rows::from([(1, row(&["a", "5"]))]));
+
+    let mut b = engine.begin();
+    assert_eq!(scan(&mut b, kv).len(), 1);
+    let mut t = engine.begin();
+    t.add_columns(
+        kv,
+        vec![Field::new("z", DataType::Int64, true)],
+        vec![int_fill(None)],
+    )
+    .unwrap();
+    t.commit().unwrap();
+    let err = b
+        .add_columns(
+            kv,
+            vec![Field::new("w", DataType::Int64, true)],
+            vec![int_fill(Some(1))],
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+}
+
 #[test]
 fn own_rows_widen_and_a_savepoint_undoes_the_add() {
     let engine = Engine::open_memory().unwrap();
