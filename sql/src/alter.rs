@@ -46,7 +46,7 @@ use crate::provider::{conform_columns, insert_rows};
 use crate::session::Session;
 use crate::slot::TxnSlot;
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
@@ -739,7 +739,10 @@ async fn alter_column(
         }
         AlterColumnOperation::SetDefault { value } => {
             let sql = value.to_string();
-            let data_type = sql_name_of(col.field.data_type());
+            // The CAST that checks the default; any other type: check that
+            // the expression plans, uncast.
+            let data_type = crate::introspect::sql_type_name(col.field.data_type())
+                .unwrap_or_else(|| "VARCHAR".into());
             col.default = Some(sql.clone());
             // Check the default plans and casts (its value is not kept).
             evaluate(session, &sql, &data_type).await?;
@@ -753,27 +756,6 @@ async fn alter_column(
         }
     }
     Ok(())
-}
-
-/// The SQL spelling of an Arrow type, for the CAST that checks a default.
-fn sql_name_of(t: &DataType) -> String {
-    match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float32 => "REAL".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Date32 => "DATE".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTEA".into(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
-        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
-        // Any other type: check that the expression plans, uncast.
-        _ => "VARCHAR".into(),
-    }
 }
 
 /// The catalog entry for `shape`, stored as engine table `table_id`.

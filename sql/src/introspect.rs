@@ -327,9 +327,16 @@ const RESERVED: &[&str] = &[
     "with",
 ];
 
-/// The SQL type EntiDB maps to `t` (docs/sql.md, Types).
+/// The SQL type EntiDB maps to `t` (docs/sql.md, Types); Arrow's own name
+/// for types only Arrow data brings (COPY from Parquet, append), which
+/// DataFusion's CAST also reads for most of them.
 pub(crate) fn sql_type(t: &DataType) -> String {
-    match t {
+    sql_type_name(t).unwrap_or_else(|| t.to_string())
+}
+
+/// The SQL name of `t`, when it has one.
+pub(crate) fn sql_type_name(t: &DataType) -> Option<String> {
+    Some(match t {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "TEXT".into(),
         DataType::Boolean => "BOOLEAN".into(),
         DataType::Int8 => "TINYINT".into(),
@@ -350,10 +357,8 @@ pub(crate) fn sql_type(t: &DataType) -> String {
         DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
         DataType::Interval(_) => "INTERVAL".into(),
         DataType::Duration(TimeUnit::Nanosecond) => "INTERVAL".into(),
-        // Types only Arrow data brings (COPY from Parquet, append): Arrow's
-        // own name, which DataFusion's CAST also reads for most of them.
-        other => other.to_string(),
-    }
+        _ => return None,
+    })
 }
 
 /// `CONSTRAINT name FOREIGN KEY (cols) REFERENCES parent (cols) [ON …]`.
