@@ -12,7 +12,7 @@ use crate::identity::{
 };
 use crate::indexes::{table_indexes, unique_sets};
 use crate::provider::{conform_columns, insert_rows};
-use crate::session::{Output, Session};
+use crate::session::{Output, Parsed, Session};
 use arrow::datatypes::DataType;
 use arrow::datatypes::{Field, Schema};
 use datafusion::common::Constraint;
@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateIndex, CreateTable, DataType as SqlType, Expr as SqlExpr, Ident,
     ObjectName, Statement as SqlStatement, TableConstraint, TimezoneInfo,
 };
+use datafusion::sql::sqlparser::tokenizer::Token;
 use entidb_catalog::{ColumnMeta, Identity, IndexMeta, SequenceMeta, TableMeta, ViewMeta};
 use std::sync::Arc;
 
@@ -478,6 +479,66 @@ pub fn create_index(session: &mut Session, c: &CreateIndex) -> Result<()> {
         catalog.save(t)?;
         t.build_index(meta.table_id, &columns)
     })?;
+    Ok(())
+}
+
+/// `REINDEX`, `REINDEX name` (SQLite: an index or a table) and PostgreSQL's
+/// `REINDEX {INDEX | TABLE} name`; `None` for other text.
+pub(crate) fn parse_reindex(text: &str) -> Option<Result<Parsed>> {
+    let tokens = crate::text_rewrite::Tokens::of(text)?;
+    if !tokens.is_word(0, "reindex") {
+        return None;
+    }
+    let first = usize::from(tokens.is_word(1, "index") || tokens.is_word(1, "table"));
+    let name = match (tokens.token(1 + first), tokens.len()) {
+        (None, 1) => None,
+        (Some(Token::Word(w)), n) if n == 2 + first => Some(match w.quote_style {
+            Some(_) => w.value.clone(),
+            None => w.value.to_lowercase(),
+        }),
+        _ => {
+            return Some(Err(ErrorKind::Syntax(
+                "REINDEX takes at most one index or table name".into(),
+            )
+            .into()));
+        }
+    };
+    Some(Ok(Parsed::Reindex(name)))
+}
+
+/// REINDEX: the named index, the indexes of the named table, or every
+/// index. An index's contents are derived data, kept in memory: its memory
+/// is released and the next lookup rebuilds it from the table (what a
+/// corrupted index would need; EntiDB's cannot disagree with their table).
+/// 42P01 for a name that is neither (as PostgreSQL).
+pub fn reindex(session: &mut Session, name: Option<&str>) -> Result<()> {
+    let catalog = session.catalog.clone();
+    let indexes: Vec<&IndexMeta> = match name {
+        None => catalog.indexes.iter().collect(),
+        Some(name) => match catalog.index(name) {
+            Some(index) => vec![index],
+            None if catalog.table(name).is_some() => {
+                catalog.indexes.iter().filter(|i| i.table == name).collect()
+            }
+            None => {
+                return Err(ErrorKind::UndefinedTable {
+                    name: name.to_string(),
+                }
+                .into());
+            }
+        },
+    };
+    for index in indexes {
+        let Some(meta) = catalog.table(&index.table) else {
+            continue;
+        };
+        let columns: Vec<usize> = index
+            .columns
+            .iter()
+            .filter_map(|c| meta.columns.iter().position(|m| &m.name == c))
+            .collect();
+        session.engine().forget_index(meta.table_id, &columns)?;
+    }
     Ok(())
 }
 

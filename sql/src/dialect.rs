@@ -30,7 +30,9 @@
 //!   `x IN (SELECT * FROM t)`, and the index hints `INDEXED BY i` and
 //!   `NOT INDEXED` are dropped;
 //! - a bare column in an aggregate query (`SELECT a, b FROM t GROUP BY a`)
-//!   takes its value from some row of the group (`bare_columns.rs`).
+//!   takes its value from some row of the group (`bare_columns.rs`);
+//! - `UPDATE … SET x = 1, x = 2` keeps the rightmost assignment of a
+//!   column.
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
 //! downstream — planning, views, EXPLAIN — sees ordinary SQL; a view stores
@@ -85,6 +87,12 @@ impl Dialect {
 
 /// Applies the rewrites for `dialect` to `stmt` in place.
 pub(crate) fn rewrite(stmt: &mut DFStatement, dialect: Dialect) {
+    if dialect == Dialect::Sqlite
+        && let DFStatement::Statement(s) = stmt
+        && let Statement::Update(update) = s.as_mut()
+    {
+        rightmost_assignments(&mut update.assignments);
+    }
     let mut rewriter = Rewriter { dialect };
     let _ = match stmt {
         DFStatement::Statement(s) => s.as_mut().visit(&mut rewriter),
@@ -94,6 +102,21 @@ pub(crate) fn rewrite(stmt: &mut DFStatement, dialect: Dialect) {
         }
         _ => ControlFlow::Continue(()),
     };
+}
+
+/// SQLite's rule for `UPDATE … SET x = 1, x = 2`: all but the rightmost
+/// assignment of a column are ignored (PostgreSQL refuses it: 42601).
+fn rightmost_assignments(assignments: &mut Vec<datafusion::sql::sqlparser::ast::Assignment>) {
+    let name =
+        |a: &datafusion::sql::sqlparser::ast::Assignment| a.target.to_string().to_lowercase();
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<_> = assignments
+        .drain(..)
+        .rev()
+        .filter(|a| seen.insert(name(a)))
+        .collect();
+    kept.reverse();
+    *assignments = kept;
 }
 
 struct Rewriter {

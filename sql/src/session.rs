@@ -351,6 +351,9 @@ impl Session {
             let text = stmt.text();
             last = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::Reindex(name) => {
+                    crate::ddl::reindex(self, name.as_deref()).map(|()| Output::Count(0))
+                }
                 Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, params).await,
             }
@@ -375,6 +378,9 @@ impl Session {
             let text = stmt.text();
             let out = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
+                Parsed::Reindex(name) => {
+                    crate::ddl::reindex(self, name.as_deref()).map(|()| Output::Count(0))
+                }
                 Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, &[]).await,
             }
@@ -975,6 +981,8 @@ pub(crate) struct CachedView {
 pub(crate) enum Parsed {
     /// `CHECKPOINT` (not known to sqlparser).
     Checkpoint,
+    /// `REINDEX [INDEX | TABLE] [name]` (not known to sqlparser).
+    Reindex(Option<String>),
     /// `COPY … FROM` (not known to DataFusion's parser; `copy/`).
     CopyFrom(Box<crate::copy::CopyFrom>),
     /// Anything sqlparser understands.
@@ -985,6 +993,8 @@ impl Parsed {
     fn text(&self) -> String {
         match self {
             Parsed::Checkpoint => "CHECKPOINT".into(),
+            Parsed::Reindex(None) => "REINDEX".into(),
+            Parsed::Reindex(Some(name)) => format!("REINDEX {name}"),
             Parsed::CopyFrom(c) => c.text.clone(),
             Parsed::Sql(s) => crate::text_rewrite::display(s.to_string()),
         }
@@ -1039,6 +1049,10 @@ fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {
         }
         if text.eq_ignore_ascii_case("checkpoint") {
             out.push(Parsed::Checkpoint);
+            continue;
+        }
+        if let Some(reindex) = crate::ddl::parse_reindex(text) {
+            out.push(reindex.map_err(|e| e.in_statement(text))?);
             continue;
         }
         let statements = match crate::stack::parse_sql(text) {
