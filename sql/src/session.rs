@@ -351,9 +351,7 @@ impl Session {
             let text = stmt.text();
             last = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
-                Parsed::Reindex(name) => {
-                    crate::ddl::reindex(self, name.as_deref()).map(|()| Output::Count(0))
-                }
+                Parsed::Reindex(name) => self.reindex(name).await,
                 Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, params).await,
             }
@@ -378,9 +376,7 @@ impl Session {
             let text = stmt.text();
             let out = match stmt {
                 Parsed::Checkpoint => self.checkpoint().map(|()| Output::Count(0)),
-                Parsed::Reindex(name) => {
-                    crate::ddl::reindex(self, name.as_deref()).map(|()| Output::Count(0))
-                }
+                Parsed::Reindex(name) => self.reindex(name).await,
                 Parsed::CopyFrom(c) => crate::copy::copy_from(self, *c).await.map(Output::Count),
                 Parsed::Sql(stmt) => self.run_one(*stmt, &[]).await,
             }
@@ -562,6 +558,15 @@ impl Session {
             .into());
         }
         Ok(self.engine.checkpoint()?)
+    }
+
+    /// `REINDEX`, with the catalog of the statement's transaction.
+    async fn reindex(&mut self, name: Option<String>) -> Result<Output> {
+        self.in_transaction_scope(|s| {
+            Box::pin(async move { crate::ddl::reindex(s, name.as_deref()) })
+        })
+        .await
+        .map(|()| Output::Count(0))
     }
 
     /// `BEGIN [READ ONLY]`.
