@@ -283,6 +283,34 @@ pub(crate) fn batch_column(def: &TableDef, batch: &RecordBatch, c: usize) -> Res
     }
 }
 
+/// Stored column `c` (a user column or [`KEY`]) of one of a transaction's
+/// own stored batches, which always have its definition's every column
+/// (ADD COLUMN widens them), the ones it added included.
+pub(crate) fn own_column(batch: &RecordBatch, c: usize) -> Result<ArrayRef> {
+    let c = match c {
+        KEY => batch.num_columns().saturating_sub(2),
+        c => c,
+    };
+    crate::schema::col(batch, c).cloned()
+}
+
+/// `columns` of a stored batch of `width` user columns (then its hidden
+/// columns) with the user columns `def` has beyond `width` inserted as
+/// their fills, before the hidden ones.
+pub(crate) fn with_fills(
+    mut columns: Vec<ArrayRef>,
+    width: usize,
+    def: &TableDef,
+    rows: usize,
+) -> Result<Vec<ArrayRef>> {
+    let hidden = columns.split_off(width.min(columns.len()));
+    for c in width..def.width() {
+        columns.push(repeat(def.fill(c)?, rows)?);
+    }
+    columns.extend(hidden);
+    Ok(columns)
+}
+
 /// `fill` (one row) repeated `n` times.
 pub(crate) fn repeat(fill: &ArrayRef, n: usize) -> Result<ArrayRef> {
     let idx = UInt32Array::from(vec![0u32; n]);

@@ -209,15 +209,7 @@ pub(crate) fn local(
         }
         let arrays = stored_cols
             .iter()
-            .map(|c| {
-                match *c {
-                    crate::chunk::KEY => {
-                        crate::schema::col(&picked, picked.num_columns().saturating_sub(2))
-                    }
-                    c => crate::schema::col(&picked, c),
-                }
-                .cloned()
-            })
+            .map(|c| crate::chunk::own_column(&picked, *c))
             .collect::<Result<Vec<_>>>()?;
         out.push(batch_of(schema, arrays, picked.num_rows())?);
     }

@@ -9,7 +9,7 @@
 //! before it, or deleted by the transaction itself. Memory stays bounded by
 //! one row group, whatever the table size.
 
-use crate::chunk::{Chunk, ChunkData, Stored, batch_column, locate, repeat};
+use crate::chunk::{Chunk, ChunkData, Stored, batch_column, locate, own_column, repeat};
 use crate::error::{Error, Result};
 use crate::hidden::HiddenView;
 use crate::schema::{KEY_COLUMN, TableDef};
@@ -175,7 +175,13 @@ impl TableScan {
     fn read_piece(&mut self, piece: Piece) -> Result<Option<RecordBatch>> {
         let cols = self.wanted_columns();
         let (arrays, mask, rows) = match piece {
-            Piece::Local(batch) => (self.pick(&batch, &cols)?, None, batch.num_rows()),
+            Piece::Local(batch) => {
+                let arrays = cols
+                    .iter()
+                    .map(|c| own_column(&batch, *c))
+                    .collect::<Result<Vec<_>>>()?;
+                (arrays, None, batch.num_rows())
+            }
             Piece::Mem(chunk) => {
                 let ChunkData::Mem { batch, .. } = &chunk.data else {
                     return Ok(None);
@@ -228,7 +234,8 @@ impl TableScan {
         Ok((batch.num_rows() > 0).then_some(batch))
     }
 
-    /// Stored columns `cols` of a stored batch (see [`crate::chunk::locate`]).
+    /// Stored columns `cols` of a committed stored batch (see
+    /// [`crate::chunk::locate`]).
     fn pick(&self, batch: &RecordBatch, cols: &[usize]) -> Result<Vec<ArrayRef>> {
         cols.iter()
             .map(|c| batch_column(&self.def, batch, *c))

@@ -363,6 +363,8 @@ fn own_rows_widen_and_a_savepoint_undoes_the_add() {
     )
     .unwrap();
     t.insert(kv, &kvn_batch(&[(3, "c", Some(30))])).unwrap();
+    // Its own rows hold the column it added: their values, not the fill.
+    assert_eq!(scan(&mut t, kv).get(&3), Some(&row(&["c", "30"])));
     t.commit().unwrap();
     assert_eq!(
         read(&engine, kv),
