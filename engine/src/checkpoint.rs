@@ -400,12 +400,8 @@ fn chunk_batches(chunk: &Chunk, def: &TableDef) -> Result<Vec<(u32, RecordBatch)
     pieces
         .into_iter()
         .map(|(first, batch)| {
-            let mut columns = batch.columns().to_vec();
-            let hidden = columns.split_off(width.min(columns.len()));
-            for c in width..def.width() {
-                columns.push(crate::chunk::repeat(def.fill(c)?, batch.num_rows())?);
-            }
-            columns.extend(hidden);
+            let columns = batch.columns().to_vec();
+            let columns = crate::chunk::with_fills(columns, width, def, batch.num_rows())?;
             Ok((first, generic_batch(columns)?))
         })
         .collect()

@@ -1252,12 +1252,7 @@ fn unique_violation(def: &TableDef, cols: &[usize]) -> Error {
 /// `def` added filled in: in the stored schema of `def`.
 fn widen(batch: &RecordBatch, def: &TableDef) -> Result<RecordBatch> {
     let width = batch.num_columns().saturating_sub(2);
-    let mut columns = batch.columns().to_vec();
-    let hidden = columns.split_off(width);
-    for c in width..def.width() {
-        columns.push(crate::chunk::repeat(def.fill(c)?, batch.num_rows())?);
-    }
-    columns.extend(hidden);
+    let columns = crate::chunk::with_fills(batch.columns().to_vec(), width, def, batch.num_rows())?;
     Ok(RecordBatch::try_new(def.stored_schema(), columns)?)
 }
 

@@ -145,12 +145,16 @@ pub(crate) fn apply(sql: &str, edits: Vec<Edit>) -> Cow<'_, str> {
 /// # Errors
 /// 42601 for text that already holds one of the markers.
 pub(crate) fn postgres_text(sql: &str) -> Result<Cow<'_, str>> {
-    // Most statements have neither clause: skip the tokenizer for them.
-    let lower = sql.to_ascii_lowercase();
-    if !(lower.contains("nothing")
-        || lower.contains("overriding")
-        || lower.contains("priority")
-        || lower.contains("delayed"))
+    // Most statements have neither clause: skip the tokenizer (and any
+    // allocation) for them.
+    let has = |word: &str| {
+        sql.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if !["nothing", "overriding", "priority", "delayed"]
+        .into_iter()
+        .any(has)
     {
         return Ok(Cow::Borrowed(sql));
     }
