@@ -12,7 +12,8 @@
 //!    captured mem chunks and of any captured segment worth compacting (more
 //!    than a quarter of its rows deleted at or before the horizon, or a small
 //!    segment among many), dropping versions deleted at or before the horizon,
-//!    and fsync it; fsync the directory. Commits made now add mem chunks
+//!    and fsync it, then the index runs of the new segment for every index
+//!    listed on the table (`index_run.rs`); fsync the directory. Commits made now add mem chunks
 //!    (not in this checkpoint) and may mark captured rows deleted (their
 //!    sequence is above `seq`).
 //! C. Under the commit lock again:
@@ -25,8 +26,9 @@
 //!       via `WAL.tmp`, fdatasync, rename, directory fsync;
 //!    4. swap the in-memory chunk lists (new segments, then the mem chunks
 //!       added in phase B), carry the deletes marked in phase B over to the
-//!       moved rows, re-point the key index and secondary indexes at the new
-//!       rows, forget tombstones no snapshot needs, remove replaced segment
+//!       moved rows, re-point the key index at the new rows, give the
+//!       secondary indexes the new segment (its runs, written in phase B
+//!       for every listed index, see `index_run.rs`), forget tombstones no snapshot needs, remove replaced segment
 //!       files.
 //!
 //! A crash before C.2 leaves the old manifest, which does not name the new
@@ -41,6 +43,7 @@
 use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::engine::{CommitState, Inner};
 use crate::error::{Error, Result};
+use crate::index_run::IndexRun;
 use crate::locks::{read, write};
 use crate::manifest::{Manifest, SegmentEntry, TableEntry};
 use crate::schema::TableDef;
@@ -189,6 +192,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
         let name = segment_file_name(*id);
         storage.remove(&name).map_err(Error::io(&name))?;
     }
+    inner.runs().remove_runs_of(&obsolete)?;
     if !obsolete.is_empty() {
         storage.sync_dir().map_err(Error::io("."))?;
     }
@@ -215,6 +219,8 @@ struct TablePlan {
     moved_keys: Option<Vec<Box<[u8]>>>,
     rewritten: ahash::AHashSet<u64>,
     replaced: Vec<u64>,
+    /// The index runs written for the new segment, by index columns.
+    runs: Vec<(Vec<usize>, Arc<IndexRun>)>,
 }
 
 /// Should this segment be rewritten?
@@ -262,6 +268,7 @@ fn plan_table(
     let mut carried = BTreeMap::new();
     let new_id = inner.allocate_id();
     let mut next_row = 0u32;
+    let mut runs = Vec::new();
     for chunk in &rewrite {
         for (first_row, batch) in chunk_batches(chunk, &def)? {
             let deleted: HashMap<u32, u64> = chunk.deletes()?.into_iter().collect();
@@ -332,11 +339,9 @@ fn plan_table(
             rows: reader.footer.rows,
             deletes: at_seq(carried.iter().map(|(r, s)| (*r, *s)).collect()),
         });
-        new_chunks.push(Arc::new(Chunk::new(
-            new_id,
-            ChunkData::Segment(reader),
-            carried,
-        )));
+        let chunk = Arc::new(Chunk::new(new_id, ChunkData::Segment(reader), carried));
+        runs = write_runs(inner, &table, &chunk, &def)?;
+        new_chunks.push(chunk);
     }
     let replaced = rewrite
         .iter()
@@ -358,7 +363,32 @@ fn plan_table(
         moved_keys,
         rewritten: rewrite.iter().map(|c| c.id).collect(),
         replaced,
+        runs,
     })
+}
+
+/// Phase B: the runs of every index listed on the table for its new
+/// segment (`index_run.rs`), so that no open has to rebuild them. An index
+/// listed later is given its entries of the segment in phase C.
+fn write_runs(
+    inner: &Inner,
+    table: &TableState,
+    chunk: &Arc<Chunk>,
+    def: &TableDef,
+) -> Result<Vec<(Vec<usize>, Arc<IndexRun>)>> {
+    let listed: Vec<Vec<usize>> = table
+        .indexes
+        .list()?
+        .iter()
+        .map(|i| i.columns.clone())
+        .collect();
+    let mut runs = Vec::new();
+    for columns in listed {
+        if let Some(run) = inner.runs().build(chunk, &columns, def)? {
+            runs.push((columns, run));
+        }
+    }
+    Ok(runs)
 }
 
 /// All stored columns plus `_seq` of a chunk, as `(first_row, batch)`
@@ -443,13 +473,27 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         }
     }
     // Lock order (see `Inner`): indexes, keys, chunks.
+    let def = plan.table.latest_def()?;
     let indexes = plan.table.indexes.list()?;
     let mut index_guards = indexes
         .iter()
         .map(|i| i.lock())
         .collect::<Result<Vec<_>>>()?;
-    for map in index_guards.iter_mut().filter_map(|g| g.as_mut()) {
-        crate::index::remap(map, &plan.rewritten, &moved);
+    for (index, guard) in indexes.iter().zip(index_guards.iter_mut()) {
+        if let Some(entries) = guard.as_mut() {
+            let run = plan
+                .runs
+                .iter()
+                .find(|(columns, _)| *columns == index.columns)
+                .map(|(_, run)| run.clone());
+            entries.replace_chunks(
+                &index.columns,
+                &plan.rewritten,
+                new_chunk.map(|c| c.as_ref()),
+                run,
+                &def,
+            )?;
+        }
     }
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;

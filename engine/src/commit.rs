@@ -219,7 +219,10 @@ impl Inner {
         let mut tables = self.tables_mut()?;
         for def in changes.creates {
             self.reserve_id(def.id);
-            tables.insert(def.id, Arc::new(TableState::new(def, seq)));
+            tables.insert(
+                def.id,
+                Arc::new(TableState::new(def, seq, self.runs().clone())),
+            );
         }
         // Before the rows: this commit's own rows have the new columns.
         for def in changes.alters {

@@ -7,6 +7,7 @@
 
 use crate::checkpoint::Checkpointer;
 use crate::error::{CheckpointError, Error, OpenError, Result};
+use crate::index::RunStore;
 use crate::locks::{read, write};
 use crate::manifest::Manifest;
 use crate::mvcc::Snapshots;
@@ -107,7 +108,7 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// | `checkpoint_seq`                      | atomic; stored under the commit lock | checkpoint C              |
 /// | `next_id`, `next_rowid`, `next_txn`   | atomic counters                    | anyone allocating           |
 /// | `checkpointer` (thread slot)          | its own lock (leaf)                | threshold checkpoints       |
-/// | `storage`, `options`, `encryption`, `cache` | immutable after open (the cache locks itself) | recovery  |
+/// | `storage`, `options`, `encryption`, `cache`, `runs` | immutable after open (the cache and the run store's counters lock themselves, as leaves) | recovery  |
 ///
 /// LOCK ORDER (a thread holding one lock only takes locks further down):
 ///
@@ -144,6 +145,7 @@ pub(crate) struct Inner {
     checkpoint_seq: AtomicU64,
     encryption: Vec<u8>,
     cache: Arc<ChunkCache>,
+    runs: Arc<RunStore>,
     checkpointer: Checkpointer,
     /// Engine handles and transactions alive (a background checkpoint's
     /// reference does not count): the last one to go waits for that
@@ -170,6 +172,8 @@ pub(crate) struct Recovered {
     pub tables: Tables,
     /// The chunk cache the segments were opened with.
     pub cache: Arc<ChunkCache>,
+    /// Where the tables' index runs are kept.
+    pub runs: Arc<RunStore>,
     /// Last commit in the WAL (the manifest's when it holds none).
     pub last_seq: u64,
 }
@@ -301,13 +305,48 @@ impl Engine {
         self.inner.storage()
     }
 
-    /// Releases the memory of the index over `columns` of a table (after
-    /// `DROP INDEX`). A later use rebuilds it.
+    /// Releases the memory of the index over `columns` of a table and
+    /// removes its runs (after `DROP INDEX`). A later use rebuilds it.
     pub fn forget_index(&self, table_id: u64, columns: &[usize]) -> Result<()> {
         if let Some(t) = self.inner.tables()?.get(&table_id) {
             t.indexes.remove(columns)?;
+            let segments: Vec<u64> = read(&t.chunks)?
+                .chunks
+                .iter()
+                .filter(|c| matches!(c.data, crate::chunk::ChunkData::Segment(_)))
+                .map(|c| c.id)
+                .collect();
+            self.inner.runs().remove_index_runs(&segments, columns)?;
         }
         Ok(())
+    }
+
+    /// `(entries, resident bytes)` of every built secondary index: what
+    /// indexes cost in memory (runs keep only their block fences resident;
+    /// rows committed since the last checkpoint are in memory maps).
+    pub fn index_memory(&self) -> Result<(u64, u64)> {
+        let mut total = (0, 0);
+        for table in self.inner.tables()?.values() {
+            for index in table.indexes.list()?.iter() {
+                let (n, b) = index.memory()?;
+                total.0 += n;
+                total.1 += b;
+            }
+        }
+        Ok(total)
+    }
+
+    /// What the persisted index runs did since open: opened from their
+    /// files, written, rebuilt because they were damaged or stale.
+    pub fn index_run_stats(&self) -> crate::IndexRunStats {
+        self.inner.runs().stats()
+    }
+
+    /// Warnings since open, oldest first: damaged index runs rebuilt from
+    /// their segments, runs that could not be written. Nothing here is an
+    /// error: every answer was still right.
+    pub fn warnings(&self) -> Vec<String> {
+        self.inner.runs().warnings()
     }
 }
 
@@ -345,6 +384,7 @@ impl Inner {
             manifest,
             tables,
             cache,
+            runs,
             last_seq,
         } = recovered;
         let mut catalog = CatalogHistory::default();
@@ -367,6 +407,7 @@ impl Inner {
             checkpoint_seq: AtomicU64::new(manifest.checkpoint_seq),
             encryption: manifest.encryption,
             cache,
+            runs,
             checkpointer: Checkpointer::default(),
             handles: AtomicUsize::new(0),
             _lock: lock,
@@ -383,6 +424,11 @@ impl Inner {
     /// The storage backend.
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Where the tables' index runs are kept (`index_run.rs`).
+    pub(crate) fn runs(&self) -> &Arc<RunStore> {
+        &self.runs
     }
 
     /// The options the engine was opened with.

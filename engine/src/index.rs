@@ -29,8 +29,9 @@
 //!    transaction never touched the index at all (its rows never reached
 //!    apply).
 //! 3. Checkpoints move rows into new segments and drop versions no snapshot
-//!    needs; they re-point the index entries in the same step that swaps the
-//!    chunk lists, holding the index lock (`checkpoint.rs`).
+//!    needs; in the same step that swaps the chunk lists, holding the index
+//!    lock, they drop the entries and runs of the rewritten chunks and add
+//!    the new segment's run (`checkpoint.rs`, [`Entries::replace_chunks`]).
 //! 4. Apply and checkpoint hold the table's index list (read) while they
 //!    change chunks, so an index created concurrently is built after the
 //!    change. (Apply releases the index locks before it marks old versions
@@ -42,10 +43,15 @@
 //!    (`DROP INDEX`, [`crate::Engine::forget_index`]): a forgotten index's
 //!    locations would name chunks a checkpoint has since rewritten.
 //!
-//! Contents are not persisted: an index is built from the table's chunks the
-//! first time it is used after open (`CREATE INDEX` builds it at once), so
-//! opening a database stays as cheap as reading its manifest. Definitions
-//! live in the catalog; the engine only knows "an index over these columns".
+//! PERSISTENCE. The entries of a segment's rows never change (a segment is
+//! immutable), so they are stored once, as a sorted *run* file per segment
+//! and index (`index_run.rs`): written by the checkpoint that writes the
+//! segment, or at the index's first use when the segment predates it. A
+//! built index is its runs (only their block fences resident) plus an
+//! in-memory map for the mem chunks committed since the last checkpoint
+//! (and for segments without a run). Opening a database reads no index; an
+//! index's first use opens its runs' footers. Definitions live in the
+//! catalog; the engine only knows "an index over these columns".
 //!
 //! Lookups take [`KeyRange`]s over the encoding of the *leading* column
 //! alone: because the row format concatenates column encodings, every full
@@ -62,12 +68,14 @@
 
 use crate::chunk::{Chunk, ChunkList, RowLoc};
 use crate::error::{Error, Result};
+use crate::index_run::IndexRun;
+pub(crate) use crate::index_run::RunStore;
 use crate::keys::encode_keys;
 use crate::locks::{read, write};
 use crate::schema::TableDef;
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch};
 use smallvec::SmallVec;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -112,6 +120,18 @@ impl KeyRange {
     /// True when an index key (or a leading-column encoding) is inside.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.lower.as_slice() && self.upper.as_deref().is_none_or(|u| key < u)
+    }
+
+    /// True when `key` is at or above the lower bound (a block whose last
+    /// key reaches the range may hold some of it).
+    pub(crate) fn reaches(&self, key: &[u8]) -> bool {
+        key >= self.lower.as_slice()
+    }
+
+    /// True when `key` is below the upper bound (a block whose first key
+    /// starts before the range's end may hold some of it).
+    pub(crate) fn starts_before_end(&self, key: &[u8]) -> bool {
+        self.upper.as_deref().is_none_or(|u| key < u)
     }
 
     /// True when the range has both a lower and an upper bound.
@@ -191,81 +211,197 @@ pub fn in_ranges(ranges: &[KeyRange], key: &[u8]) -> bool {
     ranges.iter().any(|r| r.contains(key))
 }
 
+/// The entries of a built index.
+#[derive(Debug, Default)]
+pub(crate) struct Entries {
+    /// Entries of the chunks without a run: mem chunks, and segments whose
+    /// run could not be had (a read-only database, a column added after the
+    /// segment was written, a failed write).
+    pub map: IndexMap,
+    /// The persisted runs of segments, by chunk id (see `index_run.rs`).
+    pub runs: BTreeMap<u64, Arc<IndexRun>>,
+}
+
+impl Entries {
+    /// Forgets the entries of `rewritten` chunks (a checkpoint replaced
+    /// them) and indexes `new_chunk`, through `run` when the checkpoint
+    /// wrote one.
+    pub fn replace_chunks(
+        &mut self,
+        columns: &[usize],
+        rewritten: &ahash::AHashSet<u64>,
+        new_chunk: Option<&Chunk>,
+        run: Option<Arc<IndexRun>>,
+        def: &TableDef,
+    ) -> Result<()> {
+        self.runs.retain(|id, _| !rewritten.contains(id));
+        self.map.retain(|_, locs| {
+            locs.retain(|loc| !rewritten.contains(&loc.chunk));
+            !locs.is_empty()
+        });
+        match (new_chunk, run) {
+            (Some(chunk), Some(run)) if run.chunk_id() == chunk.id => {
+                self.runs.insert(chunk.id, run);
+            }
+            (Some(chunk), _) => {
+                let mut pairs = Vec::new();
+                collect_chunk(columns, chunk, def, &mut pairs)?;
+                for (key, loc) in pairs {
+                    self.map.entry(key).or_default().push(loc);
+                }
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+}
+
 /// One index of one table (see the module docs).
 #[derive(Debug)]
 pub(crate) struct ColumnIndex {
     /// Indexed user columns, leading column first.
     pub columns: Vec<usize>,
     /// The entries; `None` until first use.
-    entries: RwLock<Option<IndexMap>>,
+    entries: RwLock<Option<Entries>>,
+    store: Arc<RunStore>,
 }
 
 impl ColumnIndex {
-    pub fn new(columns: Vec<usize>) -> Self {
+    pub fn new(columns: Vec<usize>, store: Arc<RunStore>) -> Self {
         Self {
             columns,
             entries: RwLock::new(None),
+            store,
         }
     }
 
     /// Write access for maintenance (`None` inside: not built, skip).
-    pub fn lock(&self) -> Result<RwLockWriteGuard<'_, Option<IndexMap>>> {
+    pub fn lock(&self) -> Result<RwLockWriteGuard<'_, Option<Entries>>> {
         write(&self.entries)
     }
 
-    /// Builds the entries from `chunks` unless already built. The caller
-    /// passes the chunk list lock so that no apply can slip in between.
-    /// `def` is the table's newest definition (it fills columns older
-    /// chunks lack).
+    /// Builds the entries from `chunks` unless already built: each
+    /// segment's run is opened (or written, see `index_run.rs`), and the
+    /// other chunks are indexed in memory. A built index whose run had a
+    /// damaged block gets that run rebuilt. The caller passes the chunk
+    /// list lock so that no apply can slip in between. `def` is the
+    /// table's newest definition (it fills columns older chunks lack).
     pub fn ensure_built(&self, chunks: &RwLock<ChunkList>, def: &TableDef) -> Result<()> {
-        if read(&self.entries)?.is_some() {
+        if let Some(entries) = read(&self.entries)?.as_ref()
+            && !entries.runs.values().any(|r| r.is_damaged())
+        {
             return Ok(());
         }
         let mut slot = write(&self.entries)?;
-        if slot.is_none() {
-            let list = read(chunks)?;
-            let mut pairs: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
-            for chunk in &list.chunks {
-                self.collect_chunk(chunk, def, &mut pairs)?;
+        match slot.as_mut() {
+            Some(entries) => self.repair(entries, def),
+            None => {
+                *slot = Some(self.build(chunks, def, true)?);
+                Ok(())
             }
-            pairs.sort_unstable();
-            let mut map = IndexMap::new();
-            for (key, loc) in pairs {
-                match map.last_entry() {
-                    Some(mut last) if *last.key() == key => last.get_mut().push(loc),
-                    _ => {
-                        map.insert(key, SmallVec::from_elem(loc, 1));
+        }
+    }
+
+    /// A built index over `columns` that is not listed on the table and
+    /// wrote no file: valid runs are used, other chunks indexed in memory
+    /// (for `integrity_check`, which must change nothing).
+    pub fn build_without_writes(
+        columns: &[usize],
+        store: Arc<RunStore>,
+        chunks: &RwLock<ChunkList>,
+        def: &TableDef,
+    ) -> Result<Self> {
+        let index = Self::new(columns.to_vec(), store);
+        let entries = index.build(chunks, def, false)?;
+        *write(&index.entries)? = Some(entries);
+        Ok(index)
+    }
+
+    fn build(
+        &self,
+        chunks: &RwLock<ChunkList>,
+        def: &TableDef,
+        may_write: bool,
+    ) -> Result<Entries> {
+        let list = read(chunks)?;
+        let mut pairs: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
+        let mut runs = BTreeMap::new();
+        for chunk in &list.chunks {
+            match self
+                .store
+                .open_or_build(chunk, &self.columns, def, may_write)?
+            {
+                Some(run) => {
+                    runs.insert(chunk.id, run);
+                }
+                None => collect_chunk(&self.columns, chunk, def, &mut pairs)?,
+            }
+        }
+        pairs.sort_unstable();
+        let mut map = IndexMap::new();
+        for (key, loc) in pairs {
+            match map.last_entry() {
+                Some(mut last) if *last.key() == key => last.get_mut().push(loc),
+                _ => {
+                    map.insert(key, SmallVec::from_elem(loc, 1));
+                }
+            }
+        }
+        Ok(Entries { map, runs })
+    }
+
+    /// Rebuilds the damaged runs of a built index (or indexes their
+    /// segments in memory when no run can be written).
+    fn repair(&self, entries: &mut Entries, def: &TableDef) -> Result<()> {
+        let damaged: Vec<Arc<IndexRun>> = entries
+            .runs
+            .values()
+            .filter(|r| r.is_damaged())
+            .cloned()
+            .collect();
+        for run in damaged {
+            entries.runs.remove(&run.chunk_id());
+            match self.store.rebuild_damaged(&run)? {
+                Some(new) => {
+                    entries.runs.insert(new.chunk_id(), new);
+                }
+                None => {
+                    let mut pairs = Vec::new();
+                    collect_chunk(&self.columns, run.chunk(), def, &mut pairs)?;
+                    for (key, loc) in pairs {
+                        entries.map.entry(key).or_default().push(loc);
                     }
                 }
             }
-            *slot = Some(map);
         }
         Ok(())
     }
 
-    fn collect_chunk(
-        &self,
-        chunk: &Chunk,
-        def: &TableDef,
-        out: &mut Vec<(Box<[u8]>, RowLoc)>,
-    ) -> Result<()> {
-        let rows: Vec<u32> = (0..chunk.rows).collect();
-        if rows.is_empty() {
-            return Ok(());
+    /// `(entries, resident bytes)` of the built index (zero when not
+    /// built). Map bytes are estimated: key, location vector and the
+    /// B-tree's share per entry.
+    pub fn memory(&self) -> Result<(u64, u64)> {
+        let guard = read(&self.entries)?;
+        let Some(entries) = guard.as_ref() else {
+            return Ok((0, 0));
+        };
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        for (key, locs) in &entries.map {
+            count += locs.len() as u64;
+            // A B-tree slot holds the boxed key and the SmallVec; nodes are
+            // about two-thirds full.
+            let slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Locs>();
+            bytes += key.len() + slot * 3 / 2;
+            if locs.spilled() {
+                bytes += locs.capacity() * std::mem::size_of::<RowLoc>();
+            }
         }
-        let arrays = chunk.read_rows(def, &self.columns, &rows)?;
-        let (keys, _) = index_keys(&arrays)?;
-        out.reserve(keys.len());
-        for (row, key) in keys.iter().enumerate() {
-            out.push((
-                key.unwrap_or_default().into(),
-                RowLoc {
-                    chunk: chunk.id,
-                    row: row as u32,
-                },
-            ));
+        for run in entries.runs.values() {
+            count += run.entries();
+            bytes += run.resident_bytes();
         }
-        Ok(())
+        Ok((count, bytes as u64))
     }
 
     /// True once the entries exist.
@@ -284,18 +420,28 @@ impl ColumnIndex {
         then: impl FnOnce(Vec<RowLoc>) -> Result<T>,
     ) -> Result<Option<T>> {
         let guard = read(&self.entries)?;
-        let Some(map) = guard.as_ref() else {
+        let Some(entries) = guard.as_ref() else {
             return Err(Error::InvalidArgument(
                 "index used before it was built".into(),
             ));
         };
         let mut out = Vec::new();
         for range in ranges {
-            for (_, locs) in map.range::<[u8], _>(range.bounds()) {
+            for (_, locs) in entries.map.range::<[u8], _>(range.bounds()) {
                 out.extend(locs.iter().copied());
                 if out.len() > max {
                     return Ok(None);
                 }
+            }
+        }
+        for run in entries.runs.values() {
+            let Some(rows) = run.lookup(ranges, max.saturating_sub(out.len()))? else {
+                return Ok(None);
+            };
+            let chunk = run.chunk_id();
+            out.extend(rows.into_iter().map(|row| RowLoc { chunk, row }));
+            if out.len() > max {
+                return Ok(None);
             }
         }
         then(out).map(Some)
@@ -308,14 +454,76 @@ impl ColumnIndex {
             .unwrap_or_default())
     }
 
-    /// Visits every key with its versions (for whole-index checks).
+    /// Visits every key once, with all its versions, in key order (for
+    /// whole-index checks). Runs are read whole.
     pub fn for_each(&self, mut f: impl FnMut(&[u8], &[RowLoc]) -> Result<()>) -> Result<()> {
         let guard = read(&self.entries)?;
-        for (k, v) in guard.iter().flatten() {
-            f(k, v)?;
+        let Some(entries) = guard.as_ref() else {
+            return Ok(());
+        };
+        if entries.runs.is_empty() {
+            for (k, v) in &entries.map {
+                f(k, v)?;
+            }
+            return Ok(());
+        }
+        let mut pairs: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
+        for (k, locs) in &entries.map {
+            pairs.extend(locs.iter().map(|loc| (k.clone(), *loc)));
+        }
+        for run in entries.runs.values() {
+            let chunk = run.chunk_id();
+            pairs.extend(
+                run.sorted_entries()?
+                    .into_iter()
+                    .map(|(key, row)| (key, RowLoc { chunk, row })),
+            );
+        }
+        pairs.sort_unstable();
+        let mut start = 0;
+        while let Some((key, _)) = pairs.get(start) {
+            let end = pairs
+                .iter()
+                .skip(start)
+                .position(|(k, _)| k != key)
+                .map_or(pairs.len(), |n| start + n);
+            let locs: Vec<RowLoc> = pairs
+                .get(start..end)
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, l)| *l)
+                .collect();
+            f(key, &locs)?;
+            start = end;
         }
         Ok(())
     }
+}
+
+/// The index entries of every row of `chunk`.
+fn collect_chunk(
+    columns: &[usize],
+    chunk: &Chunk,
+    def: &TableDef,
+    out: &mut Vec<(Box<[u8]>, RowLoc)>,
+) -> Result<()> {
+    let rows: Vec<u32> = (0..chunk.rows).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let arrays = chunk.read_rows(def, columns, &rows)?;
+    let (keys, _) = index_keys(&arrays)?;
+    out.reserve(keys.len());
+    for (row, key) in keys.iter().enumerate() {
+        out.push((
+            key.unwrap_or_default().into(),
+            RowLoc {
+                chunk: chunk.id,
+                row: row as u32,
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Adds the rows of a new chunk (`batch` in stored layout) to a built index.
@@ -343,37 +551,22 @@ pub(crate) fn add_rows(
     Ok(())
 }
 
-/// Re-points entries after a checkpoint: versions in `rewritten` chunks move
-/// to their new location in `moved`, or are dropped when garbage collected.
-pub(crate) fn remap(
-    map: &mut IndexMap,
-    rewritten: &ahash::AHashSet<u64>,
-    moved: &HashMap<RowLoc, RowLoc>,
-) {
-    map.retain(|_, locs| {
-        locs.retain(|loc| {
-            if !rewritten.contains(&loc.chunk) {
-                return true;
-            }
-            match moved.get(loc) {
-                Some(new) => {
-                    *loc = *new;
-                    true
-                }
-                None => false,
-            }
-        });
-        !locs.is_empty()
-    });
-}
-
 /// The indexes of a table, by column list.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TableIndexes {
     list: RwLock<Vec<Arc<ColumnIndex>>>,
+    store: Arc<RunStore>,
 }
 
 impl TableIndexes {
+    /// No indexes yet; their runs are kept in `store`.
+    pub fn new(store: Arc<RunStore>) -> Self {
+        Self {
+            list: RwLock::new(Vec::new()),
+            store,
+        }
+    }
+
     /// The index over `columns`, created (unbuilt) if missing.
     pub fn get_or_create(&self, columns: &[usize]) -> Result<Arc<ColumnIndex>> {
         if let Some(i) = read(&self.list)?.iter().find(|i| i.columns == columns) {
@@ -383,7 +576,7 @@ impl TableIndexes {
         if let Some(i) = list.iter().find(|i| i.columns == columns) {
             return Ok(i.clone());
         }
-        let index = Arc::new(ColumnIndex::new(columns.to_vec()));
+        let index = Arc::new(ColumnIndex::new(columns.to_vec(), self.store.clone()));
         list.push(index.clone());
         Ok(index)
     }
@@ -393,6 +586,19 @@ impl TableIndexes {
     /// built right after sees the maintained chunks).
     pub fn list(&self) -> Result<RwLockReadGuard<'_, Vec<Arc<ColumnIndex>>>> {
         read(&self.list)
+    }
+
+    /// The index over `columns` if it is listed.
+    pub fn find(&self, columns: &[usize]) -> Result<Option<Arc<ColumnIndex>>> {
+        Ok(read(&self.list)?
+            .iter()
+            .find(|i| i.columns == columns)
+            .cloned())
+    }
+
+    /// Where the indexes' runs are kept.
+    pub fn store(&self) -> &Arc<RunStore> {
+        &self.store
     }
 
     /// Forgets the index over `columns` (its memory is released).

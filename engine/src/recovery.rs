@@ -24,6 +24,8 @@ use crate::changes::Changes;
 use crate::chunk::{Chunk, ChunkData, ChunkList};
 use crate::engine::{EngineOptions, Inner, Recovered};
 use crate::error::{Error, Result};
+use crate::index::RunStore;
+use crate::index_run::{is_run_tmp, run_segment};
 use crate::locks::write;
 use crate::manifest::{MANIFEST_FILE, MANIFEST_TMP, Manifest};
 use crate::schema::TableDef;
@@ -88,7 +90,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         check_wal_follows_manifest(&scan.records, &manifest)?;
     }
     let cache = Arc::new(ChunkCache::new(options.cache_bytes));
-    let tables = load_tables(storage.as_ref(), &manifest, &cache)?;
+    let runs = Arc::new(RunStore::new(storage.clone(), !options.read_only));
+    let tables = load_tables(storage.as_ref(), &manifest, &cache, &runs)?;
     let header_len = match scan.records.first() {
         Some((0, WalRecord::Checkpoint { .. })) => base_record(0)?.len() as u64,
         _ => 0,
@@ -112,6 +115,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         manifest: manifest.clone(),
         tables,
         cache,
+        runs,
         last_seq,
     };
     let mut inner = Inner::new(storage.clone(), lock, options, wal, recovered);
@@ -262,10 +266,11 @@ fn load_tables(
     storage: &dyn Storage,
     manifest: &Manifest,
     cache: &Arc<ChunkCache>,
+    runs: &Arc<RunStore>,
 ) -> Result<BTreeMap<u64, Arc<TableState>>> {
     let mut tables = BTreeMap::new();
     for entry in &manifest.tables {
-        let state = TableState::new(entry.def.clone(), entry.created_seq);
+        let state = TableState::new(entry.def.clone(), entry.created_seq, runs.clone());
         let mut chunks = Vec::new();
         for seg in &entry.segments {
             let name = segment_file_name(seg.id);
@@ -350,19 +355,23 @@ fn committed_transactions(
     Ok(out)
 }
 
-/// Removes segment files the manifest does not reference and a stale
-/// `MANIFEST.tmp` (leftovers of an interrupted checkpoint).
+/// Removes segment files the manifest does not reference, their index
+/// runs, and stale `MANIFEST.tmp`, `WAL.tmp` and run `.tmp` files
+/// (leftovers of an interrupted checkpoint or run write).
 fn remove_orphans(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
-    let live: BTreeSet<String> = manifest
+    let live_ids: BTreeSet<u64> = manifest
         .tables
         .iter()
-        .flat_map(|t| t.segments.iter().map(|s| segment_file_name(s.id)))
+        .flat_map(|t| t.segments.iter().map(|s| s.id))
         .collect();
+    let live: BTreeSet<String> = live_ids.iter().map(|id| segment_file_name(*id)).collect();
     let mut removed = false;
     for name in storage.list().map_err(Error::io("."))? {
         let orphan = name == MANIFEST_TMP
             || name == WAL_TMP
-            || (name.ends_with(".eseg") && !live.contains(&name));
+            || (name.ends_with(".eseg") && !live.contains(&name))
+            || is_run_tmp(&name)
+            || run_segment(&name).is_some_and(|s| !live_ids.contains(&s));
         if orphan {
             storage.remove(&name).map_err(Error::io(&name))?;
             removed = true;

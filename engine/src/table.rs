@@ -12,7 +12,7 @@
 
 use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::error::{Error, Result};
-use crate::index::{TableIndexes, add_rows};
+use crate::index::{RunStore, TableIndexes, add_rows};
 use crate::keys::{ABSENT, tombstone_hash, version_hash};
 use crate::locks::{read, write};
 use crate::schema::TableDef;
@@ -85,8 +85,8 @@ pub struct TableState {
 }
 
 impl TableState {
-    /// An empty table.
-    pub fn new(def: TableDef, created_seq: u64) -> Self {
+    /// An empty table whose index runs are kept in `runs`.
+    pub(crate) fn new(def: TableDef, created_seq: u64, runs: Arc<RunStore>) -> Self {
         Self {
             def,
             added: RwLock::new(Vec::new()),
@@ -95,7 +95,7 @@ impl TableState {
             chunks: RwLock::new(ChunkList::default()),
             keys: RwLock::new(None),
             tombstones: RwLock::new(Vec::new()),
-            indexes: TableIndexes::default(),
+            indexes: TableIndexes::new(runs),
             schema_seq: AtomicU64::new(0),
             write_seq: AtomicU64::new(0),
         }
@@ -227,8 +227,8 @@ impl TableState {
             };
             write(&self.chunks)?.push(Arc::new(Chunk::new(chunk_id, data, BTreeMap::new())));
             for (index, guard) in &mut guards {
-                if let Some(map) = guard.as_mut() {
-                    add_rows(map, &index.columns, chunk_id, batch, &def)?;
+                if let Some(entries) = guard.as_mut() {
+                    add_rows(&mut entries.map, &index.columns, chunk_id, batch, &def)?;
                 }
             }
         }

@@ -63,13 +63,21 @@ fn every_flip_is_found(encrypted: bool) {
         .filter(|n| n != "LOCK")
         .collect();
     assert!(names.iter().filter(|n| n.ends_with(".eseg")).count() >= 3);
+    assert!(names.iter().filter(|n| n.starts_with("ix-")).count() >= 3);
     let mut flips = 0;
     let mut missed = Vec::new();
     for name in &names {
         let original = disk.contents(name).unwrap();
-        // Every byte of small files; every 3rd byte of larger ones (each
-        // chunk and checksum is still hit many times).
-        let step = if original.len() > 1024 { 3 } else { 1 };
+        // Every byte of small files; every 3rd byte of larger ones and
+        // every 5th of index runs (each chunk, block, field and checksum is
+        // still hit many times).
+        let step = if name.starts_with("ix-") {
+            5
+        } else if original.len() > 1024 {
+            3
+        } else {
+            1
+        };
         for i in (0..original.len()).step_by(step) {
             let mut damaged = original.clone();
             damaged[i] ^= 1 << (i % 8);

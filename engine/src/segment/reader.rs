@@ -23,6 +23,9 @@ pub struct SegmentReader {
     pub id: u64,
     /// The decoded footer.
     pub footer: Footer,
+    /// CRC-32 of the footer bytes (from the trailer): what an index run
+    /// (`index_run.rs`) binds itself to.
+    pub footer_crc: u32,
 }
 
 impl SegmentReader {
@@ -86,6 +89,7 @@ impl SegmentReader {
             cache,
             id,
             footer,
+            footer_crc,
         })
     }
 
