@@ -2,7 +2,8 @@
 //!
 //! - `PRAGMA integrity_check` verifies the whole database — every checksum
 //!   of every file, the manifest against the files and the WAL, the key
-//!   index and the built secondary indexes against the data, and every
+//!   index and the built secondary indexes against the data, every index
+//!   run file against its segment, and every
 //!   UNIQUE constraint and unique index of the catalog — and returns one row
 //!   per problem in a column `integrity_check`, or the single row `ok`, as
 //!   SQLite does. It is read-only; commits wait while it runs (see
