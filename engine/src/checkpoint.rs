@@ -43,6 +43,7 @@
 use crate::chunk::{Chunk, ChunkData, ChunkList, RowLoc};
 use crate::engine::{CommitState, Inner};
 use crate::error::{Error, Result};
+use crate::index::NewEntries;
 use crate::index_run::IndexRun;
 use crate::locks::{read, write};
 use crate::manifest::{Manifest, SegmentEntry, TableEntry};
@@ -479,22 +480,35 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         .iter()
         .map(|i| i.lock())
         .collect::<Result<Vec<_>>>()?;
-    for (index, guard) in indexes.iter().zip(index_guards.iter_mut()) {
-        if let Some(entries) = guard.as_mut() {
-            let run = plan
-                .runs
-                .iter()
-                .find(|(columns, _)| *columns == index.columns)
-                .map(|(_, run)| run.clone());
-            entries.replace_chunks(
-                &index.columns,
-                &plan.rewritten,
-                new_chunk.map(|c| c.as_ref()),
-                run,
-                &def,
-            )?;
+    // Every built index's entries of the new segment are prepared before
+    // any index changes (reading a segment can fail).
+    let mut prepared = Vec::with_capacity(indexes.len());
+    for (index, guard) in indexes.iter().zip(&index_guards) {
+        if guard.is_none() {
+            prepared.push(None);
+            continue;
+        }
+        let run = plan
+            .runs
+            .iter()
+            .find(|(columns, _)| *columns == index.columns)
+            .map(|(_, run)| run.clone());
+        let new = NewEntries::prepare(&index.columns, new_chunk.map(|c| c.as_ref()), run, &def)?;
+        prepared.push(Some(new));
+    }
+    for (guard, new) in index_guards.iter_mut().zip(prepared) {
+        if let (Some(entries), Some(new)) = (guard.as_mut(), new) {
+            entries.replace_chunks(&plan.rewritten, new);
         }
     }
+    // Runs written in phase B for an index no longer listed (dropped
+    // meanwhile) would only take disk space.
+    let unlisted: Vec<String> = plan
+        .runs
+        .iter()
+        .filter(|(columns, _)| !indexes.iter().any(|i| i.columns == *columns))
+        .map(|(_, run)| run.name().to_string())
+        .collect();
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
     if let Some(keys) = guard.as_mut() {
@@ -535,6 +549,7 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
     );
     *chunks = ChunkList::new(list);
     drop(index_guards);
+    plan.table.indexes.store().remove_files(&unlisted)?;
     Ok(())
 }
 

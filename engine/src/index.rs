@@ -222,37 +222,63 @@ pub(crate) struct Entries {
     pub runs: BTreeMap<u64, Arc<IndexRun>>,
 }
 
-impl Entries {
-    /// Forgets the entries of `rewritten` chunks (a checkpoint replaced
-    /// them) and indexes `new_chunk`, through `run` when the checkpoint
-    /// wrote one.
-    pub fn replace_chunks(
-        &mut self,
+/// What a checkpoint gives a built index for the segment it wrote:
+/// prepared before anything changes, so that installing it cannot fail
+/// half-way (see [`Entries::replace_chunks`]).
+#[derive(Debug)]
+pub(crate) enum NewEntries {
+    /// The segment's run, written in phase B.
+    Run(Arc<IndexRun>),
+    /// The segment's entries, for the in-memory map.
+    Pairs(Vec<(Box<[u8]>, RowLoc)>),
+    /// No new segment.
+    Nothing,
+}
+
+impl NewEntries {
+    /// The entries of `new_chunk` for the index over `columns`: its run
+    /// when the checkpoint wrote one, else read from the segment.
+    pub fn prepare(
         columns: &[usize],
-        rewritten: &ahash::AHashSet<u64>,
         new_chunk: Option<&Chunk>,
         run: Option<Arc<IndexRun>>,
         def: &TableDef,
-    ) -> Result<()> {
+    ) -> Result<Self> {
+        Ok(match (new_chunk, run) {
+            (Some(chunk), Some(run)) if run.chunk_id() == chunk.id => Self::Run(run),
+            (Some(chunk), _) => {
+                let mut pairs = Vec::new();
+                collect_chunk(columns, chunk, def, &mut pairs)?;
+                Self::Pairs(pairs)
+            }
+            (None, _) => Self::Nothing,
+        })
+    }
+}
+
+impl Entries {
+    /// Forgets the entries of `rewritten` chunks (a checkpoint replaced
+    /// them) and adds the new segment's. Cannot fail: an index is never
+    /// left half re-pointed.
+    pub fn replace_chunks(&mut self, rewritten: &ahash::AHashSet<u64>, new: NewEntries) {
         self.runs.retain(|id, _| !rewritten.contains(id));
         self.map.retain(|_, locs| {
             locs.retain(|loc| !rewritten.contains(&loc.chunk));
             !locs.is_empty()
         });
-        match (new_chunk, run) {
-            (Some(chunk), Some(run)) if run.chunk_id() == chunk.id => {
-                self.runs.insert(chunk.id, run);
+        match new {
+            NewEntries::Run(run) => {
+                self.runs.insert(run.chunk_id(), run);
             }
-            (Some(chunk), _) => {
-                let mut pairs = Vec::new();
-                collect_chunk(columns, chunk, def, &mut pairs)?;
-                for (key, loc) in pairs {
-                    self.map.entry(key).or_default().push(loc);
-                }
-            }
-            (None, _) => {}
+            NewEntries::Pairs(pairs) => self.insert_pairs(pairs),
+            NewEntries::Nothing => {}
         }
-        Ok(())
+    }
+
+    fn insert_pairs(&mut self, pairs: Vec<(Box<[u8]>, RowLoc)>) {
+        for (key, loc) in pairs {
+            self.map.entry(key).or_default().push(loc);
+        }
     }
 }
 
@@ -351,7 +377,11 @@ impl ColumnIndex {
     }
 
     /// Rebuilds the damaged runs of a built index (or indexes their
-    /// segments in memory when no run can be written).
+    /// segments in memory when no run can be written). A damaged run is
+    /// only replaced once its replacement exists: if rebuilding fails (the
+    /// segment cannot be read either), the run stays, still marked, and
+    /// its lookups keep being answered from the segment — or fail — never
+    /// short.
     fn repair(&self, entries: &mut Entries, def: &TableDef) -> Result<()> {
         let damaged: Vec<Arc<IndexRun>> = entries
             .runs
@@ -360,7 +390,6 @@ impl ColumnIndex {
             .cloned()
             .collect();
         for run in damaged {
-            entries.runs.remove(&run.chunk_id());
             match self.store.rebuild_damaged(&run)? {
                 Some(new) => {
                     entries.runs.insert(new.chunk_id(), new);
@@ -368,9 +397,8 @@ impl ColumnIndex {
                 None => {
                     let mut pairs = Vec::new();
                     collect_chunk(&self.columns, run.chunk(), def, &mut pairs)?;
-                    for (key, loc) in pairs {
-                        entries.map.entry(key).or_default().push(loc);
-                    }
+                    entries.runs.remove(&run.chunk_id());
+                    entries.insert_pairs(pairs);
                 }
             }
         }

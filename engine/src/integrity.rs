@@ -342,55 +342,58 @@ fn check_index(
 ) -> Result<()> {
     let name = format!("index on {} {:?}", table.def.name, index.columns);
     let def = table.latest_def()?;
-    let chunks = read(&table.chunks)?.chunks.clone();
-    let mut versions = 0usize;
-    let mut missing = 0usize;
-    for chunk in &chunks {
+    let list = read(&table.chunks)?;
+    // Every row version's (key, location), from the chunks …
+    let mut expected: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
+    for chunk in &list.chunks {
         let rows: Vec<u32> = (0..chunk.rows).collect();
         if rows.is_empty() {
             continue;
         }
-        versions += rows.len();
         let Some(arrays) = report(problems, chunk.read_rows(&def, &index.columns, &rows)) else {
             continue;
         };
         let (keys, _) = index_keys(&arrays)?;
         for (row, key) in rows.iter().zip(keys.iter()) {
-            let range = crate::index::KeyRange::point(key.unwrap_or_default().to_vec());
-            let locs = index.lookup(std::slice::from_ref(&range))?;
             let loc = RowLoc {
                 chunk: chunk.id,
                 row: *row,
             };
-            if !locs.contains(&loc) {
-                missing += 1;
-            }
+            expected.push((key.unwrap_or_default().into(), loc));
         }
     }
-    let list = read(&table.chunks)?;
-    let mut entries = 0usize;
+    expected.sort_unstable();
+    // … and from the index.
+    let mut actual: Vec<(Box<[u8]>, RowLoc)> = Vec::new();
     let mut dangling = 0usize;
-    let walked = index.for_each(|_, locs| {
+    let walked = index.for_each(|key, locs| {
         for loc in locs {
-            entries += 1;
             if list.get(loc.chunk).is_none_or(|c| loc.row >= c.rows) {
                 dangling += 1;
             }
+            actual.push((key.into(), *loc));
         }
         Ok(())
     });
     if report(problems, walked).is_none() {
         return Ok(());
     }
+    actual.sort_unstable();
+    let missing = expected
+        .iter()
+        .filter(|e| actual.binary_search(e).is_err())
+        .count();
     if missing > 0 {
         problems.push(format!("{name}: {missing} row versions missing"));
     }
     if dangling > 0 {
         problems.push(format!("{name}: {dangling} entries name no row"));
     }
-    if entries != versions {
+    if actual.len() != expected.len() {
         problems.push(format!(
-            "{name}: {entries} entries for {versions} row versions"
+            "{name}: {} entries for {} row versions",
+            actual.len(),
+            expected.len()
         ));
     }
     Ok(())

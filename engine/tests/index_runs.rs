@@ -42,6 +42,10 @@ fn load(engine: &Engine, kv: u64, ids: std::ops::Range<i64>) {
 
 /// Ids of the rows with `v = value`, through the index on `v`.
 fn by_index(engine: &Engine, kv: u64, value: &str) -> BTreeSet<i64> {
+    try_by_index(engine, kv, value).unwrap()
+}
+
+fn try_by_index(engine: &Engine, kv: u64, value: &str) -> Result<BTreeSet<i64>, Error> {
     let probe: ArrayRef = Arc::new(StringArray::from(vec![value]));
     let (keys, _) = entidb_engine::index::index_keys(&[probe]).unwrap();
     let req = IndexScanRequest {
@@ -53,8 +57,8 @@ fn by_index(engine: &Engine, kv: u64, value: &str) -> BTreeSet<i64> {
         build: true,
     };
     let mut t = engine.begin_read_only();
-    let batches = t.index_scan(kv, &req).unwrap().expect("index answered");
-    ids_of(&batches)
+    let batches = t.index_scan(kv, &req)?.expect("index answered");
+    Ok(ids_of(&batches))
 }
 
 fn ids_of(batches: &[RecordBatch]) -> BTreeSet<i64> {
@@ -110,7 +114,11 @@ fn overwrite(disk: &SimDisk, name: &str, at: u64, bytes: &[u8]) {
 
 /// A table of 5,000 rows with an index on `v`, checkpointed once.
 fn indexed_table(disk: &SimDisk) -> (Engine, u64) {
-    let engine = open_sim(disk, options()).unwrap();
+    indexed_table_with(disk, options())
+}
+
+fn indexed_table_with(disk: &SimDisk, options: EngineOptions) -> (Engine, u64) {
+    let engine = open_sim(disk, options).unwrap();
     let kv = create_kv(&engine);
     let mut t = engine.begin();
     t.build_index(kv, &[1]).unwrap();
@@ -186,6 +194,47 @@ fn a_run_with_a_damaged_block_is_never_trusted_and_is_rebuilt() {
     assert_index_matches_scan(&engine, kv, "reopened");
     let stats = engine.index_run_stats();
     assert_eq!((stats.opened, stats.rebuilt), (1, 0));
+}
+
+/// Review finding: a repair that failed (the segment unreadable too) had
+/// already removed the damaged run, so the index silently lost the whole
+/// segment: lookups answered short until the next open.
+#[test]
+fn a_failed_repair_keeps_the_damaged_run_and_never_answers_short() {
+    let disk = SimDisk::new();
+    // No chunk cache: every read of the segment goes to the disk.
+    let uncached = EngineOptions {
+        cache_bytes: 0,
+        ..options()
+    };
+    let (engine, kv) = indexed_table_with(&disk, uncached.clone());
+    drop(engine);
+    let run = run_files(&disk).pop().unwrap();
+    overwrite(&disk, &run, 60, &[0xFF, 0x00, 0xFF]);
+    let segment = disk
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.ends_with(".eseg"))
+        .unwrap();
+    let id = u64::from_str_radix(&segment[4..20], 16).unwrap();
+    let reader = entidb_engine::segment::SegmentReader::open(&disk, id).unwrap();
+    let v_chunk = reader.footer.row_groups[0].chunks[1].offset + 8;
+    drop(reader);
+    let intact = disk.contents(&segment).unwrap();
+
+    let engine = open_sim(&disk, uncached).unwrap();
+    let want = by_scan(&engine, kv);
+    // The damaged block is found and answered from the segment.
+    assert_eq!(by_index(&engine, kv, "v0"), want["v0"]);
+    // Now the segment cannot be read either: the repair fails, and so
+    // does the lookup (an error, not a short answer).
+    overwrite(&disk, &segment, v_chunk, &[0x5A]);
+    assert!(try_by_index(&engine, kv, "v1").is_err());
+    // Once the segment reads again, every answer is whole.
+    disk.set_contents(&segment, intact).unwrap();
+    assert_index_matches_scan(&engine, kv, "after a failed repair");
+    assert_eq!(engine.index_run_stats().rebuilt, 1);
 }
 
 #[test]

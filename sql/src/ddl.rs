@@ -507,9 +507,10 @@ pub(crate) fn parse_reindex(text: &str) -> Option<Result<Parsed>> {
 }
 
 /// REINDEX: the named index, the indexes of the named table, or every
-/// index. An index's contents are derived data, kept in memory: its memory
-/// is released and the next lookup rebuilds it from the table (what a
-/// corrupted index would need; EntiDB's cannot disagree with their table).
+/// index. An index's contents are derived data (its runs on disk, its
+/// in-memory part): they are removed and the next lookup rebuilds them
+/// from the table (a damaged run is rebuilt without it, see the engine's
+/// `index_run.rs`).
 /// 42P01 for a name that is neither (as PostgreSQL).
 pub fn reindex(session: &mut Session, name: Option<&str>) -> Result<()> {
     let catalog = session.catalog.clone();
@@ -562,8 +563,8 @@ pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) 
         dropped.push(index);
     }
     session.slot.with(|t| catalog.save(t))?;
-    // Release the memory of indexes nothing else covers (a rollback only
-    // means the next equality lookup rebuilds them).
+    // Remove the contents (runs and memory) of indexes nothing else covers
+    // (a rollback only means the next equality lookup rebuilds them).
     for index in dropped {
         let Some(meta) = catalog.table(&index.table) else {
             continue;
