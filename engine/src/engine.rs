@@ -321,6 +321,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Declares that the catalog has an index over `columns` of a
+    /// committed table, without building it: checkpoints then write its
+    /// runs for the segments they write (`index_run.rs`), so its first use
+    /// after a reopen opens runs instead of rebuilding. Returns false (and
+    /// does nothing) when the table is not committed or the columns are not
+    /// among its committed ones (an open transaction's CREATE TABLE or ADD
+    /// COLUMN).
+    pub fn declare_index(&self, table_id: u64, columns: &[usize]) -> Result<bool> {
+        let Some(table) = self.inner.table(table_id)? else {
+            return Ok(false);
+        };
+        if table.latest_def()?.check_columns(columns).is_err() {
+            return Ok(false);
+        }
+        table.indexes.get_or_create(columns)?;
+        Ok(true)
+    }
+
     /// `(entries, resident bytes)` of every built secondary index: what
     /// indexes cost in memory (runs keep only their block fences resident;
     /// rows committed since the last checkpoint are in memory maps).

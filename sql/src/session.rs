@@ -824,6 +824,12 @@ impl Session {
         for meta in &catalog.tables {
             let def = self.slot.with(|t| t.table_by_id(meta.table_id))?;
             let indexes = table_indexes(&catalog, meta);
+            // The engine learns of every index (nothing is built): its
+            // checkpoints then persist their runs, so a first use after a
+            // reopen rebuilds nothing.
+            for index in &indexes {
+                self.engine().declare_index(meta.table_id, &index.columns)?;
+            }
             let foreign_keys = self
                 .slot
                 .with_sql(|t| crate::foreign_keys::ForeignKeys::resolve(&catalog, meta, &def, t))?;
