@@ -173,9 +173,10 @@ fn run_phases(inner: &Inner) -> Result<()> {
     )?;
 
     let mut obsolete = Vec::new();
+    let mut unlisted_runs = Vec::new();
     for plan in plans {
         obsolete.extend(plan.replaced.iter().copied());
-        swap_in(&plan, horizon)?;
+        unlisted_runs.extend(swap_in(&plan, horizon)?);
     }
     {
         let mut map = inner.tables_mut()?;
@@ -194,6 +195,8 @@ fn run_phases(inner: &Inner) -> Result<()> {
         storage.remove(&name).map_err(Error::io(&name))?;
     }
     inner.runs().remove_runs_of(&obsolete)?;
+    // Derived files only: a failure to remove them is a warning.
+    inner.runs().remove_files_quietly(&unlisted_runs);
     if !obsolete.is_empty() {
         storage.sync_dir().map_err(Error::io("."))?;
     }
@@ -453,8 +456,9 @@ fn generic_batch(columns: Vec<ArrayRef>) -> Result<RecordBatch> {
 }
 
 /// Installs a plan's chunks and re-points the key index and the secondary
-/// indexes (phase C.4, under the commit lock).
-fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
+/// indexes (phase C.4, under the commit lock). Returns the names of runs
+/// written in phase B for indexes no longer listed, for removal.
+fn swap_in(plan: &TablePlan, horizon: u64) -> Result<Vec<String>> {
     let moved: HashMap<RowLoc, RowLoc> = plan.moved.iter().copied().collect();
     let new_chunk = plan
         .new_segment
@@ -496,11 +500,6 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         let new = NewEntries::prepare(&index.columns, new_chunk.map(|c| c.as_ref()), run, &def)?;
         prepared.push(Some(new));
     }
-    for (guard, new) in index_guards.iter_mut().zip(prepared) {
-        if let (Some(entries), Some(new)) = (guard.as_mut(), new) {
-            entries.replace_chunks(&plan.rewritten, new);
-        }
-    }
     // Runs written in phase B for an index no longer listed (dropped
     // meanwhile) would only take disk space.
     let unlisted: Vec<String> = plan
@@ -511,18 +510,22 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
         .collect();
     let mut guard = plan.table.keys_if_built()?;
     let mut chunks = write(&plan.table.chunks)?;
+    // The key index may have been built after the plan was made (it holds
+    // tombstones of phase B that must survive): its moved rows' keys are
+    // then read back from the new segment, in moved order — also before
+    // anything changes.
+    let read_back = match (guard.as_ref(), &plan.moved_keys) {
+        (Some(_), None) => new_segment_keys(new_chunk)?,
+        _ => Vec::new(),
+    };
+    // Nothing below fails but a poisoned lock.
+    for (guard, new) in index_guards.iter_mut().zip(prepared) {
+        if let (Some(entries), Some(new)) = (guard.as_mut(), new) {
+            entries.replace_chunks(&plan.rewritten, new);
+        }
+    }
     if let Some(keys) = guard.as_mut() {
-        // The key index may have been built after the plan was made (it
-        // holds tombstones of phase B that must survive): its moved rows'
-        // keys are then read back from the new segment, in moved order.
-        let read_back;
-        let moved_keys: &[Box<[u8]>] = match &plan.moved_keys {
-            Some(k) => k,
-            None => {
-                read_back = new_segment_keys(new_chunk)?;
-                &read_back
-            }
-        };
+        let moved_keys: &[Box<[u8]>] = plan.moved_keys.as_deref().unwrap_or(&read_back);
         for (key, (old, new)) in moved_keys.iter().zip(&plan.moved) {
             if let Some(entry) = keys.get_mut(key)
                 && entry.loc == Some(*old)
@@ -549,8 +552,7 @@ fn swap_in(plan: &TablePlan, horizon: u64) -> Result<()> {
     );
     *chunks = ChunkList::new(list);
     drop(index_guards);
-    plan.table.indexes.store().remove_files(&unlisted)?;
-    Ok(())
+    Ok(unlisted)
 }
 
 /// The row keys of the new segment, which holds the moved rows in order.

@@ -340,8 +340,9 @@ impl Engine {
     }
 
     /// `(entries, resident bytes)` of every built secondary index: what
-    /// indexes cost in memory (runs keep only their block fences resident;
-    /// rows committed since the last checkpoint are in memory maps).
+    /// indexes cost in memory (runs keep their block fences resident, plus
+    /// the blocks lookups read, in a cache bounded at 64 MiB; rows
+    /// committed since the last checkpoint are in memory maps).
     pub fn index_memory(&self) -> Result<(u64, u64)> {
         let mut total = (0, 0);
         for table in self.inner.tables()?.values() {
@@ -351,6 +352,8 @@ impl Engine {
                 total.1 += b;
             }
         }
+        // Plus the blocks cached for lookups (bounded, shared).
+        total.1 += self.inner.runs().cached_bytes() as u64;
         Ok(total)
     }
 

@@ -45,15 +45,22 @@
 //!    manifest does not name; `DROP INDEX` removes the index's runs.
 //!
 //! Resident memory is the block fences (first and last key, offset, length
-//! and CRC per ~4 KiB block: under a byte per row), not the entries.
+//! and CRC per ~4 KiB block: under a byte per row), not the entries, plus
+//! the blocks lookups have read: verified and decoded (keys as a
+//! `BinaryArray`, so a lookup binary-searches them), in a cache shared by
+//! every run and bounded at 64 MiB.
 
 use crate::chunk::Chunk;
 use crate::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
 use crate::index::{KeyRange, index_keys};
 use crate::schema::TableDef;
+use crate::segment::ChunkCache;
 use crate::storage::{FileHandle, Storage};
-use arrow::array::{Array, BinaryArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, UInt32Array, UInt32Builder,
+};
+use arrow::datatypes::UInt32Type;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -115,7 +122,14 @@ pub(crate) struct RunStore {
     written: AtomicU64,
     rebuilt: AtomicU64,
     warnings: Mutex<Vec<String>>,
+    /// Verified, decoded blocks of every run, keyed by `(run uid, block,
+    /// 0 = keys | 1 = rows)`.
+    blocks: Arc<ChunkCache>,
+    next_uid: AtomicU64,
 }
+
+/// Bytes of decoded blocks kept for lookups (shared by every run).
+const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 /// Counters of a [`RunStore`] (see [`crate::Engine::index_run_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -140,6 +154,8 @@ impl RunStore {
             written: AtomicU64::new(0),
             rebuilt: AtomicU64::new(0),
             warnings: Mutex::new(Vec::new()),
+            blocks: Arc::new(ChunkCache::new(BLOCK_CACHE_BYTES)),
+            next_uid: AtomicU64::new(1),
         }
     }
 
@@ -149,6 +165,11 @@ impl RunStore {
             written: self.written.load(Ordering::Relaxed),
             rebuilt: self.rebuilt.load(Ordering::Relaxed),
         }
+    }
+
+    /// Bytes of decoded blocks cached for lookups.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.blocks.bytes()
     }
 
     /// The warnings so far (damaged runs rebuilt, runs that could not be
@@ -328,15 +349,20 @@ impl RunStore {
             columns: binding.columns.clone(),
             def: def.clone(),
             damaged: AtomicBool::new(false),
+            uid: self.next_uid.fetch_add(1, Ordering::Relaxed),
+            blocks: self.blocks.clone(),
         }))
     }
 
-    /// Removes the run files `names`.
-    pub(crate) fn remove_files(&self, names: &[String]) -> Result<()> {
+    /// Removes the run files `names`; a failure is only a warning (they
+    /// are derived files, valid for their segment).
+    pub(crate) fn remove_files_quietly(&self, names: &[String]) {
         if names.is_empty() {
-            return Ok(());
+            return;
         }
-        self.remove_where(|name| names.iter().any(|n| n == name))
+        if let Err(e) = self.remove_where(|name| names.iter().any(|n| n == name)) {
+            self.warn(format!("unused index runs not removed: {e}"));
+        }
     }
 
     /// Removes every run of the given segments (their segments are gone).
@@ -434,6 +460,20 @@ fn chunk_keys(chunk: &Chunk, columns: &[usize], def: &TableDef) -> Result<Binary
     }
     let arrays = chunk.read_rows(def, columns, &rows)?;
     Ok(index_keys(&arrays)?.0)
+}
+
+/// A verified, decoded block: keys and rows, in order.
+struct Block {
+    keys: BinaryArray,
+    rows: UInt32Array,
+}
+
+impl Block {
+    fn of(keys: &ArrayRef, rows: &ArrayRef) -> Option<Self> {
+        let keys = keys.as_binary_opt::<i32>()?.clone();
+        let rows = rows.as_primitive_opt::<UInt32Type>()?.clone();
+        (keys.len() == rows.len()).then_some(Self { keys, rows })
+    }
 }
 
 /// One block's place in the file and its key span.
@@ -612,6 +652,9 @@ pub(crate) struct IndexRun {
     def: TableDef,
     /// Set when a block failed its check: rebuilt at the next use.
     damaged: AtomicBool,
+    /// Its key in the block cache (unique per opened run).
+    uid: u64,
+    blocks: Arc<ChunkCache>,
 }
 
 impl IndexRun {
@@ -682,21 +725,61 @@ impl IndexRun {
             // the first block that can hold the range is the first whose
             // last key reaches its lower bound.
             let start = self.fences.partition_point(|f| !range.reaches(&f.last));
-            for fence in self.fences.iter().skip(start) {
+            for (i, fence) in self.fences.iter().enumerate().skip(start) {
                 if !range.starts_before_end(&fence.first) {
                     break;
                 }
-                self.read_block(fence, |key, row| {
-                    if range.contains(key) {
-                        rows.push(row);
+                let block = self.block(i, fence)?;
+                let (keys, ids) = (&block.keys, &block.rows);
+                // The block's first key at or above the lower bound.
+                let (mut lo, mut hi) = (0, keys.len());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if range.reaches(keys.value(mid)) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1;
                     }
-                })?;
+                }
+                for (key, row) in keys.iter().zip(ids.iter()).skip(lo) {
+                    let (Some(key), Some(row)) = (key, row) else {
+                        continue;
+                    };
+                    if !range.starts_before_end(key) {
+                        break;
+                    }
+                    rows.push(row);
+                }
                 if rows.len() > max {
                     return Ok(None);
                 }
             }
         }
         Ok(Some(rows))
+    }
+
+    /// Block `i`, verified and decoded: from the cache, or read, checked
+    /// and cached.
+    fn block(&self, i: usize, fence: &Fence) -> Result<Block> {
+        if let (Some(keys), Some(rows)) = (
+            self.blocks.get(self.uid, i, 0),
+            self.blocks.get(self.uid, i, 1),
+        ) && let Some(block) = Block::of(&keys, &rows)
+        {
+            return Ok(block);
+        }
+        let mut keys = BinaryBuilder::with_capacity(fence.entries as usize, fence.len as usize);
+        let mut rows = UInt32Builder::with_capacity(fence.entries as usize);
+        self.read_block(fence, |key, row| {
+            keys.append_value(key);
+            rows.append_value(row);
+        })?;
+        let keys: ArrayRef = Arc::new(keys.finish());
+        let rows: ArrayRef = Arc::new(rows.finish());
+        self.blocks.insert(self.uid, i, 0, keys.clone());
+        self.blocks.insert(self.uid, i, 1, rows.clone());
+        Block::of(&keys, &rows)
+            .ok_or_else(|| Error::InvalidArgument("index run block types".into()))
     }
 
     /// Every entry, in `(key, row)` order. A damaged block makes them come

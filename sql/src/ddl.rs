@@ -539,6 +539,8 @@ pub fn reindex(session: &mut Session, name: Option<&str>) -> Result<()> {
             .filter_map(|c| meta.columns.iter().position(|m| &m.name == c))
             .collect();
         session.engine().forget_index(meta.table_id, &columns)?;
+        // Still in the catalog: checkpoints keep persisting it.
+        session.engine().declare_index(meta.table_id, &columns)?;
     }
     Ok(())
 }
