@@ -13,7 +13,7 @@ mod common;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use common::{crash_and_reopen, create_kv, kv_batch, kv_schema, open_sim, small_checkpoints};
-use entidb_engine::storage::{PowerLoss, SimDisk, TornFill};
+use entidb_engine::storage::{PowerLoss, SimDisk};
 use entidb_engine::{Engine, EngineOptions, Error, IndexScanRequest, KeyRange, ScanRequest};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -576,18 +576,7 @@ fn power_loss_at_every_io_operation_of_a_workload_that_adds_columns() {
     eprintln!("{total_ops} I/O operations");
     drop(engine);
     for k in 0..=total_ops {
-        let disk = SimDisk::new();
-        disk.crash_after(k).unwrap();
-        let acked = run_until_error(&disk);
-        let mode = if k % 2 == 0 {
-            PowerLoss::DropUnsynced
-        } else {
-            PowerLoss::TearLastWrite {
-                sectors_kept: (k % 3) as usize,
-                fill: TornFill::Garbage,
-            }
-        };
-        disk.power_loss(mode).unwrap();
+        let (disk, acked) = common::crash_at(k, run_until_error);
         let engine = open_sim(&disk, workload_options())
             .unwrap_or_else(|e| panic!("crash at op {k}: reopen failed: {e}"));
         let got = state(&engine);

@@ -12,7 +12,7 @@ mod common;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::Int64Type;
 use common::{create_kv, kv_batch, open_sim, put};
-use entidb_engine::storage::{PowerLoss, SimDisk, Storage, TornFill};
+use entidb_engine::storage::{SimDisk, Storage};
 use entidb_engine::{Engine, EngineOptions, Error, IndexScanRequest, KeyRange, ScanRequest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -421,21 +421,10 @@ fn run_until_error(disk: &SimDisk) -> usize {
             return step - 1;
         }
         if step % 5 == 0 {
-            let mut t = engine.begin_read_only();
-            let Ok(kv) = t.table("kv").map(|d| d.id) else {
+            let Ok(kv) = engine.begin_read_only().table("kv").map(|d| d.id) else {
                 return step;
             };
-            let probe: ArrayRef = Arc::new(StringArray::from(vec!["v1"]));
-            let (keys, _) = entidb_engine::index::index_keys(&[probe]).unwrap();
-            let req = IndexScanRequest {
-                index: vec![1],
-                ranges: vec![KeyRange::point(keys.value(0).to_vec())],
-                projection: Some(vec![0]),
-                include_key: false,
-                max_candidates: None,
-                build: true,
-            };
-            if t.index_scan(kv, &req).is_err() {
+            if try_by_index(&engine, kv, "v1").is_err() {
                 return step;
             }
         }
@@ -469,18 +458,7 @@ fn power_loss_at_every_io_operation_keeps_index_answers_equal_to_scans() {
     drop(engine);
     eprintln!("{total_ops} I/O operations");
     for k in 0..=total_ops {
-        let disk = SimDisk::new();
-        disk.crash_after(k).unwrap();
-        let acked = run_until_error(&disk);
-        let mode = if k % 2 == 0 {
-            PowerLoss::DropUnsynced
-        } else {
-            PowerLoss::TearLastWrite {
-                sectors_kept: (k % 3) as usize,
-                fill: TornFill::Garbage,
-            }
-        };
-        disk.power_loss(mode).unwrap();
+        let (disk, acked) = common::crash_at(k, run_until_error);
         let engine = open_sim(&disk, workload_options())
             .unwrap_or_else(|e| panic!("crash at op {k}: reopen failed: {e}"));
         let got = state(&engine);

@@ -4,7 +4,7 @@
 
 use arrow::array::{Array, AsArray, BinaryArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
-use entidb_engine::storage::{PowerLoss, SimDisk};
+use entidb_engine::storage::{PowerLoss, SimDisk, TornFill};
 use entidb_engine::{Engine, EngineOptions, Result, ScanRequest, Transaction};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,4 +176,25 @@ pub fn pk_lookup(t: &mut Transaction, kv: u64, id: i64) -> Vec<i64> {
         .iter()
         .flat_map(ids)
         .collect()
+}
+
+/// Runs `workload` on a fresh disk that crashes after `k` I/O operations,
+/// then loses power — dropping unsynced writes for even `k`, tearing the
+/// last write (garbage after 0–2 kept sectors) for odd `k` — and returns
+/// the disk with what `workload` returned (typically the steps it saw
+/// committed).
+pub fn crash_at<T>(k: u64, workload: impl FnOnce(&SimDisk) -> T) -> (SimDisk, T) {
+    let disk = SimDisk::new();
+    disk.crash_after(k).unwrap();
+    let out = workload(&disk);
+    let mode = if k.is_multiple_of(2) {
+        PowerLoss::DropUnsynced
+    } else {
+        PowerLoss::TearLastWrite {
+            sectors_kept: (k % 3) as usize,
+            fill: TornFill::Garbage,
+        }
+    };
+    disk.power_loss(mode).unwrap();
+    (disk, out)
 }
