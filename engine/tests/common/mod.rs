@@ -184,7 +184,16 @@ pub fn pk_lookup(t: &mut Transaction, kv: u64, id: i64) -> Vec<i64> {
 /// the disk with what `workload` returned (typically the steps it saw
 /// committed).
 pub fn crash_at<T>(k: u64, workload: impl FnOnce(&SimDisk) -> T) -> (SimDisk, T) {
-    let disk = SimDisk::new();
+    lose_power_after(SimDisk::new(), k, workload)
+}
+
+/// [`crash_at`] on a disk that already holds something: it crashes after
+/// `k` more I/O operations.
+pub fn lose_power_after<T>(
+    disk: SimDisk,
+    k: u64,
+    workload: impl FnOnce(&SimDisk) -> T,
+) -> (SimDisk, T) {
     disk.crash_after(k).unwrap();
     let out = workload(&disk);
     let mode = if k.is_multiple_of(2) {
