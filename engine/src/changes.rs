@@ -6,16 +6,39 @@ use crate::codec::Decoder;
 use crate::columnar;
 use crate::error::{Error, Result};
 use crate::schema::TableDef;
+use crate::segment::SegmentReader;
 use crate::wal::WalRecord;
 use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+/// Rows a transaction wrote straight into a segment file instead of the
+/// WAL (a write-once load, see `commit.rs`).
+#[derive(Debug, Clone)]
+pub struct LoadedSegment {
+    /// Segment id (file `seg-<id>.eseg`).
+    pub id: u64,
+    /// Its rows.
+    pub rows: u64,
+    /// CRC-32 of its footer, which binds every column chunk.
+    pub footer_crc: u32,
+    /// The open segment, as the load of its commit
+    /// ([`SegmentReader::as_load_of`]); `None` in a replayed record until
+    /// recovery opens it, and at commit until the sequence is known.
+    pub reader: Option<Arc<SegmentReader>>,
+}
 
 /// What one transaction changed in one table.
 #[derive(Debug, Clone, Default)]
 pub struct TableChange {
     /// Table id.
     pub table_id: u64,
-    /// Rows written (stored schema), the newest version of their keys.
+    /// Rows written (stored schema), the newest version of their keys. For
+    /// a load ([`TableChange::loaded`]) the same rows, at commit only (for
+    /// validation and index maintenance; replay reads the segment).
     pub rows: Option<RecordBatch>,
+    /// Set when the rows are in a segment the transaction wrote, which the
+    /// WAL names (PUT_SEGMENT) instead of holding the rows (PUT).
+    pub loaded: Option<LoadedSegment>,
     /// Before-image hash per written row.
     pub before: Vec<u64>,
     /// Deleted keys with their before-image hashes.
@@ -86,7 +109,17 @@ impl Changes {
                 }
                 .encode_into(out)?;
             }
-            if let Some(rows) = &t.rows {
+            if let Some(load) = &t.loaded {
+                let absent = t.before.iter().all(|b| *b == crate::keys::ABSENT);
+                WalRecord::PutSegment {
+                    table_id: t.table_id,
+                    segment_id: load.id,
+                    rows: load.rows,
+                    footer_crc: load.footer_crc,
+                    before: if absent { Vec::new() } else { t.before.clone() },
+                }
+                .encode_into(out)?;
+            } else if let Some(rows) = &t.rows {
                 WalRecord::Put {
                     table_id: t.table_id,
                     before: t.before.clone(),
@@ -126,16 +159,32 @@ impl Changes {
                     table_id,
                     rows: Some(rows),
                     before,
-                    deleted: Vec::new(),
-                    unique: Vec::new(),
+                    ..TableChange::default()
                 });
             }
+            WalRecord::PutSegment {
+                table_id,
+                segment_id,
+                rows,
+                footer_crc,
+                before,
+            } => self.tables.push(TableChange {
+                table_id,
+                loaded: Some(LoadedSegment {
+                    id: segment_id,
+                    rows,
+                    footer_crc,
+                    reader: None,
+                }),
+                before,
+                ..TableChange::default()
+            }),
             WalRecord::Delete { table_id, keys } => self.tables.push(TableChange {
                 table_id,
                 rows: None,
                 before: Vec::new(),
                 deleted: keys.into_iter().map(|(k, h)| (k.into(), h)).collect(),
-                unique: Vec::new(),
+                ..TableChange::default()
             }),
             other => {
                 return Err(Error::corruption(

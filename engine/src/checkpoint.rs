@@ -51,9 +51,9 @@ use crate::schema::TableDef;
 use crate::segment::{ROW_GROUP_ROWS, SegmentReader, segment_file_name, write_segment};
 use crate::table::TableState;
 use crate::wal::WalRecord;
-use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -327,6 +327,10 @@ fn plan_table(
                 id: c.id,
                 rows: u64::from(c.rows),
                 deletes: at_seq(c.deletes()?),
+                created_seq: match &c.data {
+                    ChunkData::Segment(seg) => seg.loaded_seq().unwrap_or(0),
+                    ChunkData::Mem { .. } => 0,
+                },
             })
         })
         .collect::<Result<_>>()?;
@@ -342,6 +346,7 @@ fn plan_table(
             id: new_id,
             rows: reader.footer.rows,
             deletes: at_seq(carried.iter().map(|(r, s)| (*r, *s)).collect()),
+            created_seq: 0,
         });
         let chunk = Arc::new(Chunk::new(new_id, ChunkData::Segment(reader), carried));
         runs = write_runs(inner, &table, &chunk, &def)?;
@@ -400,19 +405,7 @@ fn write_runs(
 /// chunks written before and after an ADD COLUMN make one segment).
 fn chunk_batches(chunk: &Chunk, def: &TableDef) -> Result<Vec<(u32, RecordBatch)>> {
     let pieces = match &chunk.data {
-        ChunkData::Mem { batch, seq } => {
-            let schema = crate::schema::append_fields(
-                &batch.schema(),
-                [Field::new(
-                    crate::schema::SEQ_COLUMN,
-                    DataType::UInt64,
-                    false,
-                )],
-            );
-            let mut columns = batch.columns().to_vec();
-            columns.push(Arc::new(UInt64Array::from(vec![*seq; batch.num_rows()])) as ArrayRef);
-            vec![(0, RecordBatch::try_new(schema, columns)?)]
-        }
+        ChunkData::Mem { batch, seq } => vec![(0, crate::schema::with_seq_column(batch, *seq)?)],
         ChunkData::Segment(seg) => {
             let mut out = Vec::new();
             let mut first = 0u32;

@@ -193,6 +193,25 @@ impl Chunk {
             .collect()
     }
 
+    /// The rows of a mem chunk.
+    pub(crate) fn mem_batch(&self) -> Option<&RecordBatch> {
+        match &self.data {
+            ChunkData::Mem { batch, .. } => Some(batch),
+            ChunkData::Segment(_) => None,
+        }
+    }
+
+    /// The `_key` and `_hash` columns of every row.
+    pub(crate) fn read_key_and_hash(&self) -> Result<(ArrayRef, ArrayRef)> {
+        let rows: Vec<u32> = (0..self.rows).collect();
+        let width = self.width();
+        let mut columns = self.read_physical(&[width, width + 1], &rows)?.into_iter();
+        match (columns.next(), columns.next()) {
+            (Some(key), Some(hash)) => Ok((key, hash)),
+            _ => Err(self.no_row(0)),
+        }
+    }
+
     /// The `_key` of the given rows (sorted ascending).
     pub fn read_keys(&self, rows: &[u32]) -> Result<ArrayRef> {
         self.read_physical(&[self.width()], rows)?

@@ -2,6 +2,9 @@
 //!
 //! COMMIT, step by step (see also [`crate::wal`] and [`crate::mvcc`]):
 //!
+//! 0. Before the commit lock: write the rows of each large table change
+//!    straight into a new segment and fsync it (write-once loads,
+//!    [`crate::load`]); the WAL will only name it.
 //! 1. Under the commit lock: validate every written key's before-image hash
 //!    against the newest committed version (`Conflict` on mismatch), validate
 //!    DDL against the catalog sequence, check that no guarded table
@@ -29,20 +32,28 @@ use crate::changes::Changes;
 use crate::engine::{Inner, Tables};
 use crate::error::{Error, Result};
 use crate::keys::{ABSENT, display_key};
+use crate::load::PendingLoads;
 use crate::locks::{read, write};
-use crate::table::TableState;
+use crate::table::{NewRows, TableState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 impl Inner {
     /// Runs the commit pipeline described in the module docs.
-    pub fn commit(self: &Arc<Self>, txn_id: u64, snapshot: u64, changes: Changes) -> Result<u64> {
+    pub fn commit(
+        self: &Arc<Self>,
+        txn_id: u64,
+        snapshot: u64,
+        mut changes: Changes,
+    ) -> Result<u64> {
         self.wal().check()?;
+        let mut loads = PendingLoads::write(self, &mut changes)?;
         let in_flight = self.wal().announce();
         let (seq, end) = {
             let mut state = self.lock_commits()?;
             self.validate(snapshot, &changes)?;
             let seq = state.last_seq + 1;
+            loads.open_at(seq, &mut changes)?;
             let mut bytes = Vec::new();
             changes.encode(txn_id, seq, &mut bytes)?;
             if let Err(e) = self.apply(seq, changes) {
@@ -55,6 +66,7 @@ impl Inner {
             (seq, end)
         };
         drop(in_flight);
+        drop(loads);
         let durable = self.wal().wait_durable(end)?;
         self.publish(durable);
         // The commit is durable and visible: nothing below may fail it.
@@ -238,14 +250,23 @@ impl Inner {
                     name: format!("#{}", change.table_id),
                 })?;
             let deleted: Vec<Box<[u8]>> = change.deleted.into_iter().map(|(k, _)| k).collect();
-            let chunk_id = self.allocate_id();
+            let rows = match (change.loaded, change.rows) {
+                (Some(load), batch) => {
+                    let reader = load.reader.ok_or_else(|| {
+                        Error::Internal(format!("loaded segment {} was not opened", load.id))
+                    })?;
+                    NewRows::Loaded { reader, batch }
+                }
+                (None, Some(batch)) => NewRows::Mem(batch),
+                (None, None) => NewRows::None,
+            };
             if table.def.key_columns.is_empty() {
-                self.bump_rowid(change.rows.as_ref());
+                self.bump_rowid(&rows)?;
             }
-            if change.rows.is_some() || !deleted.is_empty() {
+            if !matches!(rows, NewRows::None) || !deleted.is_empty() {
                 table.write_seq.store(seq, Ordering::SeqCst);
             }
-            table.apply(seq, chunk_id, change.rows, &deleted, &change.before)?;
+            table.apply(seq, || self.allocate_id(), rows, &deleted, &change.before)?;
         }
         for id in &changes.drops {
             if let Some(t) = tables.get(id) {
@@ -261,22 +282,21 @@ impl Inner {
     }
 
     /// Keeps the row-id counter above every replayed row id.
-    fn bump_rowid(&self, rows: Option<&arrow::array::RecordBatch>) {
-        let Some(rows) = rows else { return };
-        let Some(keys) = crate::schema::col(rows, rows.num_columns().saturating_sub(2))
-            .ok()
-            .and_then(|c| c.as_any().downcast_ref::<arrow::array::BinaryArray>())
-        else {
-            return;
-        };
-        let max = keys
-            .iter()
-            .flatten()
-            .filter_map(|k| <[u8; 8]>::try_from(k).ok())
-            .map(u64::from_be_bytes)
-            .max();
-        if let Some(max) = max {
-            self.reserve_rowid(max);
+    fn bump_rowid(&self, rows: &NewRows) -> Result<()> {
+        for keys in rows.keys()? {
+            let Some(keys) = keys.as_any().downcast_ref::<arrow::array::BinaryArray>() else {
+                continue;
+            };
+            let max = keys
+                .iter()
+                .flatten()
+                .filter_map(|k| <[u8; 8]>::try_from(k).ok())
+                .map(u64::from_be_bytes)
+                .max();
+            if let Some(max) = max {
+                self.reserve_rowid(max);
+            }
         }
+        Ok(())
     }
 }

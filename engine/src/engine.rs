@@ -16,7 +16,7 @@ use crate::storage::{FileStorage, LockGuard, MemStorage, Storage};
 use crate::table::TableState;
 use crate::txn::Transaction;
 use crate::wal::WalWriter;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -46,6 +46,11 @@ pub struct EngineOptions {
     /// memory, unreferenced files stay), there is no checkpoint — and every
     /// write fails with `ReadOnly`. A new database cannot be created so.
     pub read_only: bool,
+    /// A committing transaction that wrote at least this many rows to one
+    /// table writes them straight into a new segment, which its WAL record
+    /// only names (write-once loads, see `load.rs`); smaller ones go into
+    /// the WAL and reach a segment at the next checkpoint.
+    pub direct_load_rows: usize,
 }
 
 impl Default for EngineOptions {
@@ -56,6 +61,7 @@ impl Default for EngineOptions {
             checkpoint_on_close: false,
             background_checkpoints: true,
             read_only: false,
+            direct_load_rows: 256 * 1024,
         }
     }
 }
@@ -108,6 +114,7 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// | `checkpoint_seq`                      | atomic; stored under the commit lock | checkpoint C              |
 /// | `next_id`, `next_rowid`, `next_txn`   | atomic counters                    | anyone allocating           |
 /// | `checkpointer` (thread slot)          | its own lock (leaf)                | threshold checkpoints       |
+/// | `loading` (segments of uncommitted loads) | its own lock (leaf)            | loads (`load.rs`)           |
 /// | `storage`, `options`, `encryption`, `cache`, `runs` | immutable after open (the cache and the run store's counters lock themselves, as leaves) | recovery  |
 ///
 /// LOCK ORDER (a thread holding one lock only takes locks further down):
@@ -124,7 +131,8 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 ///    every writer of a chunk list needs;
 /// 5. leaves, which take nothing while held: the catalog history, a
 ///    table's `dropped_seq`, the WAL writer's locks, the snapshot registry,
-///    the checkpointer's thread slot, the chunk cache.
+///    the checkpointer's thread slot, the chunk cache, the set of
+///    segments being loaded.
 ///
 /// Readers (scans, lookups, integrity's table walk) take only levels 3–5, in
 /// the same order.
@@ -147,6 +155,9 @@ pub(crate) struct Inner {
     cache: Arc<ChunkCache>,
     runs: Arc<RunStore>,
     checkpointer: Checkpointer,
+    /// Segments being written by loads that have not committed yet
+    /// (`load.rs`): not orphans, though nothing names them yet.
+    loading: Mutex<BTreeSet<u64>>,
     /// Engine handles and transactions alive (a background checkpoint's
     /// reference does not count): the last one to go waits for that
     /// checkpoint, so the database is closed — its LOCK released — when the
@@ -430,6 +441,7 @@ impl Inner {
             cache,
             runs,
             checkpointer: Checkpointer::default(),
+            loading: Mutex::new(BTreeSet::new()),
             handles: AtomicUsize::new(0),
             _lock: lock,
         }
@@ -587,6 +599,11 @@ impl Inner {
     /// The background checkpoint thread.
     pub(crate) fn checkpointer(&self) -> &Checkpointer {
         &self.checkpointer
+    }
+
+    /// Segments being written by loads not committed yet (see `load.rs`).
+    pub(crate) fn loading(&self) -> Result<MutexGuard<'_, BTreeSet<u64>>> {
+        crate::locks::lock(&self.loading)
     }
 
     /// Counts a new engine handle or transaction.

@@ -275,6 +275,14 @@ impl Entries {
         }
     }
 
+    /// Adds every row of `chunk` (a new chunk with no run) to the map.
+    pub fn add_chunk(&mut self, columns: &[usize], chunk: &Chunk, def: &TableDef) -> Result<()> {
+        let mut pairs = Vec::new();
+        collect_chunk(columns, chunk, def, &mut pairs)?;
+        self.insert_pairs(pairs);
+        Ok(())
+    }
+
     fn insert_pairs(&mut self, pairs: Vec<(Box<[u8]>, RowLoc)>) {
         for (key, loc) in pairs {
             self.map.entry(key).or_default().push(loc);

@@ -8,14 +8,16 @@
 //!
 //! 1. **MANIFEST**: decoded from disk again (checksum first), its
 //!    `checkpoint_seq` equal to the running engine's, and the segments it
-//!    names equal to the segments the tables are reading.
-//! 2. **Segments**: every segment the manifest names is re-opened from disk
+//!    names equal to the segments the tables are reading (but for those
+//!    loaded by commits after the checkpoint, which the WAL names).
+//! 2. **Segments**: every segment the manifest (or a load in the WAL) names is re-opened from disk
 //!    (header, trailer, footer checksums and versions) and *every* column
 //!    chunk of every row group is read uncached and verified (checksum,
 //!    decoding, length) — including the hidden `_key`, `_hash`, `_seq`
 //!    columns that queries rarely read. The `_seq` values must lie within the
 //!    row group's recorded range and at or below `checkpoint_seq`. Segment
-//!    files that the manifest does not name are reported as orphans.
+//!    files that the manifest does not name are reported as orphans (but
+//!    for those of a load still being written, `load.rs`).
 //! 3. **WAL**: scanned whole with the recovery policy; it must start with a
 //!    base record that agrees with the manifest and end at a complete
 //!    transaction (a running database never has a torn tail).
@@ -129,12 +131,35 @@ fn check_manifest(
             }
         }
     }
+    // Segments loaded by commits after the checkpoint (`load.rs`): named
+    // by the WAL, not yet by the manifest.
+    let loaded_since = |chunk: &ChunkData| match chunk {
+        ChunkData::Segment(seg) => seg
+            .loaded_seq()
+            .is_some_and(|s| s > manifest.checkpoint_seq),
+        ChunkData::Mem { .. } => false,
+    };
+    for table in tables {
+        let def = table.latest_def()?;
+        for chunk in &read(&table.chunks)?.chunks {
+            if loaded_since(&chunk.data) {
+                check_segment(
+                    inner,
+                    chunk.id,
+                    u64::from(chunk.rows),
+                    crate::recovery::segment_widths(&def),
+                    manifest.checkpoint_seq,
+                    problems,
+                );
+            }
+        }
+    }
     for entry in &manifest.tables {
         let live: BTreeSet<u64> = match tables.iter().find(|t| t.def.id == entry.def.id) {
             Some(t) => read(&t.chunks)?
                 .chunks
                 .iter()
-                .filter(|c| matches!(c.data, ChunkData::Segment(_)))
+                .filter(|c| matches!(c.data, ChunkData::Segment(_)) && !loaded_since(&c.data))
                 .map(|c| c.id)
                 .collect(),
             None => BTreeSet::new(),
@@ -159,7 +184,17 @@ fn check_manifest(
         }
     }
     let files = report(problems, inner.storage().list().map_err(Error::io(".")));
+    // Segments (and runs) a load is writing before it commits: not named
+    // yet, not orphans either (`load.rs`).
+    let loading = inner.loading()?.clone();
+    let being_loaded = |name: &str| {
+        crate::index_run::run_segment(name).is_some_and(|s| loading.contains(&s))
+            || loading.iter().any(|id| segment_file_name(*id) == name)
+    };
     for name in files.into_iter().flatten() {
+        if being_loaded(&name) {
+            continue;
+        }
         if name.ends_with(".eseg") && !named.contains(&name) {
             problems.push(format!(
                 "{name}: orphan segment (not named by {MANIFEST_FILE})"

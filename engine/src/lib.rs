@@ -35,6 +35,7 @@ pub mod index;
 mod index_run;
 mod integrity;
 pub mod keys;
+mod load;
 mod locks;
 mod lookup;
 pub mod manifest;

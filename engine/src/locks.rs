@@ -8,7 +8,7 @@
 //! `Inner` (`engine.rs`).
 
 use crate::error::{Error, Result};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 fn lock_err() -> Error {
     Error::Poisoned {
@@ -24,4 +24,9 @@ pub(crate) fn read<T>(l: &RwLock<T>) -> Result<RwLockReadGuard<'_, T>> {
 /// Write-locks `l`.
 pub(crate) fn write<T>(l: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>> {
     l.write().map_err(|_| lock_err())
+}
+
+/// Locks `m`.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
+    m.lock().map_err(|_| lock_err())
 }

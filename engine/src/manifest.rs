@@ -17,9 +17,10 @@
 //! `docs/format.md`. The checksum is verified first: any checksum or
 //! decoding failure is [`Error::Corruption`]; a checksummed manifest of a
 //! major version other than [`MAJOR`] refuses to open with
-//! [`Error::IncompatibleVersion`]. Minor 1 added each table's fills (after
-//! its definition); it is written only when some table has fills, and a
-//! minor-0 manifest is read without them.
+//! [`Error::IncompatibleVersion`], and so does a minor version newer than
+//! this build's. Minor 1 added each table's fills (after its definition),
+//! minor 2 each segment's `created_seq` (after its deletes); each is written
+//! only when some table needs it, and older minors are read without them.
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
@@ -34,9 +35,11 @@ pub const MANIFEST_TMP: &str = "MANIFEST.tmp";
 const MAGIC: [u8; 4] = *b"EMAN";
 /// Major format version.
 pub const MAJOR: u16 = 1;
-/// Written only when some table has fills (so a database that never gained
-/// a column in place stays readable by builds of minor 0).
-const MINOR: u16 = 1;
+/// The newest minor version, written only when it is needed, so a database
+/// that does not use a feature stays readable by older builds: minor 1 when
+/// some table has fills, minor 2 when some segment was loaded (its entry
+/// then records the loading commit). A newer minor is refused.
+const MINOR: u16 = 2;
 
 /// One live segment of a table.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -47,6 +50,10 @@ pub struct SegmentEntry {
     pub rows: u64,
     /// `(row, deleting commit_seq)` sorted by row.
     pub deletes: Vec<(u32, u64)>,
+    /// For a segment a transaction loaded (`load.rs`): the commit that
+    /// created all its rows, whose `_seq` holds the placeholder 0. Zero for
+    /// a segment a checkpoint wrote (its rows carry their commits).
+    pub created_seq: u64,
 }
 
 /// One table.
@@ -82,8 +89,14 @@ pub struct Manifest {
 impl Manifest {
     /// Encodes the whole file.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let minor = if self.tables.iter().any(|t| !t.def.fills.is_empty()) {
+        let loads = self
+            .tables
+            .iter()
+            .any(|t| t.segments.iter().any(|s| s.created_seq != 0));
+        let minor = if loads {
             MINOR
+        } else if self.tables.iter().any(|t| !t.def.fills.is_empty()) {
+            1
         } else {
             0
         };
@@ -105,6 +118,9 @@ impl Manifest {
                 p.u64(s.id).u64(s.rows).u32(s.deletes.len() as u32);
                 for (row, seq) in &s.deletes {
                     p.u32(*row).u64(*seq);
+                }
+                if minor >= 2 {
+                    p.u64(s.created_seq);
                 }
             }
         }
@@ -143,7 +159,7 @@ impl Manifest {
                 "manifest checksum mismatch",
             ));
         }
-        if major != MAJOR {
+        if major != MAJOR || minor > MINOR {
             return Err(Error::IncompatibleVersion {
                 file: file.into(),
                 found: format!("{major}.{minor}"),
@@ -181,7 +197,14 @@ impl Manifest {
                 let deletes = (0..k)
                     .map(|_| Ok((d.u32()?, d.u64()?)))
                     .collect::<Result<Vec<_>>>()?;
-                segments.push(SegmentEntry { id, rows, deletes });
+                // Loaded segments' commits since minor 2.
+                let created_seq = if minor >= 2 { d.u64()? } else { 0 };
+                segments.push(SegmentEntry {
+                    id,
+                    rows,
+                    deletes,
+                    created_seq,
+                });
             }
             m.tables.push(TableEntry {
                 def,
@@ -222,5 +245,61 @@ impl Manifest {
             .map_err(Error::io(MANIFEST_FILE))?;
         storage.sync_dir().map_err(Error::io("."))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn with_segment(created_seq: u64) -> Manifest {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        Manifest {
+            checkpoint_seq: 9,
+            next_id: 5,
+            next_rowid: 1,
+            tables: vec![TableEntry {
+                def: TableDef::new(3, "t", schema, vec![0]).unwrap(),
+                created_seq: 1,
+                segments: vec![SegmentEntry {
+                    id: 4,
+                    rows: 10,
+                    deletes: vec![(2, 8)],
+                    created_seq,
+                }],
+            }],
+            ..Manifest::default()
+        }
+    }
+
+    fn minor_of(bytes: &[u8]) -> u16 {
+        u16::from_le_bytes([bytes[6], bytes[7]])
+    }
+
+    #[test]
+    fn a_loaded_segment_is_written_as_minor_2_and_read_back() {
+        let m = with_segment(7);
+        let bytes = m.encode().unwrap();
+        assert_eq!(minor_of(&bytes), 2);
+        assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+        // Without loads (or fills), older builds can still read it.
+        let plain = with_segment(0).encode().unwrap();
+        assert_eq!(minor_of(&plain), 0);
+        assert_eq!(Manifest::decode(&plain).unwrap(), with_segment(0));
+    }
+
+    #[test]
+    fn a_newer_minor_is_refused() {
+        let mut bytes = with_segment(7).encode().unwrap();
+        bytes[6] = 3;
+        let body = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[..body]).to_le_bytes();
+        bytes[body..].copy_from_slice(&crc);
+        assert!(matches!(
+            Manifest::decode(&bytes),
+            Err(Error::IncompatibleVersion { .. })
+        ));
     }
 }

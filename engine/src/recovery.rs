@@ -96,7 +96,8 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         Some((0, WalRecord::Checkpoint { .. })) => base_record(0)?.len() as u64,
         _ => 0,
     };
-    let replay = committed_transactions(scan.records, manifest.checkpoint_seq)?;
+    let mut replay = committed_transactions(scan.records, manifest.checkpoint_seq)?;
+    let loaded = open_loaded_segments(storage.as_ref(), &cache, &mut replay)?;
 
     let wal_file = storage.open(WAL_FILE, fresh).map_err(Error::io(WAL_FILE))?;
     let last_seq = replay.last().map_or(manifest.checkpoint_seq, |r| r.seq);
@@ -119,6 +120,11 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
         last_seq,
     };
     let mut inner = Inner::new(storage.clone(), lock, options, wal, recovered);
+    // Before any replayed change takes an id: a segment a later commit
+    // loaded must never be a mem chunk's id, or a new segment's file.
+    for id in &loaded {
+        inner.reserve_id(*id);
+    }
     for r in replay {
         inner.apply(r.seq, r.changes)?;
     }
@@ -144,7 +150,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
             .and_then(|()| wal_file.sync())
             .map_err(Error::io(WAL_FILE))?;
     }
-    remove_orphans(storage.as_ref(), &manifest)?;
+    remove_orphans(storage.as_ref(), &manifest, &loaded)?;
     inner.set_checkpoint_on_close(checkpoint_on_close);
     Ok(inner)
 }
@@ -281,7 +287,22 @@ fn load_tables(
                     "the segment file named by MANIFEST is missing; restore it from a backup",
                 ));
             }
-            let reader = SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?;
+            let reader = match seg.created_seq {
+                0 => SegmentReader::open_cached(storage, seg.id, Some(cache.clone()))?,
+                seq if seq > manifest.checkpoint_seq => {
+                    return Err(Error::corruption(
+                        MANIFEST_FILE,
+                        0,
+                        format!(
+                            "segment {} was loaded by commit {seq}, after the checkpoint",
+                            seg.id
+                        ),
+                    ));
+                }
+                seq => {
+                    SegmentReader::open(storage, seg.id)?.as_load_of(seq, Some(cache.clone()))?
+                }
+            };
             if reader.footer.table_id != entry.def.id
                 || reader.footer.rows != seg.rows
                 || !segment_widths(&entry.def).contains(&(reader.footer.columns as usize))
@@ -355,14 +376,39 @@ fn committed_transactions(
     Ok(out)
 }
 
-/// Removes segment files the manifest does not reference, their index
-/// runs, and stale `MANIFEST.tmp`, `WAL.tmp` and run `.tmp` files
-/// (leftovers of an interrupted checkpoint or run write).
-fn remove_orphans(storage: &dyn Storage, manifest: &Manifest) -> Result<()> {
+/// Opens the segment of every replayed PUT_SEGMENT (write-once loads,
+/// `load.rs`), checked against its record; returns their ids.
+fn open_loaded_segments(
+    storage: &dyn Storage,
+    cache: &Arc<ChunkCache>,
+    replay: &mut [Replay],
+) -> Result<BTreeSet<u64>> {
+    let mut ids = BTreeSet::new();
+    for r in replay {
+        for change in &mut r.changes.tables {
+            if let Some(load) = change.loaded.as_mut() {
+                crate::load::open_replayed(storage, cache, change.table_id, load, r.seq)?;
+                ids.insert(load.id);
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Removes segment files neither the manifest nor a replayed load
+/// (`loaded`) references, their index runs, and stale `MANIFEST.tmp`,
+/// `WAL.tmp` and run `.tmp` files (leftovers of an interrupted checkpoint,
+/// load or run write).
+fn remove_orphans(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+    loaded: &BTreeSet<u64>,
+) -> Result<()> {
     let live_ids: BTreeSet<u64> = manifest
         .tables
         .iter()
         .flat_map(|t| t.segments.iter().map(|s| s.id))
+        .chain(loaded.iter().copied())
         .collect();
     let live: BTreeSet<String> = live_ids.iter().map(|id| segment_file_name(*id)).collect();
     let mut removed = false;

@@ -290,6 +290,19 @@ pub fn append_fields(schema: &Schema, extra: impl IntoIterator<Item = Field>) ->
     Arc::new(Schema::new(fields))
 }
 
+/// A stored batch (user columns, `_key`, `_hash`) with a `_seq` column of
+/// `seq` on every row: the layout segments are written in.
+pub(crate) fn with_seq_column(batch: &RecordBatch, seq: u64) -> Result<RecordBatch> {
+    let schema = append_fields(
+        &batch.schema(),
+        [Field::new(SEQ_COLUMN, DataType::UInt64, false)],
+    );
+    let mut columns = batch.columns().to_vec();
+    columns
+        .push(Arc::new(arrow::array::UInt64Array::from(vec![seq; batch.num_rows()])) as ArrayRef);
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
 /// Column `i` of `batch`: an error, never a panic, when it is missing
 /// (`RecordBatch::column` panics; it is disallowed in engine code).
 pub(crate) fn col(batch: &arrow::array::RecordBatch, i: usize) -> Result<&arrow::array::ArrayRef> {

@@ -16,7 +16,8 @@ use crate::index::{RunStore, TableIndexes, add_rows};
 use crate::keys::{ABSENT, tombstone_hash, version_hash};
 use crate::locks::{read, write};
 use crate::schema::TableDef;
-use arrow::array::{Array, AsArray, RecordBatch};
+use crate::segment::SegmentReader;
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::UInt64Type;
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -191,13 +192,14 @@ impl TableState {
         Ok(())
     }
 
-    /// Applies one committed change: `deleted` keys become tombstones and the
-    /// rows of `batch` (stored schema) become the newest versions, all at `seq`.
-    pub fn apply(
+    /// Applies one committed change: `deleted` keys become tombstones and
+    /// `rows` become the newest versions of their keys, all at `seq`. A mem
+    /// chunk takes its id from `new_id`; a loaded segment keeps its own.
+    pub(crate) fn apply(
         &self,
         seq: u64,
-        chunk_id: u64,
-        batch: Option<RecordBatch>,
+        new_id: impl FnOnce() -> u64,
+        rows: NewRows,
         deleted: &[Box<[u8]>],
         before: &[u64],
     ) -> Result<()> {
@@ -209,7 +211,19 @@ impl TableState {
         if !fresh_only {
             self.ensure_index()?;
         }
-        let batch = batch.filter(|b| b.num_rows() > 0);
+        let chunk = match rows {
+            NewRows::None => None,
+            NewRows::Mem(batch) if batch.num_rows() == 0 => None,
+            NewRows::Mem(batch) => {
+                let data = ChunkData::Mem { batch, seq };
+                Some((Arc::new(Chunk::new(new_id(), data, BTreeMap::new())), None))
+            }
+            NewRows::Loaded { reader, batch } => {
+                let id = reader.id;
+                let data = ChunkData::Segment(reader);
+                Some((Arc::new(Chunk::new(id, data, BTreeMap::new())), batch))
+            }
+        };
         // Lock order (see `Inner`): indexes, keys, chunks. Holding every index
         // and the key index while the chunk appears keeps a concurrent build
         // from indexing the chunk a second time.
@@ -220,17 +234,32 @@ impl TableState {
             .map(|i| Ok((i, i.lock()?)))
             .collect::<Result<Vec<_>>>()?;
         let mut keys_slot = write(&self.keys)?;
-        if let Some(batch) = &batch {
-            let data = ChunkData::Mem {
-                batch: batch.clone(),
-                seq,
-            };
-            write(&self.chunks)?.push(Arc::new(Chunk::new(chunk_id, data, BTreeMap::new())));
+        if let Some((chunk, batch)) = &chunk {
             for (index, guard) in &mut guards {
-                if let Some(entries) = guard.as_mut() {
-                    add_rows(&mut entries.map, &index.columns, chunk_id, batch, &def)?;
+                let Some(entries) = guard.as_mut() else {
+                    continue;
+                };
+                // A loaded segment's run was written before the commit
+                // (`load.rs`): opened, never written, under the commit lock.
+                let run = match chunk.data {
+                    ChunkData::Segment(_) => {
+                        self.indexes
+                            .store()
+                            .open_or_build(chunk, &index.columns, &def, false)?
+                    }
+                    ChunkData::Mem { .. } => None,
+                };
+                match (run, batch.as_ref().or(chunk.mem_batch())) {
+                    (Some(run), _) => {
+                        entries.runs.insert(chunk.id, run);
+                    }
+                    (None, Some(batch)) => {
+                        add_rows(&mut entries.map, &index.columns, chunk.id, batch, &def)?;
+                    }
+                    (None, None) => entries.add_chunk(&index.columns, chunk, &def)?,
                 }
             }
+            write(&self.chunks)?.push(chunk.clone());
         }
         drop(guards);
         let Some(keys) = keys_slot.as_mut() else {
@@ -249,22 +278,27 @@ impl TableState {
                 },
             );
         }
-        let Some(batch) = batch else {
+        let Some((chunk, batch)) = chunk else {
             return Ok(());
         };
-        let ncols = batch.num_columns();
+        let (key_arr, hash_arr) = match batch.as_ref().or(chunk.mem_batch()) {
+            Some(batch) => {
+                let n = batch.num_columns();
+                (
+                    crate::schema::col(batch, n.saturating_sub(2))?.clone(),
+                    crate::schema::col(batch, n.saturating_sub(1))?.clone(),
+                )
+            }
+            None => chunk.read_key_and_hash()?,
+        };
         let bad = || Error::InvalidArgument("stored batch lacks _key/_hash".into());
-        let key_arr = crate::schema::col(&batch, ncols.saturating_sub(2))?
-            .as_binary_opt::<i32>()
-            .ok_or_else(bad)?;
-        let hash_arr = crate::schema::col(&batch, ncols.saturating_sub(1))?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(bad)?;
-        for i in 0..batch.num_rows() {
+        let key_arr = key_arr.as_binary_opt::<i32>().ok_or_else(bad)?;
+        let hash_arr = hash_arr.as_primitive_opt::<UInt64Type>().ok_or_else(bad)?;
+        for i in 0..key_arr.len() {
             let key: Box<[u8]> = key_arr.value(i).into();
             retire(&chunks, keys.get(&key), seq)?;
             let loc = RowLoc {
-                chunk: chunk_id,
+                chunk: chunk.id,
                 row: i as u32,
             };
             keys.insert(
@@ -277,6 +311,47 @@ impl TableState {
             );
         }
         Ok(())
+    }
+}
+
+/// The rows one committed change adds to a table (see [`TableState::apply`]).
+pub(crate) enum NewRows {
+    /// None.
+    None,
+    /// These rows (stored schema), as a mem chunk.
+    Mem(RecordBatch),
+    /// A segment the transaction wrote (`load.rs`); `batch` its rows while
+    /// they are still in memory (at commit, not at replay).
+    Loaded {
+        reader: Arc<SegmentReader>,
+        batch: Option<RecordBatch>,
+    },
+}
+
+impl NewRows {
+    /// The `_key` arrays of the rows.
+    pub(crate) fn keys(&self) -> Result<Vec<ArrayRef>> {
+        let of_batch = |b: &RecordBatch| -> Result<Vec<ArrayRef>> {
+            Ok(vec![
+                crate::schema::col(b, b.num_columns().saturating_sub(2))?.clone(),
+            ])
+        };
+        match self {
+            NewRows::None => Ok(Vec::new()),
+            NewRows::Mem(batch)
+            | NewRows::Loaded {
+                batch: Some(batch), ..
+            } => of_batch(batch),
+            NewRows::Loaded {
+                reader,
+                batch: None,
+            } => {
+                let key_col = (reader.footer.columns as usize).saturating_sub(3);
+                (0..reader.footer.row_groups.len())
+                    .map(|g| reader.read_column_uncached(g, key_col))
+                    .collect()
+            }
+        }
     }
 }
 

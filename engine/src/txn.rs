@@ -1218,6 +1218,7 @@ impl LocalTable {
             before,
             deleted,
             unique: self.unique.clone(),
+            loaded: None,
         })
     }
 }

@@ -159,12 +159,13 @@ pub(crate) fn params(mode: Mode, seed: u64) -> Params {
         _ => 1 << 20,
     };
     let cache_bytes = if rng.random_bool(0.3) { 0 } else { 1 << 20 };
+    let steps = if mode.disk() {
+        rng.random_range(100..300)
+    } else {
+        rng.random_range(200..500)
+    };
     Params {
-        steps: if mode.disk() {
-            rng.random_range(100..300)
-        } else {
-            rng.random_range(200..500)
-        },
+        steps,
         keys: rng.random_range(3..20),
         udomain: rng.random_range(2..8),
         max_open: rng.random_range(2..=SLOTS),
@@ -176,6 +177,14 @@ pub(crate) fn params(mode: Mode, seed: u64) -> Params {
             // after every commit, so the history stays deterministic.
             background_checkpoints: rng.random_bool(0.5),
             read_only: false,
+            // Write-once loads (`load.rs`) for every commit that writes
+            // rows, for those of three rows or more, or never: chosen from
+            // a value already drawn, so earlier seeds keep their histories.
+            direct_load_rows: match steps % 3 {
+                0 => 1,
+                1 => 3,
+                _ => usize::MAX,
+            },
         },
     }
 }

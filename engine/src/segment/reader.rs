@@ -10,7 +10,7 @@ use crate::codec::Decoder;
 use crate::columnar::decode_array;
 use crate::error::{Error, Result};
 use crate::storage::{FileHandle, Storage};
-use arrow::array::{Array, ArrayRef};
+use arrow::array::{Array, ArrayRef, UInt64Array};
 use std::sync::Arc;
 
 /// An open segment: its file and decoded footer.
@@ -26,6 +26,9 @@ pub struct SegmentReader {
     /// CRC-32 of the footer bytes (from the trailer): what an index run
     /// (`index_run.rs`) binds itself to.
     pub footer_crc: u32,
+    /// For a segment a transaction wrote itself (a write-once load, see
+    /// [`SegmentReader::as_load_of`]): the commit that created every row.
+    loaded_seq: Option<u64>,
 }
 
 impl SegmentReader {
@@ -90,7 +93,46 @@ impl SegmentReader {
             id,
             footer,
             footer_crc,
+            loaded_seq: None,
         })
+    }
+
+    /// This segment as the load of commit `seq`: a segment a transaction
+    /// wrote before its commit had a sequence number (a write-once load,
+    /// see `commit.rs`). Its `_seq` column holds the placeholder 0; the WAL
+    /// record or manifest entry naming the segment says which commit
+    /// created every row. The reader presents the rows as a checkpoint
+    /// would have written them: every row group's sequence range is
+    /// `seq..=seq` and `_seq` reads as `seq`. No I/O; decoded chunks go to
+    /// `cache` (never the one of a reader that read the placeholders).
+    pub fn as_load_of(&self, seq: u64, cache: Option<Arc<ChunkCache>>) -> Result<Self> {
+        if seq == 0 || self.footer.row_groups.iter().any(|g| g.max_seq != 0) {
+            return Err(Error::corruption(
+                &self.name,
+                0,
+                format!("segment is not a load of commit {seq} (its rows carry their own commits)"),
+            ));
+        }
+        let mut footer = self.footer.clone();
+        for group in &mut footer.row_groups {
+            group.min_seq = seq;
+            group.max_seq = seq;
+        }
+        Ok(Self {
+            file: self.file.clone(),
+            name: self.name.clone(),
+            cache,
+            id: self.id,
+            footer,
+            footer_crc: self.footer_crc,
+            loaded_seq: Some(seq),
+        })
+    }
+
+    /// The commit that created every row, for a segment made a load by
+    /// [`SegmentReader::as_load_of`].
+    pub fn loaded_seq(&self) -> Option<u64> {
+        self.loaded_seq
     }
 
     /// File name of the segment.
@@ -116,6 +158,11 @@ impl SegmentReader {
     }
 
     pub(crate) fn read_column_uncached(&self, group: usize, column: usize) -> Result<ArrayRef> {
+        if let (Some(seq), Some(meta)) = (self.loaded_seq, self.footer.row_groups.get(group))
+            && column + 1 == self.footer.columns as usize
+        {
+            return Ok(Arc::new(UInt64Array::from(vec![seq; meta.rows as usize])));
+        }
         let meta = self
             .footer
             .row_groups

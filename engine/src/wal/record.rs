@@ -19,7 +19,16 @@
 //!   CATALOG      catalog blob bytes
 //!   ALTER_TABLE  table definition, then its fills (columns added without a
 //!                rewrite; see `table_def` and `fills` in docs/format.md)
+//!   PUT_SEGMENT  table_id u64, segment_id u64, rows u64, footer_crc u32,
+//!                absent u8 (1: every row's before-image is "absent"),
+//!                [rows u32, before_hash u64 × rows] when absent = 0
 //! ```
+//!
+//! PUT_SEGMENT is a PUT whose rows were written straight into a segment
+//! file before the commit (a write-once load, see `commit.rs`): the record
+//! names the file and binds it by row count and footer checksum, and the
+//! rows' `_seq` is the commit's. Like ALTER_TABLE it came without a minor
+//! bump, so that an older build refuses the record rather than skip rows.
 //!
 //! ALTER_TABLE is new in format 1.0 without a minor bump on purpose: an
 //! older build refuses the WAL ("unknown record type 10") instead of
@@ -68,6 +77,8 @@ pub enum RecordType {
     Catalog = 9,
     /// A table gained columns.
     AlterTable = 10,
+    /// Rows written straight into a segment file.
+    PutSegment = 11,
 }
 
 impl RecordType {
@@ -83,6 +94,7 @@ impl RecordType {
             8 => Self::DropTable,
             9 => Self::Catalog,
             10 => Self::AlterTable,
+            11 => Self::PutSegment,
             _ => return None,
         })
     }
@@ -142,6 +154,20 @@ pub enum WalRecord {
     Catalog(Vec<u8>),
     /// A table gained columns: its new definition, fills included.
     AlterTable(TableDef),
+    /// Rows written (inserted or replaced) in one table, stored in a
+    /// segment file the transaction wrote before it committed.
+    PutSegment {
+        /// Table id.
+        table_id: u64,
+        /// The segment (file `seg-<id>.eseg`).
+        segment_id: u64,
+        /// Its row count.
+        rows: u64,
+        /// CRC-32 of its footer (which holds every column chunk's CRC).
+        footer_crc: u32,
+        /// Before-image hash per row; empty when every one is absent.
+        before: Vec<u64>,
+    },
 }
 
 impl WalRecord {
@@ -158,6 +184,7 @@ impl WalRecord {
             WalRecord::AlterTable(_) => RecordType::AlterTable,
             WalRecord::DropTable { .. } => RecordType::DropTable,
             WalRecord::Catalog(_) => RecordType::Catalog,
+            WalRecord::PutSegment { .. } => RecordType::PutSegment,
         }
     }
 
@@ -201,6 +228,25 @@ impl WalRecord {
             }
             WalRecord::Catalog(blob) => {
                 p.bytes(blob)?;
+            }
+            WalRecord::PutSegment {
+                table_id,
+                segment_id,
+                rows,
+                footer_crc,
+                before,
+            } => {
+                p.u64(*table_id)
+                    .u64(*segment_id)
+                    .u64(*rows)
+                    .u32(*footer_crc)
+                    .u8(u8::from(before.is_empty()));
+                if !before.is_empty() {
+                    p.u32(count(before.len())?);
+                    for h in before {
+                        p.u64(*h);
+                    }
+                }
             }
         }
         frame(self.record_type() as u8, &p.finish(), out)
@@ -249,6 +295,28 @@ impl WalRecord {
             }
             RecordType::DropTable => WalRecord::DropTable { table_id: d.u64()? },
             RecordType::Catalog => WalRecord::Catalog(d.bytes()?.to_vec()),
+            RecordType::PutSegment => {
+                let (table_id, segment_id, rows, footer_crc) =
+                    (d.u64()?, d.u64()?, d.u64()?, d.u32()?);
+                let before = match d.u8()? {
+                    1 => Vec::new(),
+                    0 => {
+                        let n = d.count(8)?;
+                        if n as u64 != rows || n == 0 {
+                            return Err(d.error("PUT_SEGMENT before-images do not match its rows"));
+                        }
+                        (0..n).map(|_| d.u64()).collect::<Result<Vec<_>>>()?
+                    }
+                    other => return Err(d.error(format!("bad PUT_SEGMENT flag {other}"))),
+                };
+                WalRecord::PutSegment {
+                    table_id,
+                    segment_id,
+                    rows,
+                    footer_crc,
+                    before,
+                }
+            }
         };
         d.finish()?;
         Ok(rec)
