@@ -77,6 +77,8 @@ fn commit_lock(inner: &Inner) -> Result<std::sync::MutexGuard<'_, CommitState>> 
 /// What phase A fixed.
 struct Start {
     seq: u64,
+    /// Bytes loaded before `seq` (`load.rs`), covered by this checkpoint.
+    loaded_bytes: u64,
     horizon: u64,
     mark: u64,
     /// Live tables with their chunk lists at `seq`.
@@ -114,6 +116,7 @@ fn start(inner: &Inner) -> Result<Option<Start>> {
     }
     Ok(Some(Start {
         seq,
+        loaded_bytes: inner.loaded_bytes(),
         horizon,
         mark: inner.wal().mark()?,
         tables,
@@ -127,6 +130,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
     };
     let Start {
         seq,
+        loaded_bytes,
         horizon,
         mark,
         tables,
@@ -162,6 +166,7 @@ fn run_phases(inner: &Inner) -> Result<()> {
     };
     manifest.save(storage)?;
     inner.set_checkpoint_seq(seq);
+    inner.checkpointed_loaded_bytes(loaded_bytes);
     // Everything up to the CHECKPOINT record is covered, except the commits
     // of phase B, which lie between `mark` and it.
     let kept_until = end - bytes.len() as u64;

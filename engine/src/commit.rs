@@ -18,7 +18,8 @@
 //! 3. Wait until a (shared) fdatasync covers the bytes — group commit.
 //! 4. Publish: `visible_seq = max(visible_seq, durable_seq)`. Because appends
 //!    happen in sequence order, everything up to `durable_seq` is applied.
-//! 5. If the WAL has grown past the configured size, start a checkpoint on
+//! 5. If the WAL (plus the segments loaded since the last checkpoint) has
+//!    grown past the configured size, start a checkpoint on
 //!    the background thread (see [`crate::EngineOptions::background_checkpoints`]).
 //!    The commit is already durable and visible: it succeeds whatever
 //!    happens to that checkpoint, whose failure poisons the database for
@@ -56,6 +57,8 @@ impl Inner {
             loads.open_at(seq, &mut changes)?;
             let mut bytes = Vec::new();
             changes.encode(txn_id, seq, &mut bytes)?;
+            loads.keep();
+            self.add_loaded_bytes(loads.bytes());
             if let Err(e) = self.apply(seq, changes) {
                 self.wal()
                     .poison(format!("applying commit {seq} failed: {e}"));
@@ -70,7 +73,7 @@ impl Inner {
         let durable = self.wal().wait_durable(end)?;
         self.publish(durable);
         // The commit is durable and visible: nothing below may fail it.
-        if self.wal().len() > self.options().checkpoint_wal_bytes {
+        if self.uncheckpointed_bytes() > self.options().checkpoint_wal_bytes {
             self.threshold_checkpoint();
         }
         Ok(seq)

@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 /// Tunables of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Checkpoint automatically once the WAL is larger than this many bytes.
+    /// Checkpoint automatically once the WAL, plus the segments loaded since
+    /// the last checkpoint (`load.rs`), is larger than this many bytes.
     pub checkpoint_wal_bytes: u64,
     /// Bytes of decoded column chunks kept in memory for warm scans.
     pub cache_bytes: usize,
@@ -115,6 +116,7 @@ pub(crate) type Tables = BTreeMap<u64, Arc<TableState>>;
 /// | `next_id`, `next_rowid`, `next_txn`   | atomic counters                    | anyone allocating           |
 /// | `checkpointer` (thread slot)          | its own lock (leaf)                | threshold checkpoints       |
 /// | `loading` (segments of uncommitted loads) | its own lock (leaf)            | loads (`load.rs`)           |
+/// | `loaded_bytes`                        | atomic counter                     | commit (adds), checkpoint C (subtracts what phase A counted) |
 /// | `storage`, `options`, `encryption`, `cache`, `runs` | immutable after open (the cache and the run store's counters lock themselves, as leaves) | recovery  |
 ///
 /// LOCK ORDER (a thread holding one lock only takes locks further down):
@@ -158,6 +160,9 @@ pub(crate) struct Inner {
     /// Segments being written by loads that have not committed yet
     /// (`load.rs`): not orphans, though nothing names them yet.
     loading: Mutex<BTreeSet<u64>>,
+    /// Bytes of segments loaded since the last checkpoint (`load.rs`):
+    /// counted with the WAL against `checkpoint_wal_bytes`.
+    loaded_bytes: AtomicU64,
     /// Engine handles and transactions alive (a background checkpoint's
     /// reference does not count): the last one to go waits for that
     /// checkpoint, so the database is closed — its LOCK released — when the
@@ -442,6 +447,7 @@ impl Inner {
             runs,
             checkpointer: Checkpointer::default(),
             loading: Mutex::new(BTreeSet::new()),
+            loaded_bytes: AtomicU64::new(0),
             handles: AtomicUsize::new(0),
             _lock: lock,
         }
@@ -599,6 +605,32 @@ impl Inner {
     /// The background checkpoint thread.
     pub(crate) fn checkpointer(&self) -> &Checkpointer {
         &self.checkpointer
+    }
+
+    /// Counts `bytes` more loaded since the last checkpoint.
+    pub(crate) fn add_loaded_bytes(&self, bytes: u64) {
+        self.loaded_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes loaded since the last checkpoint.
+    pub(crate) fn loaded_bytes(&self) -> u64 {
+        self.loaded_bytes.load(Ordering::SeqCst)
+    }
+
+    /// A checkpoint covered `bytes` of the loaded bytes (those counted when
+    /// it started).
+    pub(crate) fn checkpointed_loaded_bytes(&self, bytes: u64) {
+        let _ = self
+            .loaded_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                Some(b.saturating_sub(bytes))
+            });
+    }
+
+    /// What a threshold checkpoint is measured by: the WAL's length plus
+    /// the bytes loaded since the last checkpoint.
+    pub(crate) fn uncheckpointed_bytes(&self) -> u64 {
+        self.wal.len().saturating_add(self.loaded_bytes())
     }
 
     /// Segments being written by loads not committed yet (see `load.rs`).

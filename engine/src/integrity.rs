@@ -165,6 +165,18 @@ fn check_manifest(
             None => BTreeSet::new(),
         };
         let listed: BTreeSet<u64> = entry.segments.iter().map(|s| s.id).collect();
+        for seg in &entry.segments {
+            let reading = segments.get(&seg.id).map(|(chunk, _)| match &chunk.data {
+                ChunkData::Segment(reader) => reader.loaded_seq().unwrap_or(0),
+                ChunkData::Mem { .. } => 0,
+            });
+            if reading.is_some_and(|s| s != seg.created_seq) {
+                problems.push(format!(
+                    "{MANIFEST_FILE}: segment {} was loaded by commit {}, the database reads it as loaded by {reading:?}",
+                    seg.id, seg.created_seq
+                ));
+            }
+        }
         if live != listed {
             problems.push(format!(
                 "{MANIFEST_FILE}: table {} names segments {listed:?}, it reads {live:?}",
@@ -183,16 +195,20 @@ fn check_manifest(
             );
         }
     }
-    let files = report(problems, inner.storage().list().map_err(Error::io(".")));
     // Segments (and runs) a load is writing before it commits: not named
-    // yet, not orphans either (`load.rs`).
-    let loading = inner.loading()?.clone();
+    // yet, not orphans either (`load.rs`). Read before and after the
+    // listing: a failed load may remove its files meanwhile.
+    let mut loading = inner.loading()?.clone();
+    let files = report(problems, inner.storage().list().map_err(Error::io(".")));
+    loading.extend(inner.loading()?.iter().copied());
     let being_loaded = |name: &str| {
         crate::index_run::run_segment(name).is_some_and(|s| loading.contains(&s))
             || loading.iter().any(|id| segment_file_name(*id) == name)
     };
     for name in files.into_iter().flatten() {
-        if being_loaded(&name) {
+        // A failed load's files may also be gone by now.
+        let gone = || matches!(inner.storage().exists(&name), Ok(false));
+        if being_loaded(&name) || gone() {
             continue;
         }
         if name.ends_with(".eseg") && !named.contains(&name) {

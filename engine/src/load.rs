@@ -29,10 +29,21 @@
 //! detection (the rows stay in memory until the commit, so validation reads
 //! their keys), MVCC visibility (the chunk is added under the commit lock
 //! and becomes visible with the commit), encryption (segments go through
-//! the same storage). Once the commit lock is reached and validation has
-//! passed, the files are never removed by the commit: a failure after that
-//! poisons the database and leaves them to recovery, which keeps them if
-//! and only if a durable commit record names them.
+//! the same storage).
+//!
+//! FAILURES. Until the commit is encoded and about to be applied, any
+//! failure (a conflict, a failed write or fsync of the load's own files)
+//! fails the commit and removes the files; only a failed directory fsync
+//! poisons the database. From then on the commit never removes them: a
+//! failure poisons the database and leaves them to recovery, which keeps
+//! them if and only if a durable commit record names them. A written
+//! segment is in `Inner::loading` until then, so an integrity check does
+//! not call it an orphan.
+//!
+//! GROWTH. A load adds little to the WAL, so the data committed since the
+//! last checkpoint is counted as WAL bytes plus loaded segment bytes
+//! ([`crate::EngineOptions::checkpoint_wal_bytes`] applies to the sum): a
+//! checkpoint then compacts segments whose rows later loads replaced.
 
 use crate::changes::{Changes, LoadedSegment};
 use crate::chunk::{Chunk, ChunkData};
@@ -44,7 +55,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Segments written for one commit, removed again unless the commit gets
-/// as far as applying them ([`PendingLoads::open_at`]).
+/// as far as applying them ([`PendingLoads::keep`]).
 pub(crate) struct PendingLoads<'a> {
     inner: &'a Inner,
     /// Each written segment as written: `_seq` still the placeholder.
@@ -58,18 +69,11 @@ pub(crate) struct PendingLoads<'a> {
 impl<'a> PendingLoads<'a> {
     /// Step 1 (see the module docs): writes each large enough table change
     /// of `changes` as a segment and marks the change as loaded.
-    /// An I/O failure poisons the database, as in a checkpoint: a failed
-    /// fsync is never retried (the files are removed, nothing names them).
+    /// A failure writing or fsyncing a load's own files fails the commit
+    /// and removes them: nothing durable names them, and a failed fsync is
+    /// never retried. A failed directory fsync poisons the database, as
+    /// anywhere else: it may have lost other entries than the load's.
     pub(crate) fn write(inner: &'a Inner, changes: &mut Changes) -> Result<Self> {
-        Self::write_all(inner, changes).map_err(|e| {
-            inner
-                .wal()
-                .poison(format!("writing the segment of a load failed: {e}"));
-            inner.wal().check().err().unwrap_or(e)
-        })
-    }
-
-    fn write_all(inner: &'a Inner, changes: &mut Changes) -> Result<Self> {
         let mut pending = Self {
             inner,
             written: Vec::new(),
@@ -102,15 +106,19 @@ impl<'a> PendingLoads<'a> {
             pending.write_runs(change.table_id, reader)?;
         }
         if !pending.written.is_empty() {
-            storage.sync_dir().map_err(Error::io("."))?;
+            if let Err(e) = storage.sync_dir().map_err(Error::io(".")) {
+                inner
+                    .wal()
+                    .poison(format!("syncing the directory after a load failed: {e}"));
+                return Err(inner.wal().check().err().unwrap_or(e));
+            }
             fail::fail_point!("load::written");
         }
         Ok(pending)
     }
 
     /// Step 2, under the commit lock after validation: every loaded change
-    /// gets its segment as the load of commit `seq`. From here on the files
-    /// stay whatever happens (see the module docs).
+    /// gets its segment as the load of commit `seq`.
     pub(crate) fn open_at(&mut self, seq: u64, changes: &mut Changes) -> Result<()> {
         for change in &mut changes.tables {
             let Some(load) = change.loaded.as_mut() else {
@@ -126,8 +134,25 @@ impl<'a> PendingLoads<'a> {
             let reader = written.as_load_of(seq, Some(self.inner.cache().clone()))?;
             load.reader = Some(Arc::new(reader));
         }
-        self.kept = true;
         Ok(())
+    }
+
+    /// From here on the files stay whatever happens: called once the commit
+    /// is about to be applied and appended (a failure after that poisons
+    /// the database, and recovery keeps the files if and only if a durable
+    /// commit record names them).
+    pub(crate) fn keep(&mut self) {
+        self.kept = true;
+    }
+
+    /// Bytes of column data written (what a load adds in place of WAL).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.written
+            .iter()
+            .flat_map(|r| r.footer.row_groups.iter())
+            .flat_map(|g| g.chunks.iter())
+            .map(|c| u64::from(c.len))
+            .sum()
     }
 
     /// The index runs of the new segment for every index listed on the
@@ -203,6 +228,7 @@ pub(crate) fn open_replayed(
     if reader.footer.table_id != table_id
         || reader.footer.rows != load.rows
         || reader.footer_crc != load.footer_crc
+        || reader.footer.columns < 3
     {
         return Err(Error::corruption(
             &name,

@@ -307,6 +307,64 @@ fn a_missing_or_foreign_loaded_segment_refuses_the_open_and_changes_nothing() {
     assert_eq!(snapshot_kv(&engine).unwrap(), model);
 }
 
+/// A load's own files failing to write or sync fails that commit and
+/// removes them, but poisons nothing: no durable record names them (the
+/// review found every failure poisoning, even of loads doomed to conflict).
+#[test]
+fn a_load_whose_segment_cannot_be_written_fails_alone() {
+    use entidb_engine::storage::Fault;
+    for fault in ["eio", "enospc", "fsync"] {
+        let disk = SimDisk::new();
+        let engine = open_sim(&disk, options()).unwrap();
+        let kv = create_kv(&engine);
+        let files_before = disk.list().unwrap();
+        let fault = match fault {
+            "eio" => Fault::EioAt(disk.op_count() + 3),
+            "enospc" => Fault::NoSpaceAt(disk.op_count() + 3),
+            _ => Fault::SyncFailsAt(disk.sync_count() + 1),
+        };
+        disk.inject(fault).unwrap();
+        let err = try_upsert(&engine, kv, 0..1_000, 0).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+        engine.check_healthy().unwrap();
+        assert_eq!(
+            disk.list().unwrap(),
+            files_before,
+            "the load's files are removed"
+        );
+        let mut model = Model::new();
+        upsert(&engine, kv, 0..1_000, 1, &mut model);
+        assert_eq!(snapshot_kv(&engine).unwrap(), model);
+        clean(&engine, "after the failed load");
+    }
+}
+
+/// Loads add little WAL: the bytes they load count towards the threshold
+/// checkpoint, which compacts the segments later loads replaced, so
+/// reloading a table over and over does not pile up segments.
+#[test]
+fn repeated_reloads_are_checkpointed_and_compacted() {
+    let disk = SimDisk::new();
+    let engine = open_sim(
+        &disk,
+        EngineOptions {
+            checkpoint_wal_bytes: 32 * 1024,
+            ..options()
+        },
+    )
+    .unwrap();
+    let kv = create_kv(&engine);
+    let mut model = Model::new();
+    for round in 0..12 {
+        upsert(&engine, kv, 0..2_000, round, &mut model);
+    }
+    assert!(engine.checkpoint_seq() > 0, "no threshold checkpoint ran");
+    let live = segments(&disk).len();
+    assert!(live <= 3, "{live} segments after 12 reloads");
+    assert_eq!(snapshot_kv(&engine).unwrap(), model);
+    clean(&engine, "after the reloads");
+}
+
 // ---------------------------------------------------------------------
 // Power loss at every I/O operation.
 

@@ -429,7 +429,13 @@ impl Sim {
                     // for the segment of a write-once load (`load.rs`),
                     // written before the commit lock: a doomed load may
                     // fail on the disk first.
-                    let before_validation = matches!(e, Error::Poisoned { cause } if cause.contains("segment of a load"));
+                    let before_validation = match e {
+                        Error::Poisoned { cause } => cause.contains("after a load"),
+                        Error::Io { file, .. } => {
+                            file.ends_with(".eseg") || file.starts_with("ix-")
+                        }
+                        _ => false,
+                    };
                     if want.is_err() && !before_validation {
                         return Err(format!("commit: engine {got:?}, model {want:?}"));
                     }
