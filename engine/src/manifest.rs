@@ -21,6 +21,8 @@
 //! this build's. Minor 1 added each table's fills (after its definition),
 //! minor 2 each segment's `created_seq` (after its deletes); each is written
 //! only when some table needs it, and older minors are read without them.
+//! (Builds from before minor 2 did not check the minor: they misread a
+//! minor-2 manifest. Downgrading after a load is not supported.)
 #![deny(clippy::indexing_slicing)]
 
 use crate::codec::{Decoder, Encoder};
