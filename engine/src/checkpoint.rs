@@ -390,12 +390,7 @@ fn write_runs(
     chunk: &Arc<Chunk>,
     def: &TableDef,
 ) -> Result<Vec<(Vec<usize>, Arc<IndexRun>)>> {
-    let listed: Vec<Vec<usize>> = table
-        .indexes
-        .list()?
-        .iter()
-        .map(|i| i.columns.clone())
-        .collect();
+    let listed = table.indexes.listed_columns()?;
     let mut runs = Vec::new();
     for columns in listed {
         if let Some(run) = inner.runs().build(chunk, &columns, def)? {

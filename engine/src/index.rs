@@ -603,6 +603,14 @@ impl TableIndexes {
         }
     }
 
+    /// The column lists of the listed indexes (built or not).
+    pub fn listed_columns(&self) -> Result<Vec<Vec<usize>>> {
+        Ok(read(&self.list)?
+            .iter()
+            .map(|i| i.columns.clone())
+            .collect())
+    }
+
     /// The index over `columns`, created (unbuilt) if missing.
     pub fn get_or_create(&self, columns: &[usize]) -> Result<Arc<ColumnIndex>> {
         if let Some(i) = read(&self.list)?.iter().find(|i| i.columns == columns) {

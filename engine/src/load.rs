@@ -166,12 +166,7 @@ impl<'a> PendingLoads<'a> {
             return Ok(());
         };
         let def = table.latest_def()?;
-        let listed: Vec<Vec<usize>> = table
-            .indexes
-            .list()?
-            .iter()
-            .map(|i| i.columns.clone())
-            .collect();
+        let listed = table.indexes.listed_columns()?;
         let chunk = Arc::new(Chunk::new(
             reader.id,
             ChunkData::Segment(reader),

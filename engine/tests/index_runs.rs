@@ -9,13 +9,12 @@
 
 mod common;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::Int64Type;
 use common::{create_kv, kv_batch, open_sim, put};
 use entidb_engine::storage::{SimDisk, Storage};
-use entidb_engine::{Engine, EngineOptions, Error, IndexScanRequest, KeyRange, ScanRequest};
+use entidb_engine::{Engine, EngineOptions, Error, ScanRequest};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 /// Distinct values of `v` in these tests.
 const VALUES: i64 = 23;
@@ -46,29 +45,7 @@ fn by_index(engine: &Engine, kv: u64, value: &str) -> BTreeSet<i64> {
 }
 
 fn try_by_index(engine: &Engine, kv: u64, value: &str) -> Result<BTreeSet<i64>, Error> {
-    let probe: ArrayRef = Arc::new(StringArray::from(vec![value]));
-    let (keys, _) = entidb_engine::index::index_keys(&[probe]).unwrap();
-    let req = IndexScanRequest {
-        index: vec![1],
-        ranges: vec![KeyRange::point(keys.value(0).to_vec())],
-        projection: Some(vec![0]),
-        include_key: false,
-        max_candidates: None,
-        build: true,
-    };
-    let mut t = engine.begin_read_only();
-    let batches = t.index_scan(kv, &req)?.expect("index answered");
-    Ok(ids_of(&batches))
-}
-
-fn ids_of(batches: &[RecordBatch]) -> BTreeSet<i64> {
-    let mut out = BTreeSet::new();
-    for b in batches {
-        for id in b.column(0).as_primitive::<Int64Type>().values() {
-            assert!(out.insert(*id), "id {id} twice");
-        }
-    }
-    out
+    common::ids_with_v(engine, kv, value)
 }
 
 /// `v` → ids, by a full scan.

@@ -11,11 +11,11 @@
 
 mod common;
 
-use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use common::{Model, create_kv, keys_of, kv_batch, open_sim, snapshot_kv};
 use entidb_engine::storage::{SimDisk, Storage};
-use entidb_engine::{Engine, EngineOptions, Error, IndexScanRequest, KeyRange, ScanRequest};
+use entidb_engine::{Engine, EngineOptions, Error, ScanRequest};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -89,25 +89,7 @@ fn try_delete(engine: &Engine, kv: u64, ids: &[i64]) -> Result<u64, Error> {
 
 /// Ids with `v = v`, through the index on `v`.
 fn by_index(engine: &Engine, kv: u64, v: &str) -> Result<BTreeSet<i64>, Error> {
-    let probe: ArrayRef = Arc::new(StringArray::from(vec![v]));
-    let (keys, _) = entidb_engine::index::index_keys(&[probe]).unwrap();
-    let req = IndexScanRequest {
-        index: vec![1],
-        ranges: vec![KeyRange::point(keys.value(0).to_vec())],
-        projection: Some(vec![0]),
-        include_key: false,
-        max_candidates: None,
-        build: true,
-    };
-    let mut t = engine.begin_read_only();
-    let batches = t.index_scan(kv, &req)?.expect("index answered");
-    let mut out = BTreeSet::new();
-    for b in &batches {
-        for id in b.column(0).as_primitive::<Int64Type>().values() {
-            assert!(out.insert(*id), "id {id} twice");
-        }
-    }
-    Ok(out)
+    common::ids_with_v(engine, kv, v)
 }
 
 fn assert_index_matches(engine: &Engine, kv: u64, model: &Model, context: &str) {

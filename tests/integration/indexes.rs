@@ -672,10 +672,7 @@ fn loads_answer_like_the_wal_path_across_power_loss() {
         history(&mut c);
     }
     assert!(
-        disk.list()
-            .unwrap()
-            .iter()
-            .any(|n| n.ends_with(".eseg")),
+        disk.list().unwrap().iter().any(|n| n.ends_with(".eseg")),
         "the loads wrote segments"
     );
     disk.power_loss(PowerLoss::DropUnsynced).unwrap();

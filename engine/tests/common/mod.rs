@@ -207,3 +207,31 @@ pub fn lose_power_after<T>(
     disk.power_loss(mode).unwrap();
     (disk, out)
 }
+
+/// Ids of the rows of `kv` with `v = value`, through the index on `v`
+/// (built if it was not); each id must come once.
+pub fn ids_with_v(
+    engine: &Engine,
+    kv: u64,
+    value: &str,
+) -> Result<std::collections::BTreeSet<i64>> {
+    let probe: arrow::array::ArrayRef = Arc::new(StringArray::from(vec![value]));
+    let (keys, _) = entidb_engine::index::index_keys(&[probe]).unwrap();
+    let req = entidb_engine::IndexScanRequest {
+        index: vec![1],
+        ranges: vec![entidb_engine::KeyRange::point(keys.value(0).to_vec())],
+        projection: Some(vec![0]),
+        include_key: false,
+        max_candidates: None,
+        build: true,
+    };
+    let mut t = engine.begin_read_only();
+    let batches = t.index_scan(kv, &req)?.expect("index answered");
+    let mut out = std::collections::BTreeSet::new();
+    for b in &batches {
+        for id in b.column(0).as_primitive::<Int64Type>().values() {
+            assert!(out.insert(*id), "id {id} twice");
+        }
+    }
+    Ok(out)
+}
