@@ -178,7 +178,8 @@ impl RunStore {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
-    fn warn(&self, message: String) {
+    /// Records a warning (see [`RunStore::warnings`]).
+    pub(crate) fn warn(&self, message: String) {
         if let Ok(mut w) = self.warnings.lock() {
             if w.len() >= MAX_WARNINGS {
                 w.remove(0);

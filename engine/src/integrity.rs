@@ -148,7 +148,7 @@ fn check_manifest(
                     chunk.id,
                     u64::from(chunk.rows),
                     crate::recovery::segment_widths(&def),
-                    manifest.checkpoint_seq,
+                    (manifest.checkpoint_seq, true),
                     problems,
                 );
             }
@@ -190,7 +190,7 @@ fn check_manifest(
                 seg.id,
                 seg.rows,
                 crate::recovery::segment_widths(&entry.def),
-                manifest.checkpoint_seq,
+                (manifest.checkpoint_seq, seg.created_seq != 0),
                 problems,
             );
         }
@@ -230,22 +230,28 @@ fn check_manifest(
             }
         }
         if name != "LOCK" {
-            report(
-                problems,
-                inner.storage().verify(&name).map_err(Error::io(&name)),
-            );
+            match inner.storage().verify(&name) {
+                // Gone since the listing: a failed load's file, or the
+                // `.tmp` of a run an index's first use is writing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                verified => {
+                    report(problems, verified.map_err(Error::io(&name)));
+                }
+            }
         }
     }
     Ok(())
 }
 
-/// Re-opens a segment from disk and reads every column chunk.
+/// Re-opens a segment from disk and reads every column chunk. `seqs`:
+/// the checkpoint its `_seq` values may not pass, and whether it is a
+/// load (whose `_seq` is the placeholder 0 throughout, `load.rs`).
 fn check_segment(
     inner: &Inner,
     id: u64,
     rows: u64,
     columns: std::ops::RangeInclusive<usize>,
-    checkpoint_seq: u64,
+    seqs: (u64, bool),
     problems: &mut Vec<String>,
 ) {
     let name = segment_file_name(id);
@@ -266,7 +272,7 @@ fn check_segment(
                 continue;
             };
             if c + 1 == seg.footer.columns as usize {
-                check_seqs(&name, g, meta, &array, checkpoint_seq, problems);
+                check_seqs(&name, g, meta, &array, seqs, problems);
             }
         }
     }
@@ -283,13 +289,24 @@ fn check_seqs(
     group: usize,
     meta: &crate::segment::RowGroupMeta,
     array: &arrow::array::ArrayRef,
-    checkpoint_seq: u64,
+    (checkpoint_seq, loaded): (u64, bool),
     problems: &mut Vec<String>,
 ) {
     let Some(seqs) = array.as_primitive_opt::<UInt64Type>() else {
         problems.push(format!("{name}: row group {group}: _seq is not UInt64"));
         return;
     };
+    // Commits are numbered from 1: `_seq` 0 is the placeholder of a load,
+    // and only a load has it (a load read as a checkpoint's segment would
+    // show its rows to every snapshot).
+    if seqs.values().iter().any(|s| (*s == 0) != loaded) || (loaded && meta.max_seq != 0) {
+        problems.push(format!(
+            "{name}: row group {group}: _seq {} a load's placeholder 0, but the segment is {}",
+            if loaded { "is not" } else { "is" },
+            if loaded { "a load" } else { "not a load" }
+        ));
+        return;
+    }
     let bad = seqs
         .values()
         .iter()

@@ -179,8 +179,16 @@ impl<'a> PendingLoads<'a> {
     }
 
     fn remove_files(&self, id: u64) {
-        // Files left behind are unnamed: removed at the next open.
-        let _ = self.inner.storage().remove(&segment_file_name(id));
+        // Files left behind are unnamed: removed at the next open (until
+        // then an integrity check reports them as orphans).
+        let name = segment_file_name(id);
+        if let Err(e) = self.inner.storage().remove(&name)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            self.inner.runs().warn(format!(
+                "{name}: a failed load's segment could not be removed ({e}); the next open removes it"
+            ));
+        }
         let _ = self.inner.runs().remove_runs_of(&[id]);
     }
 }

@@ -125,6 +125,7 @@ pub(crate) fn open(storage: Arc<dyn Storage>, mut options: EngineOptions) -> Res
     for id in &loaded {
         inner.reserve_id(*id);
     }
+    inner.add_loaded_bytes(loaded_bytes(&replay));
     for r in replay {
         inner.apply(r.seq, r.changes)?;
     }
@@ -393,6 +394,19 @@ fn open_loaded_segments(
         }
     }
     Ok(ids)
+}
+
+/// Bytes of column data of the replayed loads: loaded since the last
+/// checkpoint, they count towards the next threshold checkpoint.
+fn loaded_bytes(replay: &[Replay]) -> u64 {
+    replay
+        .iter()
+        .flat_map(|r| r.changes.tables.iter())
+        .filter_map(|c| c.loaded.as_ref()?.reader.as_ref())
+        .flat_map(|reader| reader.footer.row_groups.iter())
+        .flat_map(|g| g.chunks.iter())
+        .map(|c| u64::from(c.len))
+        .sum()
 }
 
 /// Removes segment files neither the manifest nor a replayed load

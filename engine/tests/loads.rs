@@ -347,6 +347,60 @@ fn repeated_reloads_are_checkpointed_and_compacted() {
     clean(&engine, "after the reloads");
 }
 
+/// A load of new keys adds about a hundred bytes of WAL: the segment bytes
+/// it loaded are what counts towards the threshold checkpoint.
+#[test]
+fn loaded_bytes_count_towards_the_threshold_checkpoint() {
+    let disk = SimDisk::new();
+    let engine = open_sim(
+        &disk,
+        EngineOptions {
+            checkpoint_wal_bytes: 16 * 1024,
+            ..options()
+        },
+    )
+    .unwrap();
+    let kv = create_kv(&engine);
+    let before = engine.checkpoint_seq();
+    let mut model = Model::new();
+    upsert(&engine, kv, 0..2_000, 0, &mut model);
+    assert!(wal_len(&disk) < 16 * 1024);
+    assert!(
+        engine.checkpoint_seq() > before,
+        "a 2,000-row load did not start a checkpoint"
+    );
+    assert_eq!(snapshot_kv(&engine).unwrap(), model);
+}
+
+/// A manifest entry that lost its `created_seq` would show a load's rows
+/// (`_seq` 0) to every snapshot: the integrity check tells a load's
+/// placeholder from a checkpoint's commits.
+#[test]
+fn integrity_finds_a_loaded_segment_recorded_as_a_checkpoint_s() {
+    use entidb_engine::manifest::Manifest;
+    let disk = SimDisk::new();
+    let engine = open_sim(&disk, options()).unwrap();
+    let kv = create_kv(&engine);
+    upsert(&engine, kv, 0..1_000, 0, &mut Model::new());
+    engine.checkpoint().unwrap();
+    clean(&engine, "after the checkpoint");
+    drop(engine);
+    let mut manifest = Manifest::load(&disk).unwrap().unwrap();
+    let entry = manifest.tables[0]
+        .segments
+        .iter_mut()
+        .find(|s| s.created_seq != 0)
+        .unwrap();
+    entry.created_seq = 0;
+    manifest.save(&disk).unwrap();
+    let engine = open_sim(&disk, options()).unwrap();
+    let problems = engine.integrity_check(&[]).unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("placeholder")),
+        "{problems:?}"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Power loss at every I/O operation.
 

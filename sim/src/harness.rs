@@ -425,25 +425,38 @@ impl Sim {
                     if !self.mode.disk() {
                         return Err(format!("commit: I/O error without faults: {e}"));
                     }
-                    // Validation comes before any I/O of the commit, but
-                    // for the segment of a write-once load (`load.rs`),
-                    // written before the commit lock: a doomed load may
-                    // fail on the disk first.
-                    let before_validation = match e {
-                        Error::Poisoned { cause } => cause.contains("after a load"),
-                        Error::Io { file, .. } => {
-                            file.ends_with(".eseg") || file.starts_with("ix-")
-                        }
-                        _ => false,
-                    };
-                    if want.is_err() && !before_validation {
-                        return Err(format!("commit: engine {got:?}, model {want:?}"));
-                    }
-                    if want.is_err() {
-                        return Ok(Outcome::Crash(format!("{e}")));
-                    }
                     let (rows, seq) = self.committed_state()?;
                     let acked: Vec<(i64, Row)> = self.model.latest().into_iter().collect();
+                    // Validation comes before any I/O of the commit, but
+                    // for the files of a write-once load (`load.rs`),
+                    // written before the commit lock: a load, doomed or
+                    // not, may fail on the disk first. Its commit never
+                    // reached the WAL: it is not visible and never becomes
+                    // durable. A failure of the load's own files fails that
+                    // commit alone; a failed directory fsync poisons.
+                    let own_files = matches!(e, Error::Io { file, .. }
+                        if file.ends_with(".eseg") || file.starts_with("ix-"));
+                    let before_lock = own_files
+                        || matches!(e, Error::Poisoned { cause } if cause.contains("after a load"));
+                    if before_lock {
+                        if !(rows == acked && seq == self.model.last_seq) {
+                            return Err(format!(
+                                "a load failed before the commit lock ({e}) but is visible"
+                            ));
+                        }
+                        if !own_files {
+                            return Ok(Outcome::Crash(format!("{e}")));
+                        }
+                        if let Err(h) = self.engine().check_healthy() {
+                            return Err(format!(
+                                "a load whose own files failed ({e}) poisoned the database: {h}"
+                            ));
+                        }
+                        return Ok(Outcome::Ok(format!("{got:?}")));
+                    }
+                    if want.is_err() {
+                        return Err(format!("commit: engine {got:?}, model {want:?}"));
+                    }
                     let visible = !(rows == acked && seq == self.model.last_seq);
                     if visible {
                         return Err(format!(
