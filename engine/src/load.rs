@@ -147,12 +147,7 @@ impl<'a> PendingLoads<'a> {
 
     /// Bytes of column data written (what a load adds in place of WAL).
     pub(crate) fn bytes(&self) -> u64 {
-        self.written
-            .iter()
-            .flat_map(|r| r.footer.row_groups.iter())
-            .flat_map(|g| g.chunks.iter())
-            .map(|c| u64::from(c.len))
-            .sum()
+        self.written.iter().map(|r| r.footer.data_bytes()).sum()
     }
 
     /// The index runs of the new segment for every index listed on the

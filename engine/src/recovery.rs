@@ -403,9 +403,7 @@ fn loaded_bytes(replay: &[Replay]) -> u64 {
         .iter()
         .flat_map(|r| r.changes.tables.iter())
         .filter_map(|c| c.loaded.as_ref()?.reader.as_ref())
-        .flat_map(|reader| reader.footer.row_groups.iter())
-        .flat_map(|g| g.chunks.iter())
-        .map(|c| u64::from(c.len))
+        .map(|reader| reader.footer.data_bytes())
         .sum()
 }
 

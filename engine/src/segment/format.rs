@@ -60,6 +60,15 @@ pub struct Footer {
 }
 
 impl Footer {
+    /// Bytes of column data (every column chunk) in the segment.
+    pub fn data_bytes(&self) -> u64 {
+        self.row_groups
+            .iter()
+            .flat_map(|g| g.chunks.iter())
+            .map(|c| u64::from(c.len))
+            .sum()
+    }
+
     /// Encodes the footer.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut e = Encoder::new();
