@@ -3,7 +3,8 @@
 //! The engine stores physical tables (an id, an Arrow schema, key columns);
 //! the catalog adds what SQL needs on top — column defaults (as SQL text),
 //! NOT NULL, primary key and UNIQUE constraints, identity columns, views (name
-//! and SQL text), index definitions and sequences (their counters live in an
+//! and SQL text), triggers (name, table and SQL text), index definitions and
+//! sequences (their counters live in an
 //! engine table, see `sql/src/identity.rs`). The whole catalog is one blob that the engine keeps in
 //! the manifest and changes through the WAL inside transactions, so catalog
 //! changes are transactional: a rolled-back `CREATE TABLE` leaves nothing.
@@ -18,15 +19,16 @@
 //! a table's UNIQUE lists: `checks u32 | (name str, sql str)*`), version 4
 //! foreign keys (after the checks: `fks u32 | (name str | columns u32 str* |
 //! parent str | parent_columns u32 str* | on_delete u8 | on_update u8)*`,
-//! actions numbered as [`FkAction`]); older blobs still decode (without
-//! them) and are written back as version 4.
+//! actions numbered as [`FkAction`]), version 5 triggers (after the
+//! sequences: `triggers u32 | (name str | table str | sql str)*`); older
+//! blobs still decode (without them) and are written back as version 5.
 #![deny(clippy::indexing_slicing)]
 
 use entidb_engine::codec::{Decoder, Encoder};
 use entidb_engine::{Error, Result, Transaction};
 
 const MAGIC: &[u8; 4] = b"ECAT";
-const VERSION: u16 = 4;
+const VERSION: u16 = 5;
 /// The oldest blob version this build decodes.
 const OLDEST: u16 = 1;
 
@@ -160,6 +162,18 @@ pub struct ViewMeta {
     pub sql: String,
 }
 
+/// A trigger: its whole `CREATE TRIGGER` statement as SQL text, which the
+/// SQL layer parses when it fires (`sql/src/triggers.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerMeta {
+    /// Trigger name (one namespace for every table's triggers, as in SQLite).
+    pub name: String,
+    /// The table it is defined on.
+    pub table: String,
+    /// The `CREATE TRIGGER` statement.
+    pub sql: String,
+}
+
 /// An index definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexMeta {
@@ -184,6 +198,8 @@ pub struct Catalog {
     pub indexes: Vec<IndexMeta>,
     /// Sequences.
     pub sequences: Vec<SequenceMeta>,
+    /// Triggers, in creation order.
+    pub triggers: Vec<TriggerMeta>,
 }
 
 impl Catalog {
@@ -222,6 +238,16 @@ impl Catalog {
     /// The sequence called `name`.
     pub fn sequence(&self, name: &str) -> Option<&SequenceMeta> {
         self.sequences.iter().find(|s| s.name == name)
+    }
+
+    /// The trigger called `name`.
+    pub fn trigger(&self, name: &str) -> Option<&TriggerMeta> {
+        self.triggers.iter().find(|t| t.name == name)
+    }
+
+    /// The triggers defined on `table`, in creation order.
+    pub fn triggers_on<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a TriggerMeta> {
+        self.triggers.iter().filter(move |t| t.table == table)
     }
 
     /// True when a table or view is called `name`.
@@ -286,6 +312,10 @@ impl Catalog {
                 Some(o) => e.u8(1).str(o)?,
                 None => e.u8(0),
             };
+        }
+        e.u32(self.triggers.len() as u32);
+        for t in &self.triggers {
+            e.str(&t.name)?.str(&t.table)?.str(&t.sql)?;
         }
         Ok(e.finish())
     }
@@ -385,6 +415,14 @@ impl Catalog {
                     _ => Some(d.str()?.to_string()),
                 };
                 c.sequences.push(SequenceMeta { name, owner });
+            }
+        }
+        if version >= 5 {
+            for _ in 0..d.count(12)? {
+                let name = d.str()?.to_string();
+                let table = d.str()?.to_string();
+                let sql = d.str()?.to_string();
+                c.triggers.push(TriggerMeta { name, table, sql });
             }
         }
         d.finish()?;
@@ -517,6 +555,11 @@ mod tests {
                     owner: None,
                 },
             ],
+            triggers: vec![TriggerMeta {
+                name: "tr".into(),
+                table: "t".into(),
+                sql: "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END".into(),
+            }],
         };
         assert_eq!(Catalog::decode(&c.encode().unwrap()).unwrap(), c);
         assert_eq!(Catalog::decode(&[]).unwrap(), Catalog::default());

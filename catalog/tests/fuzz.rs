@@ -19,6 +19,11 @@ fn sample() -> Catalog {
         identity: None,
     };
     Catalog {
+        triggers: vec![entidb_catalog::TriggerMeta {
+            name: "t_log".into(),
+            table: "t".into(),
+            sql: "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN SELECT NEW.id; END".into(),
+        }],
         sequences: vec![entidb_catalog::SequenceMeta {
             name: "t_id_seq".into(),
             owner: Some("t".into()),

@@ -682,6 +682,7 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
     for index in catalog.indexes.iter_mut().filter(|i| i.table == old) {
         index.table = new.to_string();
     }
+    crate::triggers::rename_table(catalog, &old, new);
     for sequence in catalog.sequences.iter_mut() {
         if sequence.owner.as_deref() == Some(old.as_str()) {
             sequence.owner = Some(new.to_string());

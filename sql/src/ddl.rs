@@ -330,6 +330,7 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
     }
     catalog.tables.retain(|t| t.name != name);
     catalog.indexes.retain(|i| i.table != name);
+    catalog.triggers.retain(|t| t.table != name);
     let owned: Vec<String> = catalog
         .sequences
         .iter()

@@ -33,6 +33,7 @@ use crate::indexes::unique_sets;
 use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
 use crate::returning;
 use crate::session::{Output, Session};
+use crate::triggers::{self, Changed, Event, Timing};
 use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
@@ -169,7 +170,7 @@ fn target_columns(target: &Target) -> Vec<String> {
 }
 
 /// DELETE's row-finding SELECT: the key, and the old row when there is a
-/// RETURNING list.
+/// RETURNING list or a DELETE trigger.
 fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
     let tables = match &d.from {
         FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
@@ -182,7 +183,7 @@ fn delete_select(session: &Session, d: &Delete) -> Result<(Target, String)> {
     }
     let target = target(session, twj)?;
     let mut items = vec![format!("{}.{KEY_COLUMN}", target.qualifier)];
-    if d.returning.is_some() {
+    if d.returning.is_some() || fires(session, &target, Event::Delete) {
         items.extend(target_columns(&target));
     }
     let sql = format!(
@@ -272,7 +273,26 @@ pub(crate) fn set_values(
         .collect())
 }
 
-/// UPDATE's row-finding SELECT: the key and the new row. With FROM, a
+/// The names of the columns `assignments` set.
+fn assigned_names(target: &Target, assignments: &[Assignment]) -> Result<Vec<String>> {
+    let schema = &target.table.def().schema;
+    let values = assigned(schema, &target.table.meta().name, assignments)?;
+    Ok(schema
+        .fields()
+        .iter()
+        .zip(values)
+        .filter(|(_, v)| v.is_some())
+        .map(|(f, _)| f.name().clone())
+        .collect())
+}
+
+/// True when the target has triggers for `event`.
+fn fires(session: &Session, target: &Target, event: Event) -> bool {
+    triggers::any(&session.catalog, &target.table.meta().name, event)
+}
+
+/// UPDATE's row-finding SELECT: the key and the new row, then the old row
+/// when the table has UPDATE triggers. With FROM, a
 /// target row may be joined to several source rows; the SELECT is then
 /// ordered by key and new values, so the candidate whose new values sort
 /// first is the one kept (see [`first_per_key`]), whatever the join order.
@@ -292,6 +312,14 @@ fn update_select(session: &Session, u: &Update) -> Result<(Target, String)> {
             Some(expr) => format!("({expr}) AS {}", quote(f.name())),
             None => format!("{}.{}", target.qualifier, quote(f.name())),
         });
+    }
+    if fires(session, &target, Event::Update) {
+        items.extend(
+            target_columns(&target)
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c} AS \"__entidb_old_{i}\"")),
+        );
     }
     let (from, order) = match &u.from {
         Some(UpdateTableFromKind::BeforeSet(t) | UpdateTableFromKind::AfterSet(t)) => {
@@ -365,6 +393,30 @@ pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -
     let found = rows(with_keyed(session, &target, &select, params).await?);
     let batches = first_per_key(found)?;
     let def = target.table.def().clone();
+    let firing = fires(session, &target, Event::Delete);
+    let old = if d.returning.is_some() || firing {
+        batches
+            .iter()
+            .map(|b| table_rows(&def, b))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    let changed = Changed {
+        old: &old,
+        new: &[],
+        assigned: &[],
+    };
+    if firing {
+        triggers::fire(
+            session,
+            &target.table,
+            Timing::Before,
+            Event::Delete,
+            &changed,
+        )
+        .await?;
+    }
     let mut deleted = 0;
     let mut removed = Vec::with_capacity(batches.len());
     for batch in &batches {
@@ -376,13 +428,19 @@ pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -
         });
     }
     foreign_keys::parent_changed(session, &target.table, removed).await?;
+    if firing {
+        triggers::fire(
+            session,
+            &target.table,
+            Timing::After,
+            Event::Delete,
+            &changed,
+        )
+        .await?;
+    }
     match &d.returning {
         None => Ok(Output::Count(deleted)),
         Some(items) => {
-            let old = batches
-                .iter()
-                .map(|b| table_rows(&def, b))
-                .collect::<Result<Vec<_>>>()?;
             let schema = def.schema.clone();
             returning::project(session, &target.qualifier, schema, old, items, params).await
         }
@@ -396,13 +454,39 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
     let found = rows(with_keyed(session, &target, &select, params).await?);
     let def = target.table.def().clone();
     let unique = unique_sets(target.table.indexes());
+    let firing = fires(session, &target, Event::Update);
+    let width = def.schema.fields().len();
     let mut changes = Vec::new();
+    let mut old = Vec::new();
     for batch in first_per_key(found)? {
         // The new versions, with NOT NULL and CHECK verified.
         let new = target
             .table
-            .conform_columns(batch.columns().get(1..).unwrap_or_default())?;
+            .conform_columns(batch.columns().get(1..=width).unwrap_or_default())?;
+        if firing {
+            old.push(conform_columns(
+                &def,
+                batch.columns().get(width + 1..).unwrap_or_default(),
+            )?);
+        }
         changes.push((keys_of(&batch)?, new));
+    }
+    let new: Vec<RecordBatch> = changes.iter().map(|(_, rows)| rows.clone()).collect();
+    let assigned = assigned_names(&target, &u.assignments)?;
+    let changed = Changed {
+        old: &old,
+        new: &new,
+        assigned: &assigned,
+    };
+    if firing {
+        triggers::fire(
+            session,
+            &target.table,
+            Timing::Before,
+            Event::Update,
+            &changed,
+        )
+        .await?;
     }
     // Every old version goes before any new one is checked against the
     // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.
@@ -426,6 +510,16 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
         })
         .collect();
     foreign_keys::parent_changed(session, &target.table, replaced).await?;
+    if firing {
+        triggers::fire(
+            session,
+            &target.table,
+            Timing::After,
+            Event::Update,
+            &changed,
+        )
+        .await?;
+    }
     match &u.returning {
         None => Ok(Output::Count(
             changes.iter().map(|(k, _)| k.len() as u64).sum(),

@@ -60,6 +60,7 @@
 use crate::error::{ErrorKind, Result};
 use crate::provider::{EntiTable, insert_rows};
 use crate::session::Session;
+use crate::triggers::{self, Changed, Event, Timing};
 use arrow::array::{Array, ArrayRef, BinaryArray, RecordBatch, new_null_array};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
@@ -938,6 +939,26 @@ async fn run_action(
     }
     let old_keys = BinaryArray::from_iter_values(old_keys.iter());
     let deleting = matches!(act, FkAction::Cascade) && rows.iter().all(|(_, g)| g.is_none());
+    // The child's triggers fire for the rows an action deletes or updates.
+    let event = if deleting {
+        Event::Delete
+    } else {
+        Event::Update
+    };
+    let firing = !matches!(act, FkAction::NoAction | FkAction::Restrict)
+        && triggers::any(&session.catalog, &child.meta().name, event);
+    let old_rows = if firing {
+        rows.iter()
+            .map(|(row, _)| {
+                crate::provider::conform_columns(
+                    &child_def,
+                    row.columns().get(..nuser).unwrap_or_default(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
     match act {
         FkAction::NoAction | FkAction::Restrict => {
             let (row, _) = rows
@@ -956,7 +977,18 @@ async fn run_action(
             .into());
         }
         _ if deleting => {
+            let changed = Changed {
+                old: &old_rows,
+                new: &[],
+                assigned: &[],
+            };
+            if firing {
+                triggers::fire(session, child, Timing::Before, event, &changed).await?;
+            }
             session.slot.with(|t| t.delete(child_def.id, &old_keys))?;
+            if firing {
+                triggers::fire(session, child, Timing::After, event, &changed).await?;
+            }
             return Ok(Some(ParentChange {
                 old_keys,
                 new_rows: None,
@@ -1001,6 +1033,20 @@ async fn run_action(
     let new_rows = arrow::compute::concat_batches(&schema, &new_rows)
         .map_err(|e| ErrorKind::Execution(e.to_string()))?;
     let unique = crate::indexes::unique_sets(child.indexes());
+    let new_list = [new_rows.clone()];
+    let assigned: Vec<String> = fk
+        .child_columns
+        .iter()
+        .filter_map(|c| child_def.schema.fields().get(*c).map(|f| f.name().clone()))
+        .collect();
+    let changed = Changed {
+        old: &old_rows,
+        new: &new_list,
+        assigned: &assigned,
+    };
+    if firing {
+        triggers::fire(session, child, Timing::Before, event, &changed).await?;
+    }
     session.slot.with(|t| {
         t.delete(child_def.id, &old_keys)?;
         insert_rows(t, &child_def, &unique, &new_rows)
@@ -1008,6 +1054,9 @@ async fn run_action(
     session
         .slot
         .with_sql(|t| child.foreign_keys().verify(t, &new_rows))?;
+    if firing {
+        triggers::fire(session, child, Timing::After, event, &changed).await?;
+    }
     Ok(Some(ParentChange {
         old_keys,
         new_rows: Some(new_rows),

@@ -21,6 +21,7 @@ use crate::error::{ErrorKind, Result};
 use crate::indexes::unique_sets;
 use crate::provider::{EntiTable, insert_rows};
 use crate::session::{Output, Session};
+use crate::triggers::{self, Changed, Event, Timing};
 use crate::{returning, upsert};
 use arrow::array::RecordBatch;
 use datafusion::common::ParamValues;
@@ -33,6 +34,15 @@ use std::sync::Arc;
 /// True when the session must run this INSERT itself (see the module doc).
 pub fn needs_session(insert: &Insert) -> bool {
     insert.on.is_some() || insert.returning.is_some()
+}
+
+/// True when `insert`'s target has INSERT triggers: the session runs it, so
+/// that they fire (`triggers.rs`).
+pub fn fires(session: &Session, insert: &Insert) -> bool {
+    let TableObject::TableName(name) = &insert.table else {
+        return false;
+    };
+    crate::ddl::last_ident(name).is_some_and(|t| triggers::any(&session.catalog, &t, Event::Insert))
 }
 
 /// The target table of `insert` and the name it goes by (alias or name).
@@ -75,7 +85,37 @@ async fn proposed_rows(
     batches.iter().map(|b| table.conform(b)).collect()
 }
 
-/// Runs an INSERT with RETURNING and/or ON CONFLICT.
+/// Inserts `rows` into `table` (NOT NULL, UNIQUE, foreign keys), firing its
+/// INSERT triggers around the write; returns the rows.
+pub(crate) async fn write_firing(
+    session: &mut Session,
+    table: &EntiTable,
+    rows: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let changed = Changed {
+        old: &[],
+        new: &rows,
+        assigned: &[],
+    };
+    triggers::fire(session, table, Timing::Before, Event::Insert, &changed).await?;
+    let def = table.def().clone();
+    let unique = unique_sets(table.indexes());
+    session.slot.with_sql(|t| {
+        for batch in &rows {
+            insert_rows(t, &def, &unique, batch)?;
+        }
+        // After every row is in: a row may refer to a later one.
+        for batch in &rows {
+            table.foreign_keys().verify(t, batch)?;
+        }
+        Ok(())
+    })?;
+    triggers::fire(session, table, Timing::After, Event::Insert, &changed).await?;
+    Ok(rows)
+}
+
+/// Runs an INSERT with RETURNING and/or ON CONFLICT, or one whose table has
+/// INSERT triggers.
 pub async fn run(session: &mut Session, insert: &Insert, params: &[ScalarValue]) -> Result<Output> {
     if insert.or.is_some() || insert.ignore || insert.overwrite || insert.replace_into {
         return Err(ErrorKind::NotSupported(
@@ -87,21 +127,9 @@ pub async fn run(session: &mut Session, insert: &Insert, params: &[ScalarValue])
     let rows = proposed_rows(session, insert, &table, params).await?;
     let def = table.def().clone();
     let written = match &insert.on {
-        None => {
-            let unique = unique_sets(table.indexes());
-            session.slot.with_sql(|t| {
-                for batch in &rows {
-                    insert_rows(t, &def, &unique, batch)?;
-                }
-                // After every row is in: a row may refer to a later one.
-                for batch in &rows {
-                    table.foreign_keys().verify(t, batch)?;
-                }
-                Ok(())
-            })?;
-            rows
-        }
+        None => write_firing(session, &table, rows).await?,
         Some(OnInsert::OnConflict(on)) => {
+            triggers::refuse_if_any(&session.catalog, &table.meta().name, "INSERT … ON CONFLICT")?;
             upsert::apply(session, &table, &name, on, rows, params).await?
         }
         Some(_) => {

@@ -35,6 +35,7 @@ pub mod stack;
 mod statement_cache;
 mod subquery;
 mod text_rewrite;
+mod triggers;
 mod truncate;
 mod upsert;
 

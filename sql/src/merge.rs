@@ -72,6 +72,7 @@ pub async fn run(session: &mut Session, merge: &Merge, params: &[ScalarValue]) -
         joins: Vec::new(),
     };
     let target = target(session, &twj)?;
+    crate::triggers::refuse_if_any(&session.catalog, &target.table.meta().name, "MERGE")?;
     let scope = SourceScope::of(session, merge, &target).await?;
     let (select, actions) = merge_select(&target, merge, &scope)?;
     let found = rows(with_keyed(session, &target, &select, params).await?);

@@ -388,7 +388,7 @@ fn insert_shape(statement: &DFStatement, session: &Session) -> Option<InsertRow>
     let SqlStatement::Insert(insert) = stmt.as_ref() else {
         return None;
     };
-    if crate::insert::needs_session(insert) {
+    if crate::insert::needs_session(insert) || crate::insert::fires(session, insert) {
         return None;
     }
     let TableObject::TableName(name) = &insert.table else {

@@ -105,6 +105,9 @@ pub struct Session {
     external_access: bool,
     /// Whose semantics apply where PostgreSQL and SQLite differ.
     pub(crate) dialect: Dialect,
+    /// The triggers whose bodies are running, outermost first: a trigger
+    /// does not fire again while it runs (`triggers.rs`).
+    pub(crate) firing_triggers: Vec<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -193,6 +196,7 @@ impl Session {
             statements: StatementCache::default(),
             external_access: options.external_access,
             dialect: Dialect::default(),
+            firing_triggers: Vec::new(),
             options,
             memory_limit,
         }
@@ -423,6 +427,11 @@ impl Session {
                     return Err(ErrorKind::UndefinedTable { name: table }.into());
                 };
                 let rows = provider.conform(&batch)?;
+                if crate::triggers::any(&s.catalog, &table, crate::triggers::Event::Insert) {
+                    let n = rows.num_rows() as u64;
+                    insert::write_firing(s, &provider, vec![rows]).await?;
+                    return Ok(n);
+                }
                 s.slot.with_sql(|t| provider.store(t, &rows))
             })
         });
@@ -631,11 +640,19 @@ impl Session {
         Ok(())
     }
 
-    async fn dispatch(&mut self, mut stmt: DFStatement, params: &[ScalarValue]) -> Result<Output> {
+    /// Runs one statement inside the transaction scope (also the
+    /// statements of trigger bodies, `triggers.rs`).
+    pub(crate) async fn dispatch(
+        &mut self,
+        mut stmt: DFStatement,
+        params: &[ScalarValue],
+    ) -> Result<Output> {
         statement_cache::forget_on_settings(self, &stmt);
         // The statements the session runs itself get the dialect's
         // rewrites here; the others in `plan`.
-        if runs_in_session(&stmt) {
+        let fires_insert_triggers = matches!(&stmt, DFStatement::Statement(s)
+            if matches!(s.as_ref(), SqlStatement::Insert(i) if insert::fires(self, i)));
+        if runs_in_session(&stmt) || fires_insert_triggers {
             crate::dialect::rewrite(&mut stmt, self.dialect);
         }
         // An explicit value for a GENERATED ALWAYS column is refused, then
@@ -680,8 +697,14 @@ impl Session {
                 SqlStatement::Delete(d) => return dml::delete(self, d, params).await,
                 SqlStatement::Update(u) => return dml::update(self, u, params).await,
                 SqlStatement::Merge(m) => return crate::merge::run(self, m, params).await,
-                SqlStatement::Insert(i) if insert::needs_session(i) => {
+                SqlStatement::Insert(i) if insert::needs_session(i) || fires_insert_triggers => {
                     return insert::run(self, i, params).await;
+                }
+                SqlStatement::CreateTrigger(ct) => {
+                    return crate::triggers::create(self, ct).map(|()| Output::Count(0));
+                }
+                SqlStatement::DropTrigger(d) => {
+                    return crate::triggers::drop(self, d).map(|()| Output::Count(0));
                 }
                 SqlStatement::Truncate(t) => {
                     return truncate::run(self, t).map(|()| Output::Count(0));
@@ -1037,6 +1060,15 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Parsed>> {
         }
     }
     Ok(statements)
+}
+
+/// Parses `sql`, which the session wrote: one statement sqlparser knows.
+pub(crate) fn parse_one(sql: &str) -> Result<DFStatement> {
+    let mut statements = parse(sql)?;
+    match (statements.pop(), statements.is_empty()) {
+        (Some(Parsed::Sql(s)), true) => Ok(*s),
+        _ => Err(ErrorKind::Plan(format!("not one statement: {sql}")).into()),
+    }
 }
 
 fn parse_pieces(sql: &str) -> Result<Vec<Parsed>> {

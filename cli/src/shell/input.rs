@@ -11,6 +11,9 @@
 //!   escapes, `E'…'` with backslash escapes), a quoted identifier (`"…"`,
 //!   `` `…` ``), a dollar-quoted string (`$$…$$`, `$tag$…$tag$`), or a
 //!   comment (`-- …` to the end of the line, `/* … */`, nested).
+//! - In `CREATE [TEMP] TRIGGER`, whose body holds statements of its own, a
+//!   `;` ends the statement only right after the word `END` (as sqlite3's
+//!   `sqlite3_complete` decides).
 //! - A line starting with `.` when no statement is pending is a dot-command;
 //!   it is complete on its own (one line, no `;`).
 //! - Text holding nothing but whitespace and comments is dropped.
@@ -58,7 +61,14 @@ pub struct Splitter {
     tag: String,
     /// The pending statement has something besides whitespace and comments.
     content: bool,
+    /// The pending statement's first words (up to [`HEAD_WORDS`]), upper case.
+    head: Vec<String>,
+    /// The last token of the pending statement was the word `END`.
+    after_end: bool,
 }
+
+/// How many leading words tell a `CREATE … TRIGGER`.
+const HEAD_WORDS: usize = 5;
 
 impl Splitter {
     /// A splitter with nothing pending.
@@ -132,6 +142,7 @@ impl Splitter {
                             self.state = State::Dollar;
                         }
                     }
+                    (b';', _) if self.in_trigger_body() => self.after_end = false,
                     (b';', _) => {
                         if self.content {
                             let text = self.buf.get(self.start..=i).unwrap_or_default();
@@ -139,9 +150,29 @@ impl Splitter {
                         }
                         self.start = i + 1;
                         self.content = false;
+                        self.head.clear();
+                        self.after_end = false;
                     }
                     (b, _) if b.is_ascii_whitespace() => {}
-                    _ => self.content = true,
+                    (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
+                        self.content = true;
+                        let word = bytes
+                            .get(i..)
+                            .unwrap_or_default()
+                            .iter()
+                            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                            .map(|c| c.to_ascii_uppercase() as char)
+                            .collect::<String>();
+                        step = word.len().max(1);
+                        self.after_end = word == "END";
+                        if self.head.len() < HEAD_WORDS {
+                            self.head.push(word);
+                        }
+                    }
+                    _ => {
+                        self.content = true;
+                        self.after_end = false;
+                    }
                 },
                 State::Quoted(q) if b == q => {
                     if next == Some(q) {
@@ -184,6 +215,19 @@ impl Splitter {
         self.pos = i.min(bytes.len());
         self.compact();
         items
+    }
+
+    /// True inside a `CREATE [TEMP] TRIGGER` whose `END` has not come yet:
+    /// its `;` separate the body's statements.
+    fn in_trigger_body(&self) -> bool {
+        let mut words = self.head.iter().map(String::as_str);
+        if words.next() != Some("CREATE") {
+            return false;
+        }
+        let trigger = words
+            .take_while(|w| matches!(*w, "TEMP" | "TEMPORARY" | "OR" | "REPLACE" | "TRIGGER"))
+            .any(|w| w == "TRIGGER");
+        trigger && !self.after_end
     }
 
     /// Drops the consumed text (and a remainder of only whitespace and
@@ -256,6 +300,26 @@ mod tests {
             vec![
                 sql("SELECT 'a;b', \"c;d\", $$e;f$$, $x$g;h$x$, E'i\\';j';"),
                 sql("SELECT /* l; /* m; */ n; */ 2;")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trigger_body_keeps_its_semicolons_until_end() {
+        let items = split(
+            "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
+             delete from c; end;\nSELECT 'end;';\nCREATE TABLE trigger_log (x INT); SELECT 1;",
+        );
+        assert_eq!(
+            items,
+            vec![
+                sql(
+                    "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
+                     delete from c; end;"
+                ),
+                sql("SELECT 'end;';"),
+                sql("CREATE TABLE trigger_log (x INT);"),
+                sql("SELECT 1;"),
             ]
         );
     }

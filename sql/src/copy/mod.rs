@@ -325,7 +325,17 @@ async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let fires = crate::triggers::any(
+        &session.catalog,
+        &copy.table,
+        crate::triggers::Event::Insert,
+    );
     let result = async {
+        if fires {
+            // Through the session's INSERT, which fires the triggers.
+            let statement = crate::session::parse_one(&insert)?;
+            return session.dispatch(statement, &[]).await;
+        }
         let plan = session.ctx.state().create_logical_plan(&insert).await?;
         session.run_plan(plan).await
     }

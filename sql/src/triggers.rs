@@ -1,0 +1,569 @@
+//! Row triggers: `CREATE TRIGGER … BEGIN …; END` and `DROP TRIGGER`.
+//!
+//! A trigger is kept in the catalog as its whole `CREATE TRIGGER` statement
+//! (`TriggerMeta`), so it is as transactional as a view: a rolled-back
+//! CREATE leaves nothing, DROP TABLE drops the table's triggers, ALTER TABLE
+//! RENAME follows them. The SQL layer parses the text again when the
+//! trigger fires.
+//!
+//! WHAT IS SUPPORTED (SQLite's triggers, which PostgreSQL writes as a
+//! trigger function): `BEFORE` (the default) or `AFTER`, `INSERT`,
+//! `DELETE`, `UPDATE [OF col, …]` (several joined by `OR`), `FOR EACH ROW`
+//! (the only kind), `WHEN cond`, and a body of INSERT, UPDATE, DELETE and
+//! SELECT statements between BEGIN and END. `NEW.col` and `OLD.col` name
+//! the row's new and old values (NEW in INSERT and UPDATE triggers, OLD in
+//! UPDATE and DELETE triggers; anything else is refused at CREATE). Refused
+//! with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`, `EXECUTE FUNCTION`,
+//! TRUNCATE events, `REFERENCING`, constraint and temporary triggers.
+//!
+//! HOW A STATEMENT FIRES THEM. Every statement that writes rows computes
+//! them first (`dml.rs`, `insert.rs`), then:
+//!
+//! ```text
+//!   BEFORE triggers, for each row     (old and new values of that row)
+//!   the rows are written              (constraints checked)
+//!   foreign-key actions
+//!   AFTER triggers, for each row
+//! ```
+//!
+//! A trigger's body runs once per row with `NEW.c`/`OLD.c` replaced by the
+//! parameters `$1…$n` (NEW, in column order) and `$n+1…$2n` (OLD), bound to
+//! the row's values, through the session's own dispatch: in the same
+//! transaction and statement, so a body that fails fails the statement and
+//! undoes everything it did (triggers included). Triggers of one table and
+//! timing fire in creation order. A body's writes fire their own tables'
+//! triggers; a trigger never fires itself again while it runs (SQLite's
+//! default, `recursive_triggers = off`), so firing always ends.
+//!
+//! Differences: PostgreSQL and SQLite run each row's BEFORE triggers just
+//! before that row is written; EntiDB runs all of them before the first
+//! row is written, so a BEFORE trigger that reads the target table sees
+//! none of the statement's rows. A BEFORE trigger cannot change `NEW` (as
+//! in SQLite). Statements that cannot fire triggers refuse a table that has
+//! them (0A000) rather than skip them: INSERT … ON CONFLICT (and SQLite's
+//! REPLACE), MERGE. The Arrow `append`, COPY and the prepared one-row
+//! INSERT fire INSERT triggers like INSERT.
+
+use crate::ddl::{last_ident, normalize};
+use crate::error::{ErrorKind, Result};
+use crate::provider::EntiTable;
+use crate::session::{Output, Session};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    CreateTrigger, DropTrigger, Expr as SqlExpr, Ident, ObjectName, ObjectNamePart,
+    Statement as SqlStatement, TriggerEvent, TriggerObject, TriggerObjectKind, TriggerPeriod,
+    Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use entidb_catalog::{Catalog, TriggerMeta};
+use std::ops::ControlFlow;
+
+/// When a trigger runs relative to the row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    Before,
+    After,
+}
+
+/// The kind of row change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// The rows one statement changes in one table, in the table's schema:
+/// `old` for UPDATE and DELETE, `new` for INSERT and UPDATE (aligned with
+/// `old` row by row for UPDATE).
+pub(crate) struct Changed<'a> {
+    pub(crate) old: &'a [RecordBatch],
+    pub(crate) new: &'a [RecordBatch],
+    /// The columns an UPDATE assigns (for `UPDATE OF`).
+    pub(crate) assigned: &'a [String],
+}
+
+/// A trigger parsed from its catalog text.
+struct Trigger {
+    name: String,
+    timing: Timing,
+    events: Vec<TriggerEvent>,
+    condition: Option<SqlExpr>,
+    body: Vec<SqlStatement>,
+}
+
+impl Trigger {
+    fn parse(meta: &TriggerMeta) -> Result<Self> {
+        let statement = Parser::parse_sql(&GenericDialect {}, &meta.sql)
+            .map_err(|e| ErrorKind::Execution(format!("trigger {}: {e}", meta.name)))?
+            .into_iter()
+            .next();
+        let Some(SqlStatement::CreateTrigger(ct)) = statement else {
+            return Err(ErrorKind::Execution(format!(
+                "trigger {} is not a CREATE TRIGGER statement",
+                meta.name
+            ))
+            .into());
+        };
+        Ok(Self {
+            name: meta.name.clone(),
+            timing: timing(ct.period)?,
+            events: ct.events,
+            condition: ct.condition,
+            body: ct
+                .statements
+                .map(|s| s.statements().clone())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// True when this trigger fires for `event` (and, for UPDATE, the
+    /// `assigned` columns).
+    fn fires_on(&self, event: Event, assigned: &[String]) -> bool {
+        self.events.iter().any(|e| match (e, event) {
+            (TriggerEvent::Insert, Event::Insert) | (TriggerEvent::Delete, Event::Delete) => true,
+            (TriggerEvent::Update(columns), Event::Update) => {
+                columns.is_empty()
+                    || columns
+                        .iter()
+                        .any(|c| assigned.iter().any(|a| *a == normalize(c)))
+            }
+            _ => false,
+        })
+    }
+}
+
+fn timing(period: Option<TriggerPeriod>) -> Result<Timing> {
+    match period {
+        None | Some(TriggerPeriod::Before) => Ok(Timing::Before),
+        Some(TriggerPeriod::After) => Ok(Timing::After),
+        Some(TriggerPeriod::InsteadOf) => {
+            Err(ErrorKind::NotSupported("INSTEAD OF triggers".into()).into())
+        }
+        Some(TriggerPeriod::For) => {
+            Err(ErrorKind::NotSupported("FOR triggers (use BEFORE or AFTER)".into()).into())
+        }
+    }
+}
+
+/// True when `table` has a trigger for `event`, of either timing (UPDATE
+/// triggers whatever their column list).
+pub(crate) fn any(catalog: &Catalog, table: &str, event: Event) -> bool {
+    catalog.triggers_on(table).any(|t| {
+        Trigger::parse(t).is_ok_and(|t| {
+            t.events.iter().any(|e| {
+                matches!(
+                    (e, event),
+                    (TriggerEvent::Insert, Event::Insert)
+                        | (TriggerEvent::Delete, Event::Delete)
+                        | (TriggerEvent::Update(_), Event::Update)
+                )
+            })
+        })
+    })
+}
+
+/// The 0A000 error for a statement that cannot fire `table`'s triggers.
+pub(crate) fn refuse_if_any(catalog: &Catalog, table: &str, what: &str) -> Result<()> {
+    match catalog.triggers_on(table).next() {
+        Some(t) => Err(ErrorKind::NotSupported(format!(
+            "{what} on table {table}, which has triggers ({})",
+            t.name
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// CREATE TRIGGER.
+pub(crate) fn create(session: &mut Session, ct: &CreateTrigger) -> Result<()> {
+    let unsupported = |what: &str| Err(ErrorKind::NotSupported(what.to_string()).into());
+    if ct.temporary {
+        return unsupported("temporary triggers");
+    }
+    if ct.is_constraint || ct.characteristics.is_some() {
+        return unsupported("constraint triggers");
+    }
+    if ct.exec_body.is_some() {
+        return unsupported(
+            "EXECUTE FUNCTION in a trigger (EntiDB has no stored functions: write the \
+             trigger's statements between BEGIN and END)",
+        );
+    }
+    if !ct.referencing.is_empty() || ct.referenced_table_name.is_some() {
+        return unsupported("REFERENCING or FROM in a trigger");
+    }
+    if matches!(
+        ct.trigger_object,
+        Some(TriggerObjectKind::For(TriggerObject::Statement))
+            | Some(TriggerObjectKind::ForEach(TriggerObject::Statement))
+    ) {
+        return unsupported("FOR EACH STATEMENT triggers");
+    }
+    if ct.or_alter {
+        return unsupported("CREATE OR ALTER TRIGGER");
+    }
+    timing(ct.period)?;
+    if ct
+        .events
+        .iter()
+        .any(|e| matches!(e, TriggerEvent::Truncate))
+    {
+        return unsupported("TRUNCATE triggers");
+    }
+    let name = one_name(&ct.name)?;
+    let table = last_ident(&ct.table_name)
+        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", ct.table_name)))?;
+    let Some(meta) = session.catalog.table(&table) else {
+        if session.catalog.view(&table).is_some() {
+            return unsupported("BEFORE and AFTER triggers on a view");
+        }
+        return Err(ErrorKind::UndefinedTable { name: table }.into());
+    };
+    let columns: Vec<String> = session
+        .tables
+        .get(&table)
+        .map(|t| {
+            t.def()
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let events: Vec<Event> = ct
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TriggerEvent::Insert => Some(Event::Insert),
+            TriggerEvent::Update(_) => Some(Event::Update),
+            TriggerEvent::Delete => Some(Event::Delete),
+            TriggerEvent::Truncate => None,
+        })
+        .collect();
+    for e in &ct.events {
+        if let TriggerEvent::Update(listed) = e {
+            for c in listed {
+                let c = normalize(c);
+                if !columns.contains(&c) {
+                    return Err(undefined_column(&c, &meta.name));
+                }
+            }
+        }
+    }
+    let Some(body) = &ct.statements else {
+        return unsupported("a trigger without a body");
+    };
+    for s in body.statements() {
+        if !matches!(
+            s,
+            SqlStatement::Insert(_)
+                | SqlStatement::Update(_)
+                | SqlStatement::Delete(_)
+                | SqlStatement::Query(_)
+        ) {
+            return unsupported(
+                "statements other than INSERT, UPDATE, DELETE and SELECT in a trigger",
+            );
+        }
+    }
+    check_row_references(ct, &events, &columns, &meta.name)?;
+    let mut catalog = session.catalog.as_ref().clone();
+    if catalog.trigger(&name).is_some() {
+        if !ct.or_replace {
+            return Err(
+                ErrorKind::DuplicateObject(format!("trigger {name} already exists")).into(),
+            );
+        }
+        catalog.triggers.retain(|t| t.name != name);
+    }
+    catalog.triggers.push(TriggerMeta {
+        name,
+        table,
+        sql: ct.to_string(),
+    });
+    session.slot.with(|t| catalog.save(t))?;
+    Ok(())
+}
+
+/// A trigger's name: one identifier, normalised.
+fn one_name(name: &ObjectName) -> Result<String> {
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(ident)] => Ok(normalize(ident)),
+        _ => Err(ErrorKind::NotSupported(format!("qualified trigger name {name}")).into()),
+    }
+}
+
+fn undefined_column(column: &str, table: &str) -> crate::error::Error {
+    ErrorKind::UndefinedColumn {
+        column: column.to_string(),
+        relation: Some(table.to_string()),
+    }
+    .into()
+}
+
+/// Refuses `NEW.c`/`OLD.c` for a column the table lacks, and `NEW` (`OLD`)
+/// in a trigger some of whose events have no new (old) row.
+fn check_row_references(
+    ct: &CreateTrigger,
+    events: &[Event],
+    columns: &[String],
+    table: &str,
+) -> Result<()> {
+    let mut found = Vec::new();
+    let mut collect = RowReferences {
+        found: &mut found,
+        columns,
+        replace: false,
+    };
+    let mut ct = ct.clone();
+    if let Some(c) = ct.condition.as_mut() {
+        let _ = c.visit(&mut collect);
+    }
+    if let Some(body) = ct.statements.as_mut() {
+        for s in statements_mut(body) {
+            let _ = s.visit(&mut collect);
+        }
+    }
+    for (pseudo, column) in found {
+        if !columns.contains(&column) {
+            return Err(undefined_column(&column, &pseudo.to_ascii_uppercase()));
+        }
+        let lacking = events.iter().find(|e| match pseudo.as_str() {
+            "new" => **e == Event::Delete,
+            _ => **e == Event::Insert,
+        });
+        if let Some(e) = lacking {
+            return Err(ErrorKind::Plan(format!(
+                "there is no {} row in a {e:?} trigger on {table} ({}.{column})",
+                pseudo.to_ascii_uppercase(),
+                pseudo.to_ascii_uppercase()
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn statements_mut(
+    body: &mut datafusion::sql::sqlparser::ast::ConditionalStatements,
+) -> &mut Vec<SqlStatement> {
+    use datafusion::sql::sqlparser::ast::ConditionalStatements;
+    match body {
+        ConditionalStatements::Sequence { statements } => statements,
+        ConditionalStatements::BeginEnd(b) => &mut b.statements,
+    }
+}
+
+/// Finds `NEW.c` and `OLD.c` (as `("new" | "old", c)`), and with `replace`
+/// turns them into the placeholders of [`params`]: `$i` for NEW's column
+/// `i` (1-based), `$n+i` for OLD's.
+struct RowReferences<'a> {
+    found: &'a mut Vec<(String, String)>,
+    columns: &'a [String],
+    replace: bool,
+}
+
+impl VisitorMut for RowReferences<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        let SqlExpr::CompoundIdentifier(parts) = e else {
+            return ControlFlow::Continue(());
+        };
+        let [pseudo, column] = parts.as_slice() else {
+            return ControlFlow::Continue(());
+        };
+        let pseudo = normalize(pseudo);
+        if pseudo != "new" && pseudo != "old" {
+            return ControlFlow::Continue(());
+        }
+        let column = normalize(column);
+        if self.replace
+            && let Some(i) = self.columns.iter().position(|c| *c == column)
+        {
+            let n = self.columns.len();
+            let number = if pseudo == "new" { i + 1 } else { n + i + 1 };
+            *e = SqlExpr::value(Value::Placeholder(format!("${number}")));
+        }
+        self.found.push((pseudo, column));
+        ControlFlow::Continue(())
+    }
+}
+
+/// DROP TRIGGER [IF EXISTS] name [ON table].
+pub(crate) fn drop(session: &mut Session, d: &DropTrigger) -> Result<()> {
+    let name = one_name(&d.trigger_name)?;
+    let table = d.table_name.as_ref().and_then(last_ident);
+    let found = session
+        .catalog
+        .trigger(&name)
+        .filter(|t| table.as_ref().is_none_or(|table| t.table == *table));
+    if found.is_none() {
+        if d.if_exists {
+            return Ok(());
+        }
+        return Err(ErrorKind::UndefinedObject {
+            kind: "trigger",
+            name,
+        }
+        .into());
+    }
+    let mut catalog = session.catalog.as_ref().clone();
+    catalog.triggers.retain(|t| t.name != name);
+    session.slot.with(|t| catalog.save(t))?;
+    Ok(())
+}
+
+/// Renames the table `old` to `new` in the triggers defined on it.
+pub(crate) fn rename_table(catalog: &mut Catalog, old: &str, new: &str) {
+    for t in catalog.triggers.iter_mut().filter(|t| t.table == old) {
+        t.table = new.to_string();
+        if let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, &t.sql)
+            && let Some(SqlStatement::CreateTrigger(ct)) = statements.first_mut()
+        {
+            ct.table_name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
+                '"', new,
+            ))]);
+            t.sql = ct.to_string();
+        }
+    }
+}
+
+/// Runs the `timing` triggers of `table` for `event` over `changed`.
+pub(crate) async fn fire(
+    session: &mut Session,
+    table: &EntiTable,
+    timing: Timing,
+    event: Event,
+    changed: &Changed<'_>,
+) -> Result<()> {
+    let name = table.meta().name.clone();
+    let triggers: Vec<Trigger> = session
+        .catalog
+        .triggers_on(&name)
+        .map(Trigger::parse)
+        .collect::<Result<_>>()?;
+    let schema = table.def().schema.clone();
+    let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    for trigger in triggers {
+        if trigger.timing != timing
+            || !trigger.fires_on(event, changed.assigned)
+            || session.firing_triggers.contains(&trigger.name)
+        {
+            continue;
+        }
+        session.firing_triggers.push(trigger.name.clone());
+        let result = run_trigger(session, &trigger, &schema, &columns, changed).await;
+        session.firing_triggers.retain(|t| *t != trigger.name);
+        result?;
+    }
+    Ok(())
+}
+
+/// Runs one trigger once per changed row.
+async fn run_trigger(
+    session: &mut Session,
+    trigger: &Trigger,
+    schema: &SchemaRef,
+    columns: &[String],
+    changed: &Changed<'_>,
+) -> Result<()> {
+    let mut bind = |mut s: SqlStatement| {
+        let mut found = Vec::new();
+        let _ = s.visit(&mut RowReferences {
+            found: &mut found,
+            columns,
+            replace: true,
+        });
+        s
+    };
+    let condition = match &trigger.condition {
+        Some(c) => Parser::parse_sql(&GenericDialect {}, &format!("SELECT ({c})"))
+            .map_err(|e| ErrorKind::Execution(format!("trigger {}: {e}", trigger.name)))?
+            .into_iter()
+            .next()
+            .map(&mut bind),
+        None => None,
+    };
+    let body: Vec<SqlStatement> = trigger.body.iter().cloned().map(&mut bind).collect();
+    let rows = changed
+        .old
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum::<usize>()
+        .max(changed.new.iter().map(RecordBatch::num_rows).sum());
+    for row in 0..rows {
+        let params = params(schema, changed, row)?;
+        if let Some(condition) = &condition
+            && !is_true(run(session, condition.clone(), &params).await?)
+        {
+            continue;
+        }
+        for s in &body {
+            run(session, s.clone(), &params).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one bound statement in the current statement's transaction.
+fn run<'a>(
+    session: &'a mut Session,
+    statement: SqlStatement,
+    params: &'a [ScalarValue],
+) -> futures::future::BoxFuture<'a, Result<Output>> {
+    Box::pin(session.dispatch(DFStatement::Statement(Box::new(statement)), params))
+}
+
+/// True when a WHEN query's single value is TRUE.
+fn is_true(out: Output) -> bool {
+    let Output::Rows(_, batches) = out else {
+        return false;
+    };
+    batches.iter().any(|b| {
+        b.columns().first().is_some_and(|c| {
+            c.data_type() == &DataType::Boolean
+                && !c.is_empty()
+                && c.is_valid(0)
+                && c.as_boolean().value(0)
+        })
+    })
+}
+
+/// The parameters of changed row `row`: NEW's values, then OLD's (typed
+/// NULLs for the side the event lacks).
+fn params(schema: &SchemaRef, changed: &Changed<'_>, row: usize) -> Result<Vec<ScalarValue>> {
+    let mut out = Vec::with_capacity(schema.fields().len() * 2);
+    for side in [changed.new, changed.old] {
+        match locate(side, row) {
+            Some((batch, i)) => {
+                for column in batch.columns() {
+                    out.push(ScalarValue::try_from_array(column, i)?);
+                }
+            }
+            None => {
+                for f in schema.fields() {
+                    out.push(ScalarValue::try_from(f.data_type())?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Batch and row of the `row`-th row of `batches`.
+fn locate(batches: &[RecordBatch], mut row: usize) -> Option<(&RecordBatch, usize)> {
+    for b in batches {
+        if row < b.num_rows() {
+            return Some((b, row));
+        }
+        row -= b.num_rows();
+    }
+    None
+}
