@@ -37,6 +37,7 @@ use crate::triggers::{self, Changed, Event, Timing};
 use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
+use datafusion::common::TableReference;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, ObjectName, OrderByExpr,
@@ -115,10 +116,13 @@ pub(crate) async fn with_keyed(
     params: &[ScalarValue],
 ) -> Result<Output> {
     let name = target.table.meta().name.clone();
-    session.ctx.deregister_table(name.as_str())?;
     session
         .ctx
-        .register_table(name.as_str(), Arc::new(target.table.keyed()))?;
+        .deregister_table(TableReference::bare(name.as_str()))?;
+    session.ctx.register_table(
+        TableReference::bare(name.as_str()),
+        Arc::new(target.table.keyed()),
+    )?;
     let result = async {
         let mut plan = session.ctx.state().create_logical_plan(select).await?;
         if !params.is_empty() {
@@ -127,10 +131,12 @@ pub(crate) async fn with_keyed(
         session.run_plan(plan).await
     }
     .await;
-    session.ctx.deregister_table(name.as_str())?;
     session
         .ctx
-        .register_table(name.as_str(), target.table.clone())?;
+        .deregister_table(TableReference::bare(name.as_str()))?;
+    session
+        .ctx
+        .register_table(TableReference::bare(name.as_str()), target.table.clone())?;
     result
 }
 

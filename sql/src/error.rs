@@ -188,6 +188,10 @@ pub enum ErrorKind {
     /// before `nextval`).
     #[error("{0}")]
     ObjectNotInPrerequisiteState(String),
+    /// A trigger's `RAISE(ABORT, message)` ran: the statement fails with
+    /// the trigger's message.
+    #[error("{0}")]
+    RaiseException(String),
 }
 
 impl ErrorKind {
@@ -232,6 +236,7 @@ impl ErrorKind {
             ErrorKind::NoRows => "P0002",
             ErrorKind::GeneratedAlways(_) => "428C9",
             ErrorKind::ObjectNotInPrerequisiteState(_) => "55000",
+            ErrorKind::RaiseException(_) => "P0001",
         }
     }
 }

@@ -48,6 +48,7 @@ use crate::statement_cache::{self, StatementCache};
 use crate::{alter, ddl, dml, identity, insert, output_names, truncate};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{SchemaRef, UInt64Type};
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::datasource::TableProvider;
@@ -177,6 +178,7 @@ impl Session {
         for udf in crate::functions::widened_functions(ctx.state().scalar_functions()) {
             ctx.register_udf(udf);
         }
+        ctx.register_udf(crate::triggers::raise_function());
         let slot = Arc::new(TxnSlot::default());
         for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
             ctx.register_udf(udf);
@@ -834,7 +836,8 @@ impl Session {
         let catalog = Catalog::decode(&blob)?;
         self.statements.clear();
         for name in self.registered.drain(..) {
-            self.ctx.deregister_table(name.as_str())?;
+            self.ctx
+                .deregister_table(TableReference::bare(name.as_str()))?;
         }
         // Tables whose definition, metadata and indexes are unchanged keep
         // their provider, so views planned over them stay valid.
@@ -894,7 +897,8 @@ impl Session {
                     )
                 }
             };
-            self.ctx.register_table(meta.name.as_str(), table.clone())?;
+            self.ctx
+                .register_table(TableReference::bare(meta.name.as_str()), table.clone())?;
             self.tables.insert(meta.name.clone(), table);
             self.registered.push(meta.name.clone());
         }
@@ -939,8 +943,10 @@ impl Session {
         for view in &catalog.views {
             match old.get(&view.name) {
                 Some(cached) if valid.contains(view.name.as_str()) => {
-                    self.ctx
-                        .register_table(view.name.as_str(), cached.provider.clone())?;
+                    self.ctx.register_table(
+                        TableReference::bare(view.name.as_str()),
+                        cached.provider.clone(),
+                    )?;
                     self.registered.push(view.name.clone());
                     self.views.insert(view.name.clone(), cached.clone());
                 }
@@ -982,7 +988,7 @@ impl Session {
                 let provider: Arc<dyn TableProvider> =
                     Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
                 self.ctx
-                    .register_table(view.name.as_str(), provider.clone())?;
+                    .register_table(TableReference::bare(view.name.as_str()), provider.clone())?;
                 self.registered.push(view.name.clone());
                 self.views.insert(
                     view.name.clone(),

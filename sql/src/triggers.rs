@@ -12,9 +12,14 @@
 //! (the only kind), `WHEN cond`, and a body of INSERT, UPDATE, DELETE and
 //! SELECT statements between BEGIN and END. `NEW.col` and `OLD.col` name
 //! the row's new and old values (NEW in INSERT and UPDATE triggers, OLD in
-//! UPDATE and DELETE triggers; anything else is refused at CREATE). Refused
-//! with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`, `EXECUTE FUNCTION`,
-//! TRUNCATE events, `REFERENCING`, constraint and temporary triggers.
+//! UPDATE and DELETE triggers; anything else is refused at CREATE).
+//! `RAISE(ABORT, message)` in a body or WHEN fails the statement with
+//! SQLSTATE P0001 (PostgreSQL's `raise_exception`) and the message, once it
+//! is evaluated for a row (`SELECT RAISE(ABORT, 'no') WHERE NEW.x < 0`):
+//! firing turns it into the function [`raise_function`], which fails when
+//! it gets a row. Refused with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`,
+//! `EXECUTE FUNCTION`, TRUNCATE events, `REFERENCING`, constraint and
+//! temporary triggers, `RAISE(IGNORE | FAIL | ROLLBACK)`.
 //!
 //! HOW A STATEMENT FIRES THEM. Every statement that writes rows computes
 //! them first (`dml.rs`, `insert.rs`), then:
@@ -50,12 +55,16 @@ use crate::provider::EntiTable;
 use crate::session::{Output, Session};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CreateTrigger, DropTrigger, Expr as SqlExpr, Ident, ObjectName, ObjectNamePart,
-    Statement as SqlStatement, TriggerEvent, TriggerObject, TriggerObjectKind, TriggerPeriod,
-    Value, VisitMut, VisitorMut,
+    CreateTrigger, DropTrigger, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    Ident, ObjectName, ObjectNamePart, Statement as SqlStatement, TriggerEvent, TriggerObject,
+    TriggerObjectKind, TriggerPeriod, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -273,6 +282,7 @@ pub(crate) fn create(session: &mut Session, ct: &CreateTrigger) -> Result<()> {
         }
     }
     check_row_references(ct, &events, &columns, &meta.name)?;
+    check_raises(ct)?;
     let mut catalog = session.catalog.as_ref().clone();
     if catalog.trigger(&name).is_some() {
         if !ct.or_replace {
@@ -373,6 +383,15 @@ impl VisitorMut for RowReferences<'_> {
     type Break = ();
 
     fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+        if self.replace
+            && let Some(kind) = raise_kind(e)
+        {
+            // `RAISE(ABORT, m)` → `raise('abort', m)`: its first argument
+            // is a keyword, not a column.
+            *kind = SqlExpr::value(Value::SingleQuotedString(
+                normalize_kind(kind).unwrap_or_default(),
+            ));
+        }
         let SqlExpr::CompoundIdentifier(parts) = e else {
             return ControlFlow::Continue(());
         };
@@ -393,6 +412,137 @@ impl VisitorMut for RowReferences<'_> {
         }
         self.found.push((pseudo, column));
         ControlFlow::Continue(())
+    }
+}
+
+/// The first argument of a `RAISE(kind, …)` call (the keyword `ABORT`,
+/// `FAIL`, `ROLLBACK` or `IGNORE`), if `e` is one.
+fn raise_kind(e: &mut SqlExpr) -> Option<&mut SqlExpr> {
+    let SqlExpr::Function(f) = e else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice() else {
+        return None;
+    };
+    if normalize(name) != RAISE {
+        return None;
+    }
+    let FunctionArguments::List(list) = &mut f.args else {
+        return None;
+    };
+    match list.args.first_mut() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(kind)))
+            if matches!(kind, SqlExpr::Identifier(_)) =>
+        {
+            Some(kind)
+        }
+        _ => None,
+    }
+}
+
+/// The lower-case keyword of a RAISE kind argument.
+fn normalize_kind(kind: &SqlExpr) -> Option<String> {
+    match kind {
+        SqlExpr::Identifier(ident) => Some(ident.value.to_ascii_lowercase()),
+        _ => None,
+    }
+}
+
+/// Refuses a RAISE other than `RAISE(ABORT, message)` in a trigger.
+fn check_raises(ct: &CreateTrigger) -> Result<()> {
+    struct Raises(Vec<(String, usize)>);
+    impl VisitorMut for Raises {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+            let arguments = match e {
+                SqlExpr::Function(f) => match &f.args {
+                    FunctionArguments::List(list) => list.args.len(),
+                    _ => 0,
+                },
+                _ => 0,
+            };
+            if let Some(kind) = raise_kind(e) {
+                let kind = normalize_kind(kind).unwrap_or_default();
+                self.0.push((kind, arguments));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut ct = ct.clone();
+    let mut raises = Raises(Vec::new());
+    if let Some(c) = ct.condition.as_mut() {
+        let _ = c.visit(&mut raises);
+    }
+    if let Some(body) = ct.statements.as_mut() {
+        for s in statements_mut(body) {
+            let _ = s.visit(&mut raises);
+        }
+    }
+    for (kind, arguments) in raises.0 {
+        match (kind.as_str(), arguments) {
+            ("abort", 2) => {}
+            ("abort", _) => {
+                return Err(ErrorKind::Syntax(
+                    "RAISE(ABORT, message) takes a kind and a message".into(),
+                )
+                .into());
+            }
+            (other, _) => {
+                return Err(ErrorKind::NotSupported(format!(
+                    "RAISE({}) in a trigger (RAISE(ABORT, message) fails the statement)",
+                    other.to_ascii_uppercase()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The name of the function `RAISE(ABORT, m)` becomes when a trigger fires.
+const RAISE: &str = "raise";
+
+/// `raise(kind, message)`: fails with [`ErrorKind::RaiseException`] and the
+/// message when evaluated for at least one row; over no rows it is NULL.
+/// Volatile, so the planner never evaluates it ahead of the rows.
+pub(crate) fn raise_function() -> ScalarUDF {
+    ScalarUDF::new_from_impl(RaiseFn {
+        signature: Signature::any(2, Volatility::Volatile),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RaiseFn {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for RaiseFn {
+    fn name(&self) -> &str {
+        RAISE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        if args.number_rows == 0 {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Null));
+        }
+        let message = match args.args.get(1) {
+            Some(ColumnarValue::Scalar(v)) => v.to_string(),
+            Some(ColumnarValue::Array(a)) if !a.is_empty() => {
+                arrow::util::display::array_value_to_string(a, 0)?
+            }
+            _ => String::new(),
+        };
+        Err(crate::error::sql_to_df(
+            ErrorKind::RaiseException(message).into(),
+        ))
     }
 }
 

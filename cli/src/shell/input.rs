@@ -12,8 +12,9 @@
 //!   `` `…` ``), a dollar-quoted string (`$$…$$`, `$tag$…$tag$`), or a
 //!   comment (`-- …` to the end of the line, `/* … */`, nested).
 //! - In `CREATE [TEMP] TRIGGER`, whose body holds statements of its own, a
-//!   `;` ends the statement only right after the word `END` (as sqlite3's
-//!   `sqlite3_complete` decides).
+//!   `;` ends the statement only after `; END` (as sqlite3's
+//!   `sqlite3_complete` decides), so a `CASE … END;` inside the body does
+//!   not end it.
 //! - A line starting with `.` when no statement is pending is a dot-command;
 //!   it is complete on its own (one line, no `;`).
 //! - Text holding nothing but whitespace and comments is dropped.
@@ -63,8 +64,12 @@ pub struct Splitter {
     content: bool,
     /// The pending statement's first words (up to [`HEAD_WORDS`]), upper case.
     head: Vec<String>,
-    /// The last token of the pending statement was the word `END`.
+    /// The last tokens of the pending statement were `;` and the word
+    /// `END` (the end of a trigger's body).
     after_end: bool,
+    /// The last token of the pending statement was a `;` inside a
+    /// trigger's body.
+    after_semicolon: bool,
 }
 
 /// How many leading words tell a `CREATE … TRIGGER`.
@@ -142,7 +147,10 @@ impl Splitter {
                             self.state = State::Dollar;
                         }
                     }
-                    (b';', _) if self.in_trigger_body() => self.after_end = false,
+                    (b';', _) if self.in_trigger_body() => {
+                        self.after_end = false;
+                        self.after_semicolon = true;
+                    }
                     (b';', _) => {
                         if self.content {
                             let text = self.buf.get(self.start..=i).unwrap_or_default();
@@ -152,6 +160,7 @@ impl Splitter {
                         self.content = false;
                         self.head.clear();
                         self.after_end = false;
+                        self.after_semicolon = false;
                     }
                     (b, _) if b.is_ascii_whitespace() => {}
                     (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
@@ -164,7 +173,8 @@ impl Splitter {
                             .map(|c| c.to_ascii_uppercase() as char)
                             .collect::<String>();
                         step = word.len().max(1);
-                        self.after_end = word == "END";
+                        self.after_end = word == "END" && self.after_semicolon;
+                        self.after_semicolon = false;
                         if self.head.len() < HEAD_WORDS {
                             self.head.push(word);
                         }
@@ -172,6 +182,7 @@ impl Splitter {
                     _ => {
                         self.content = true;
                         self.after_end = false;
+                        self.after_semicolon = false;
                     }
                 },
                 State::Quoted(q) if b == q => {
@@ -308,14 +319,14 @@ mod tests {
     fn a_trigger_body_keeps_its_semicolons_until_end() {
         let items = split(
             "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
-             delete from c; end;\nSELECT 'end;';\nCREATE TABLE trigger_log (x INT); SELECT 1;",
+             delete from c;\n  select case when new.x then 1 end; end;\nSELECT 'end;';\nCREATE TABLE trigger_log (x INT); SELECT 1;",
         );
         assert_eq!(
             items,
             vec![
                 sql(
                     "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
-                     delete from c; end;"
+                     delete from c;\n  select case when new.x then 1 end; end;"
                 ),
                 sql("SELECT 'end;';"),
                 sql("CREATE TABLE trigger_log (x INT);"),
