@@ -453,6 +453,7 @@ fn drop_column(
     if_exists: bool,
     cascade: bool,
 ) -> Result<()> {
+    crate::triggers::refuse_if_used(catalog, &shape.name, true, "DROP COLUMN")?;
     let Some(pos) = shape.position(column) else {
         if if_exists {
             return Ok(());
@@ -566,6 +567,7 @@ fn referring_mut<'a>(
 }
 
 fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str) -> Result<()> {
+    crate::triggers::refuse_if_used(catalog, &shape.name, true, "RENAME COLUMN")?;
     if shape.position(new).is_some() {
         return Err(ErrorKind::DuplicateColumn {
             table: shape.name.clone(),
@@ -669,6 +671,7 @@ impl VisitorMut for ColumnRenamer<'_> {
 }
 
 fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<()> {
+    crate::triggers::refuse_if_used(catalog, &shape.name, false, "RENAME")?;
     if catalog.has_relation(new) || catalog.index(new).is_some() {
         return Err(ErrorKind::DuplicateTable {
             name: new.to_string(),

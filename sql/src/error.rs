@@ -192,6 +192,10 @@ pub enum ErrorKind {
     /// the trigger's message.
     #[error("{0}")]
     RaiseException(String),
+    /// A BEFORE trigger changed or deleted a row its own statement was
+    /// about to change.
+    #[error("{0}")]
+    TriggeredDataChangeViolation(String),
 }
 
 impl ErrorKind {
@@ -237,6 +241,7 @@ impl ErrorKind {
             ErrorKind::GeneratedAlways(_) => "428C9",
             ErrorKind::ObjectNotInPrerequisiteState(_) => "55000",
             ErrorKind::RaiseException(_) => "P0001",
+            ErrorKind::TriggeredDataChangeViolation(_) => "27000",
         }
     }
 }

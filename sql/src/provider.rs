@@ -59,6 +59,7 @@ use entidb_engine::{
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Name of the hidden row-key column exposed by keyed providers.
@@ -76,6 +77,10 @@ pub struct EntiTable {
     checks: Arc<Checks>,
     foreign_keys: Arc<ForeignKeys>,
     keyed: bool,
+    /// The table has INSERT triggers (set by the session at every catalog
+    /// change): DataFusion's INSERT path ([`TableProvider::insert_into`])
+    /// cannot fire them, so it refuses to write.
+    insert_triggers: Arc<AtomicBool>,
 }
 
 impl EntiTable {
@@ -99,6 +104,7 @@ impl EntiTable {
             checks: Arc::new(checks),
             foreign_keys: Arc::default(),
             keyed: false,
+            insert_triggers: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -164,7 +170,13 @@ impl EntiTable {
             checks: self.checks.clone(),
             foreign_keys: self.foreign_keys.clone(),
             keyed: true,
+            insert_triggers: self.insert_triggers.clone(),
         }
+    }
+
+    /// Records whether the table has INSERT triggers.
+    pub(crate) fn set_insert_triggers(&self, on: bool) {
+        self.insert_triggers.store(on, Ordering::Relaxed);
     }
 
     /// The engine definition.
@@ -317,6 +329,18 @@ impl TableProvider for EntiTable {
         if insert_op != InsertOp::Append {
             return Err(sql_to_df(
                 ErrorKind::NotSupported(format!("INSERT {insert_op}")).into(),
+            ));
+        }
+        if self.insert_triggers.load(Ordering::Relaxed) {
+            // The session runs INSERTs into such tables itself; this path
+            // (EXPLAIN ANALYZE INSERT, a plan built elsewhere) would skip
+            // the triggers.
+            return Err(sql_to_df(
+                ErrorKind::NotSupported(format!(
+                    "this INSERT into {}, which has triggers (they fire only for a plain INSERT)",
+                    self.meta.name
+                ))
+                .into(),
             ));
         }
         let sink = EntiSink {

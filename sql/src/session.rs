@@ -529,6 +529,9 @@ impl Session {
         f: impl FnOnce(&'a mut Self) -> futures::future::BoxFuture<'a, Result<T>>,
     ) -> Result<T> {
         let autocommit = !self.explicit;
+        // A statement dropped while its triggers ran (cancelled, timed
+        // out) left their names behind; every statement starts with none.
+        self.firing_triggers.clear();
         if autocommit {
             self.slot.put(self.engine.begin())?;
         }
@@ -817,6 +820,9 @@ impl Session {
     }
 
     pub(crate) async fn run_plan(&mut self, plan: LogicalPlan) -> Result<Output> {
+        // Plans built outside `plan` (DML's row-finding SELECTs, INSERT's
+        // rows, upserts) obey the file-access setting too.
+        crate::files::check_reads(&plan, self.external_access)?;
         let is_dml = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Copy(_));
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
@@ -897,6 +903,11 @@ impl Session {
                     )
                 }
             };
+            table.set_insert_triggers(crate::triggers::any(
+                &catalog,
+                &meta.name,
+                crate::triggers::Event::Insert,
+            ));
             self.ctx
                 .register_table(TableReference::bare(meta.name.as_str()), table.clone())?;
             self.tables.insert(meta.name.clone(), table);

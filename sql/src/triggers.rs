@@ -43,11 +43,27 @@
 //! Differences: PostgreSQL and SQLite run each row's BEFORE triggers just
 //! before that row is written; EntiDB runs all of them before the first
 //! row is written, so a BEFORE trigger that reads the target table sees
-//! none of the statement's rows. A BEFORE trigger cannot change `NEW` (as
-//! in SQLite). Statements that cannot fire triggers refuse a table that has
-//! them (0A000) rather than skip them: INSERT … ON CONFLICT (and SQLite's
-//! REPLACE), MERGE. The Arrow `append`, COPY and the prepared one-row
-//! INSERT fire INSERT triggers like INSERT.
+//! none of the statement's rows, and one that changes or deletes a row its
+//! UPDATE or DELETE is about to change fails the statement with 27000
+//! (`dml.rs` runs the row-finding SELECT again and compares). A BEFORE
+//! trigger cannot change `NEW` (as in SQLite). `WHEN` holds for TRUE or a
+//! non-zero number (SQLite's rule), never for NULL; another type is 42804.
+//!
+//! NEVER SKIPPED. A write path that cannot fire triggers refuses a table
+//! that has them (0A000) rather than skip them: INSERT … ON CONFLICT (and
+//! SQLite's REPLACE), MERGE, and DataFusion's own insert path
+//! (`EntiTable::insert_into`, reached by `EXPLAIN ANALYZE INSERT`), which
+//! the session flags per table at every catalog change. The Arrow
+//! `append`, COPY and the prepared one-row INSERT fire INSERT triggers like
+//! INSERT. CREATE and DROP TRIGGER touch the table's schema (as CREATE
+//! INDEX does), so a transaction that wrote it under the old set of
+//! triggers fails at COMMIT. A trigger whose stored text no longer parses
+//! counts as present ([`has`]), so firing reports the error. Trigger text
+//! is never rewritten by ALTER TABLE: RENAME/DROP COLUMN of a table with
+//! triggers, and RENAME of a table a body names, are refused
+//! ([`refuse_if_used`]). The stack of running triggers is emptied at the
+//! start of every statement, so a statement cancelled mid-trigger cannot
+//! leave a trigger disarmed.
 
 use crate::ddl::{last_ident, normalize};
 use crate::error::{ErrorKind, Result};
@@ -62,12 +78,13 @@ use datafusion::logical_expr::{
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CreateTrigger, DropTrigger, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    Ident, ObjectName, ObjectNamePart, Statement as SqlStatement, TriggerEvent, TriggerObject,
-    TriggerObjectKind, TriggerPeriod, Value, VisitMut, VisitorMut,
+    ConditionalStatements, CreateTrigger, DropTrigger, Expr as SqlExpr, FunctionArg,
+    FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, SetExpr,
+    Statement as SqlStatement, TriggerEvent, TriggerObject, TriggerObjectKind, TriggerPeriod,
+    Value, VisitMut, VisitorMut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use entidb_catalog::{Catalog, TriggerMeta};
 use std::ops::ControlFlow;
 
@@ -107,7 +124,7 @@ struct Trigger {
 
 impl Trigger {
     fn parse(meta: &TriggerMeta) -> Result<Self> {
-        let statement = Parser::parse_sql(&GenericDialect {}, &meta.sql)
+        let statement = parse_sql(&meta.sql)
             .map_err(|e| ErrorKind::Execution(format!("trigger {}: {e}", meta.name)))?
             .into_iter()
             .next();
@@ -146,6 +163,15 @@ impl Trigger {
     }
 }
 
+/// Parses a trigger's stored text (or its WHEN) with the statement depth
+/// cap CREATE accepted it under (`stack::MAX_DEPTH`, not sqlparser's 50).
+fn parse_sql(sql: &str) -> std::result::Result<Vec<SqlStatement>, ParserError> {
+    Parser::new(&GenericDialect {})
+        .with_recursion_limit(crate::stack::MAX_DEPTH)
+        .try_with_sql(sql)?
+        .parse_statements()
+}
+
 fn timing(period: Option<TriggerPeriod>) -> Result<Timing> {
     match period {
         None | Some(TriggerPeriod::Before) => Ok(Timing::Before),
@@ -162,17 +188,26 @@ fn timing(period: Option<TriggerPeriod>) -> Result<Timing> {
 /// True when `table` has a trigger for `event`, of either timing (UPDATE
 /// triggers whatever their column list).
 pub(crate) fn any(catalog: &Catalog, table: &str, event: Event) -> bool {
-    catalog.triggers_on(table).any(|t| {
-        Trigger::parse(t).is_ok_and(|t| {
-            t.events.iter().any(|e| {
-                matches!(
-                    (e, event),
-                    (TriggerEvent::Insert, Event::Insert)
-                        | (TriggerEvent::Delete, Event::Delete)
-                        | (TriggerEvent::Update(_), Event::Update)
-                )
-            })
-        })
+    has(catalog, table, None, event)
+}
+
+/// True when `table` has a trigger for `event` of `timing` (either when
+/// `None`). A trigger whose text no longer parses counts, so the statement
+/// takes the firing path and reports the error instead of skipping it.
+pub(crate) fn has(catalog: &Catalog, table: &str, timing: Option<Timing>, event: Event) -> bool {
+    catalog.triggers_on(table).any(|t| match Trigger::parse(t) {
+        Err(_) => true,
+        Ok(t) => {
+            timing.is_none_or(|timing| t.timing == timing)
+                && t.events.iter().any(|e| {
+                    matches!(
+                        (e, event),
+                        (TriggerEvent::Insert, Event::Insert)
+                            | (TriggerEvent::Delete, Event::Delete)
+                            | (TriggerEvent::Update(_), Event::Update)
+                    )
+                })
+        }
     })
 }
 
@@ -181,6 +216,52 @@ pub(crate) fn refuse_if_any(catalog: &Catalog, table: &str, what: &str) -> Resul
     match catalog.triggers_on(table).next() {
         Some(t) => Err(ErrorKind::NotSupported(format!(
             "{what} on table {table}, which has triggers ({})",
+            t.name
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// The first trigger whose body or WHEN names the relation `table` (or,
+/// with `on`, that is on `table`), if any.
+fn used_by<'a>(catalog: &'a Catalog, table: &str, on: bool) -> Option<&'a TriggerMeta> {
+    catalog.triggers.iter().find(|meta| {
+        (on && meta.table == table)
+            || Trigger::parse(meta).map_or(true, |t| {
+                let mut found = false;
+                let mut names = |name: &ObjectName| {
+                    if name
+                        .0
+                        .last()
+                        .and_then(ObjectNamePart::as_ident)
+                        .is_some_and(|i| normalize(i) == table)
+                    {
+                        found = true;
+                    }
+                    ControlFlow::<()>::Continue(())
+                };
+                for s in &t.body {
+                    let _ = visit_relations(s, &mut names);
+                }
+                if let Some(c) = &t.condition {
+                    let _ = visit_relations(c, &mut names);
+                }
+                found
+            })
+    })
+}
+
+/// The 0A000 error for an ALTER TABLE (`what`) of `table` when a trigger
+/// names it in its body (or, with `on`, is on it): a trigger's text is not
+/// rewritten, so renaming or dropping a column (or renaming a table a body
+/// writes) would leave a trigger that silently stops firing (`UPDATE OF` a
+/// renamed column) or fails every write.
+pub(crate) fn refuse_if_used(catalog: &Catalog, table: &str, on: bool, what: &str) -> Result<()> {
+    match used_by(catalog, table, on) {
+        Some(t) => Err(ErrorKind::NotSupported(format!(
+            "{what} of table {table}, which trigger {} uses (drop the trigger, alter the \
+             table, create the trigger again)",
             t.name
         ))
         .into()),
@@ -268,7 +349,19 @@ pub(crate) fn create(session: &mut Session, ct: &CreateTrigger) -> Result<()> {
     let Some(body) = &ct.statements else {
         return unsupported("a trigger without a body");
     };
+    if !matches!(body, ConditionalStatements::BeginEnd(_)) {
+        // Without BEGIN … END sqlparser reads statements to the end of
+        // the input: the rest of a script would become the body.
+        return Err(
+            ErrorKind::Syntax("a trigger's statements go between BEGIN and END".into()).into(),
+        );
+    }
     for s in body.statements() {
+        if let SqlStatement::Query(q) = s
+            && selects_into(q)
+        {
+            return unsupported("SELECT … INTO in a trigger");
+        }
         if !matches!(
             s,
             SqlStatement::Insert(_)
@@ -297,7 +390,13 @@ pub(crate) fn create(session: &mut Session, ct: &CreateTrigger) -> Result<()> {
         table,
         sql: ct.to_string(),
     });
-    session.slot.with(|t| catalog.save(t))?;
+    // Like CREATE INDEX: a transaction that wrote the table under an
+    // older snapshot (and so fired none of this trigger) fails at COMMIT.
+    let table_id = meta.table_id;
+    session.slot.with(|t| {
+        t.touch_schema(table_id)?;
+        catalog.save(t)
+    })?;
     Ok(())
 }
 
@@ -360,10 +459,21 @@ fn check_row_references(
     Ok(())
 }
 
-fn statements_mut(
-    body: &mut datafusion::sql::sqlparser::ast::ConditionalStatements,
-) -> &mut Vec<SqlStatement> {
-    use datafusion::sql::sqlparser::ast::ConditionalStatements;
+/// True when a query (or one of its set operands) is `SELECT … INTO`,
+/// which creates a table.
+fn selects_into(q: &Query) -> bool {
+    fn walk(e: &SetExpr) -> bool {
+        match e {
+            SetExpr::Select(s) => s.into.is_some(),
+            SetExpr::Query(q) => selects_into(q),
+            SetExpr::SetOperation { left, right, .. } => walk(left) || walk(right),
+            _ => false,
+        }
+    }
+    walk(&q.body)
+}
+
+fn statements_mut(body: &mut ConditionalStatements) -> &mut Vec<SqlStatement> {
     match body {
         ConditionalStatements::Sequence { statements } => statements,
         ConditionalStatements::BeginEnd(b) => &mut b.statements,
@@ -564,9 +674,17 @@ pub(crate) fn drop(session: &mut Session, d: &DropTrigger) -> Result<()> {
         }
         .into());
     }
+    let table_id = found
+        .and_then(|t| session.catalog.table(&t.table))
+        .map(|m| m.table_id);
     let mut catalog = session.catalog.as_ref().clone();
     catalog.triggers.retain(|t| t.name != name);
-    session.slot.with(|t| catalog.save(t))?;
+    session.slot.with(|t| {
+        if let Some(id) = table_id {
+            t.touch_schema(id)?;
+        }
+        catalog.save(t)
+    })?;
     Ok(())
 }
 
@@ -574,7 +692,7 @@ pub(crate) fn drop(session: &mut Session, d: &DropTrigger) -> Result<()> {
 pub(crate) fn rename_table(catalog: &mut Catalog, old: &str, new: &str) {
     for t in catalog.triggers.iter_mut().filter(|t| t.table == old) {
         t.table = new.to_string();
-        if let Ok(mut statements) = Parser::parse_sql(&GenericDialect {}, &t.sql)
+        if let Ok(mut statements) = parse_sql(&t.sql)
             && let Some(SqlStatement::CreateTrigger(ct)) = statements.first_mut()
         {
             ct.table_name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
@@ -634,7 +752,7 @@ async fn run_trigger(
         s
     };
     let condition = match &trigger.condition {
-        Some(c) => Parser::parse_sql(&GenericDialect {}, &format!("SELECT ({c})"))
+        Some(c) => parse_sql(&format!("SELECT ({c})"))
             .map_err(|e| ErrorKind::Execution(format!("trigger {}: {e}", trigger.name)))?
             .into_iter()
             .next()
@@ -651,7 +769,7 @@ async fn run_trigger(
     for row in 0..rows {
         let params = params(schema, changed, row)?;
         if let Some(condition) = &condition
-            && !is_true(run(session, condition.clone(), &params).await?)
+            && !is_true(run(session, condition.clone(), &params).await?)?
         {
             continue;
         }
@@ -671,19 +789,34 @@ fn run<'a>(
     Box::pin(session.dispatch(DFStatement::Statement(Box::new(statement)), params))
 }
 
-/// True when a WHEN query's single value is TRUE.
-fn is_true(out: Output) -> bool {
+/// True when a WHEN query's single value is TRUE, or (SQLite's rule) a
+/// non-zero number; NULL is false. Any other type is 42804, never a
+/// silent "does not fire".
+fn is_true(out: Output) -> Result<bool> {
     let Output::Rows(_, batches) = out else {
-        return false;
+        return Ok(false);
     };
-    batches.iter().any(|b| {
-        b.columns().first().is_some_and(|c| {
-            c.data_type() == &DataType::Boolean
-                && !c.is_empty()
-                && c.is_valid(0)
-                && c.as_boolean().value(0)
-        })
-    })
+    let Some(value) = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .and_then(|b| b.columns().first())
+    else {
+        return Ok(false);
+    };
+    if value.is_null(0) {
+        return Ok(false);
+    }
+    match value.data_type() {
+        DataType::Boolean => Ok(value.as_boolean().value(0)),
+        t if t.is_numeric() => {
+            let zero = ScalarValue::new_zero(t)?;
+            Ok(ScalarValue::try_from_array(value, 0)? != zero)
+        }
+        t => Err(ErrorKind::DatatypeMismatch(format!(
+            "argument of a trigger's WHEN must be type boolean, not type {t}"
+        ))
+        .into()),
+    }
 }
 
 /// The parameters of changed row `row`: NEW's values, then OLD's (typed

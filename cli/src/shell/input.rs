@@ -11,10 +11,11 @@
 //!   escapes, `E'…'` with backslash escapes), a quoted identifier (`"…"`,
 //!   `` `…` ``), a dollar-quoted string (`$$…$$`, `$tag$…$tag$`), or a
 //!   comment (`-- …` to the end of the line, `/* … */`, nested).
-//! - In `CREATE [TEMP] TRIGGER`, whose body holds statements of its own, a
-//!   `;` ends the statement only after `; END` (as sqlite3's
+//! - In `CREATE [TEMP] TRIGGER … BEGIN`, whose body holds statements of
+//!   its own, a `;` ends the statement only after `; END` (as sqlite3's
 //!   `sqlite3_complete` decides), so a `CASE … END;` inside the body does
-//!   not end it.
+//!   not end it. Before its BEGIN (`… EXECUTE FUNCTION f();`) a trigger
+//!   ends at its first `;` like any statement.
 //! - A line starting with `.` when no statement is pending is a dot-command;
 //!   it is complete on its own (one line, no `;`).
 //! - Text holding nothing but whitespace and comments is dropped.
@@ -70,6 +71,8 @@ pub struct Splitter {
     /// The last token of the pending statement was a `;` inside a
     /// trigger's body.
     after_semicolon: bool,
+    /// The pending `CREATE … TRIGGER` has reached the word `BEGIN`.
+    begun: bool,
 }
 
 /// How many leading words tell a `CREATE … TRIGGER`.
@@ -161,6 +164,7 @@ impl Splitter {
                         self.head.clear();
                         self.after_end = false;
                         self.after_semicolon = false;
+                        self.begun = false;
                     }
                     (b, _) if b.is_ascii_whitespace() => {}
                     (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
@@ -177,6 +181,8 @@ impl Splitter {
                         self.after_semicolon = false;
                         if self.head.len() < HEAD_WORDS {
                             self.head.push(word);
+                        } else if word == "BEGIN" && self.is_trigger() {
+                            self.begun = true;
                         }
                     }
                     _ => {
@@ -231,14 +237,16 @@ impl Splitter {
     /// True inside a `CREATE [TEMP] TRIGGER` whose `END` has not come yet:
     /// its `;` separate the body's statements.
     fn in_trigger_body(&self) -> bool {
+        self.begun && !self.after_end
+    }
+
+    /// True when the pending statement is a `CREATE [TEMP] TRIGGER`.
+    fn is_trigger(&self) -> bool {
         let mut words = self.head.iter().map(String::as_str);
-        if words.next() != Some("CREATE") {
-            return false;
-        }
-        let trigger = words
-            .take_while(|w| matches!(*w, "TEMP" | "TEMPORARY" | "OR" | "REPLACE" | "TRIGGER"))
-            .any(|w| w == "TRIGGER");
-        trigger && !self.after_end
+        words.next() == Some("CREATE")
+            && words
+                .take_while(|w| matches!(*w, "TEMP" | "TEMPORARY" | "OR" | "REPLACE" | "TRIGGER"))
+                .any(|w| w == "TRIGGER")
     }
 
     /// Drops the consumed text (and a remainder of only whitespace and
@@ -319,7 +327,8 @@ mod tests {
     fn a_trigger_body_keeps_its_semicolons_until_end() {
         let items = split(
             "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
-             delete from c;\n  select case when new.x then 1 end; end;\nSELECT 'end;';\nCREATE TABLE trigger_log (x INT); SELECT 1;",
+             delete from c;\n  select case when new.x then 1 end; end;\nSELECT 'end;';\n\
+             CREATE TRIGGER f AFTER INSERT ON a EXECUTE FUNCTION f();\nSELECT 2;\nCREATE TABLE trigger_log (x INT); SELECT 1;",
         );
         assert_eq!(
             items,
@@ -329,6 +338,8 @@ mod tests {
                      delete from c;\n  select case when new.x then 1 end; end;"
                 ),
                 sql("SELECT 'end;';"),
+                sql("CREATE TRIGGER f AFTER INSERT ON a EXECUTE FUNCTION f();"),
+                sql("SELECT 2;"),
                 sql("CREATE TABLE trigger_log (x INT);"),
                 sql("SELECT 1;"),
             ]
