@@ -987,6 +987,18 @@ impl Transaction {
         Ok(chunks.chunks.iter().map(|c| u64::from(c.rows)).sum())
     }
 
+    /// The transaction's own write of the row with `key` in `table_id`:
+    /// `None` when it has not written the key, `Some(None)` when it deleted
+    /// the row, `Some(Some(at))` for the version it holds now. Every write
+    /// of the key changes the answer (a new version goes to a new place),
+    /// so comparing it across a step tells whether the step wrote the row.
+    pub fn own_write(&self, table_id: u64, key: &[u8]) -> Option<Option<(u32, u32)>> {
+        self.local
+            .get(&table_id)
+            .and_then(|l| l.writes.get(key))
+            .map(|w| w.now)
+    }
+
     /// Deletes the rows with the given keys (as returned by a scan with
     /// `include_key`). Keys not visible to the transaction are ignored.
     /// Returns the number of rows deleted.

@@ -34,9 +34,8 @@ use crate::provider::{EntiTable, KEY_COLUMN, conform_columns, insert_rows};
 use crate::returning;
 use crate::session::{Output, Session};
 use crate::triggers::{self, Changed, Event, Timing};
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Schema;
-use arrow::row::{RowConverter, SortField};
 use datafusion::common::ParamValues;
 use datafusion::common::TableReference;
 use datafusion::scalar::ScalarValue;
@@ -298,61 +297,6 @@ fn fires(session: &Session, target: &Target, event: Event) -> bool {
     triggers::any(&session.catalog, &target.table.meta().name, event)
 }
 
-/// Picks some columns of a row-finding SELECT's batch.
-type PickColumns = dyn Fn(&RecordBatch) -> Vec<ArrayRef> + Sync;
-
-/// Runs the target's BEFORE triggers for `event`, then makes sure they
-/// left alone the rows the statement is about to change: the row-finding
-/// SELECT, run again, must find the same keys with the same old values
-/// (`columns` picks the key and old-row columns of its batches), else
-/// 27000. Writing the statement's precomputed rows over a row a trigger
-/// just deleted or changed would resurrect it or lose the trigger's write.
-async fn fire_before(
-    session: &mut Session,
-    target: &Target,
-    event: Event,
-    changed: &Changed<'_>,
-    (select, params): (&str, &[ScalarValue]),
-    (found, columns): (&[RecordBatch], &PickColumns),
-) -> Result<()> {
-    let name = &target.table.meta().name;
-    if !triggers::has(&session.catalog, name, Some(Timing::Before), event) {
-        return Ok(());
-    }
-    triggers::fire(session, &target.table, Timing::Before, event, changed).await?;
-    let again = first_per_key(rows(with_keyed(session, target, select, params).await?))?;
-    if row_set(found, columns)? != row_set(&again, columns)? {
-        return Err(ErrorKind::TriggeredDataChangeViolation(format!(
-            "a BEFORE {event:?} trigger on {name} changed or deleted a row this statement \
-             changes"
-        ))
-        .into());
-    }
-    Ok(())
-}
-
-/// The rows of `columns` of `batches`, encoded and sorted (a set to compare).
-fn row_set(batches: &[RecordBatch], columns: &PickColumns) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    let mut converter: Option<RowConverter> = None;
-    for batch in batches {
-        let arrays = columns(batch);
-        let converter = match &mut converter {
-            Some(c) => c,
-            None => converter.insert(RowConverter::new(
-                arrays
-                    .iter()
-                    .map(|a| SortField::new(a.data_type().clone()))
-                    .collect(),
-            )?),
-        };
-        let rows = converter.convert_columns(&arrays)?;
-        out.extend(rows.iter().map(|r| r.as_ref().to_vec()));
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
 /// UPDATE's row-finding SELECT: the key and the new row, then the old row
 /// when the table has UPDATE triggers. With FROM, a
 /// target row may be joined to several source rows; the SELECT is then
@@ -470,16 +414,9 @@ pub async fn delete(session: &mut Session, d: &Delete, params: &[ScalarValue]) -
         assigned: &[],
     };
     if firing {
-        let whole_row = |b: &RecordBatch| b.columns().to_vec();
-        fire_before(
-            session,
-            &target,
-            Event::Delete,
-            &changed,
-            (&select, params),
-            (&batches, &whole_row),
-        )
-        .await?;
+        let keys = batches.iter().map(keys_of).collect::<Result<Vec<_>>>()?;
+        let keys: Vec<&BinaryArray> = keys.iter().collect();
+        triggers::fire_before(session, &target.table, Event::Delete, &changed, &keys).await?;
     }
     let mut deleted = 0;
     let mut removed = Vec::with_capacity(batches.len());
@@ -522,8 +459,7 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
     let width = def.schema.fields().len();
     let mut changes = Vec::new();
     let mut old = Vec::new();
-    let found = first_per_key(found)?;
-    for batch in &found {
+    for batch in &first_per_key(found)? {
         // The new versions, with NOT NULL and CHECK verified.
         let new = target
             .table
@@ -544,26 +480,8 @@ pub async fn update(session: &mut Session, u: &Update, params: &[ScalarValue]) -
         assigned: &assigned,
     };
     if firing {
-        // The key and the old row (the SELECT's new values may read what a
-        // trigger wrote elsewhere; only the target rows must hold still).
-        let key_and_old = move |b: &RecordBatch| {
-            let columns = b.columns();
-            columns
-                .first()
-                .into_iter()
-                .chain(columns.get(width + 1..).unwrap_or_default())
-                .cloned()
-                .collect()
-        };
-        fire_before(
-            session,
-            &target,
-            Event::Update,
-            &changed,
-            (&select, params),
-            (&found, &key_and_old),
-        )
-        .await?;
+        let keys: Vec<&BinaryArray> = changes.iter().map(|(keys, _)| keys).collect();
+        triggers::fire_before(session, &target.table, Event::Update, &changed, &keys).await?;
     }
     // Every old version goes before any new one is checked against the
     // UNIQUE indexes, so `SET u = u + 1` does not collide with itself.

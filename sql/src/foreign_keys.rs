@@ -983,7 +983,7 @@ async fn run_action(
                 assigned: &[],
             };
             if firing {
-                triggers::fire(session, child, Timing::Before, event, &changed).await?;
+                triggers::fire_before(session, child, event, &changed, &[&old_keys]).await?;
             }
             session.slot.with(|t| t.delete(child_def.id, &old_keys))?;
             if firing {
@@ -1045,7 +1045,7 @@ async fn run_action(
         assigned: &assigned,
     };
     if firing {
-        triggers::fire(session, child, Timing::Before, event, &changed).await?;
+        triggers::fire_before(session, child, event, &changed, &[&old_keys]).await?;
     }
     session.slot.with(|t| {
         t.delete(child_def.id, &old_keys)?;

@@ -68,12 +68,12 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use entidb_catalog::Catalog;
-use entidb_engine::{Engine, Error as EngineError};
+use entidb_engine::{Engine, Error as EngineError, Savepoint};
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What one statement produced.
 #[derive(Debug)]
@@ -109,6 +109,43 @@ pub struct Session {
     /// The triggers whose bodies are running, outermost first: a trigger
     /// does not fire again while it runs (`triggers.rs`).
     pub(crate) firing_triggers: Vec<String>,
+    /// Set when a statement was dropped before it finished ([`Unfinished`]):
+    /// the next `sync_catalog` registers every table again.
+    stale: Arc<AtomicBool>,
+}
+
+/// Undoes a statement whose future is dropped before it finishes
+/// (cancelled, timed out): its writes go back to the statement's
+/// savepoint in an explicit transaction (an autocommit one is dropped,
+/// which rolls it back), and the session registers its tables again at the
+/// next statement (DELETE and UPDATE register a keyed provider while they
+/// run).
+struct Unfinished {
+    slot: Arc<TxnSlot>,
+    /// `None` for an autocommit transaction.
+    savepoint: Option<Savepoint>,
+    stale: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        match self.savepoint {
+            Some(savepoint) => {
+                let _ = self.slot.with(|t| {
+                    t.rollback_to(savepoint);
+                    Ok(())
+                });
+            }
+            None => {
+                let _ = self.slot.take();
+            }
+        }
+        self.stale.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -199,6 +236,7 @@ impl Session {
             external_access: options.external_access,
             dialect: Dialect::default(),
             firing_triggers: Vec::new(),
+            stale: Arc::new(AtomicBool::new(false)),
             options,
             memory_limit,
         }
@@ -537,10 +575,17 @@ impl Session {
         }
         let savepoint = self.slot.with(|t| Ok(t.savepoint()))?;
         let slot = self.slot.clone();
+        let mut unfinished = Unfinished {
+            slot: slot.clone(),
+            savepoint: (!autocommit).then_some(savepoint),
+            stale: self.stale.clone(),
+            finished: false,
+        };
         let result = match self.sync_catalog().await {
             Ok(()) => f(self).await,
             Err(e) => Err(e),
         };
+        unfinished.finished = true;
         match (result, autocommit) {
             (Ok(out), true) => match slot.take()? {
                 Some(txn) => {
@@ -836,6 +881,9 @@ impl Session {
     /// Makes the DataFusion context reflect the transaction's catalog.
     pub(crate) async fn sync_catalog(&mut self) -> Result<()> {
         let blob = self.slot.with(|t| t.catalog())?;
+        if self.stale.swap(false, Ordering::Relaxed) {
+            self.synced = None;
+        }
         if self.synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, &blob)) {
             return Ok(());
         }

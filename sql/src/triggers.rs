@@ -13,11 +13,16 @@
 //! SELECT statements between BEGIN and END. `NEW.col` and `OLD.col` name
 //! the row's new and old values (NEW in INSERT and UPDATE triggers, OLD in
 //! UPDATE and DELETE triggers; anything else is refused at CREATE).
-//! `RAISE(ABORT, message)` in a body or WHEN fails the statement with
-//! SQLSTATE P0001 (PostgreSQL's `raise_exception`) and the message, once it
-//! is evaluated for a row (`SELECT RAISE(ABORT, 'no') WHERE NEW.x < 0`):
-//! firing turns it into the function [`raise_function`], which fails when
-//! it gets a row. Refused with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`,
+//! `RAISE(ABORT, message)` in a body's SELECT fails the statement with
+//! SQLSTATE P0001 (PostgreSQL's `raise_exception`) and the message when
+//! the SELECT returns a row holding it (`SELECT RAISE(ABORT, 'no') WHERE
+//! NEW.x < 0`, or in a CASE): firing turns it into [`raise_function`],
+//! which marks the message ([`RAISED`]), and the SELECT's result is
+//! searched for the mark. Raising only for returned rows, not when the
+//! function is evaluated, keeps a plan that computes a projection before
+//! its filter (DataFusion's projection pushdown may) from raising for rows
+//! the WHERE rejects. RAISE elsewhere (WHEN, INSERT, UPDATE, DELETE) is
+//! refused at CREATE. Refused with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`,
 //! `EXECUTE FUNCTION`, TRUNCATE events, `REFERENCING`, constraint and
 //! temporary triggers, `RAISE(IGNORE | FAIL | ROLLBACK)`.
 //!
@@ -43,9 +48,10 @@
 //! Differences: PostgreSQL and SQLite run each row's BEFORE triggers just
 //! before that row is written; EntiDB runs all of them before the first
 //! row is written, so a BEFORE trigger that reads the target table sees
-//! none of the statement's rows, and one that changes or deletes a row its
-//! UPDATE or DELETE is about to change fails the statement with 27000
-//! (`dml.rs` runs the row-finding SELECT again and compares). A BEFORE
+//! none of the statement's rows, and one that writes a row its UPDATE or
+//! DELETE (or foreign-key action) is about to change fails the statement
+//! with 27000 ([`fire_before`] compares the transaction's own writes of
+//! those keys before and after the triggers). A BEFORE
 //! trigger cannot change `NEW` (as in SQLite). `WHEN` holds for TRUE or a
 //! non-zero number (SQLite's rule), never for NULL; another type is 42804.
 //!
@@ -63,13 +69,14 @@
 //! triggers, and RENAME of a table a body names, are refused
 //! ([`refuse_if_used`]). The stack of running triggers is emptied at the
 //! start of every statement, so a statement cancelled mid-trigger cannot
-//! leave a trigger disarmed.
+//! leave a trigger disarmed (the session undoes the cancelled statement's
+//! writes, its triggers' included).
 
 use crate::ddl::{last_ident, normalize};
 use crate::error::{ErrorKind, Result};
 use crate::provider::EntiTable;
 use crate::session::{Output, Session};
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, BinaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{
@@ -87,6 +94,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use entidb_catalog::{Catalog, TriggerMeta};
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 /// When a trigger runs relative to the row change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -496,11 +504,14 @@ impl VisitorMut for RowReferences<'_> {
         if self.replace
             && let Some(kind) = raise_kind(e)
         {
-            // `RAISE(ABORT, m)` → `raise('abort', m)`: its first argument
-            // is a keyword, not a column.
+            // `RAISE(ABORT, m)` → `__entidb_raise('abort', m)`: its first
+            // argument is a keyword, not a column.
             *kind = SqlExpr::value(Value::SingleQuotedString(
                 normalize_kind(kind).unwrap_or_default(),
             ));
+            if let SqlExpr::Function(f) = e {
+                f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(RAISE_FN))]);
+            }
         }
         let SqlExpr::CompoundIdentifier(parts) = e else {
             return ControlFlow::Continue(());
@@ -558,7 +569,7 @@ fn normalize_kind(kind: &SqlExpr) -> Option<String> {
     }
 }
 
-/// Refuses a RAISE other than `RAISE(ABORT, message)` in a trigger.
+/// Refuses a RAISE other than `RAISE(ABORT, message)` in a body's SELECT.
 fn check_raises(ct: &CreateTrigger) -> Result<()> {
     struct Raises(Vec<(String, usize)>);
     impl VisitorMut for Raises {
@@ -580,13 +591,26 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
     }
     let mut ct = ct.clone();
     let mut raises = Raises(Vec::new());
+    let mut misplaced = Raises(Vec::new());
     if let Some(c) = ct.condition.as_mut() {
-        let _ = c.visit(&mut raises);
+        let _ = c.visit(&mut misplaced);
     }
     if let Some(body) = ct.statements.as_mut() {
         for s in statements_mut(body) {
-            let _ = s.visit(&mut raises);
+            if matches!(s, SqlStatement::Query(_)) {
+                let _ = s.visit(&mut raises);
+            } else {
+                let _ = s.visit(&mut misplaced);
+            }
         }
+    }
+    if !misplaced.0.is_empty() {
+        return Err(ErrorKind::NotSupported(
+            "RAISE outside a SELECT of a trigger's body (write SELECT RAISE(ABORT, message) \
+             WHERE …)"
+                .into(),
+        )
+        .into());
     }
     for (kind, arguments) in raises.0 {
         match (kind.as_str(), arguments) {
@@ -609,16 +633,45 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
     Ok(())
 }
 
-/// The name of the function `RAISE(ABORT, m)` becomes when a trigger fires.
+/// SQLite's RAISE, as the body's text names it.
 const RAISE: &str = "raise";
 
-/// `raise(kind, message)`: fails with [`ErrorKind::RaiseException`] and the
-/// message when evaluated for at least one row; over no rows it is NULL.
-/// Volatile, so the planner never evaluates it ahead of the rows.
+/// The function `RAISE(ABORT, m)` becomes when a trigger fires.
+const RAISE_FN: &str = "__entidb_raise";
+
+/// The mark [`raise_function`] puts before a message: a SELECT's value
+/// holding it raises. (NUL never appears in stored text a user meant.)
+const RAISED: &str = "\u{0}entidb raise\u{0}";
+
+/// `__entidb_raise(kind, message)`: the message as TEXT, marked with
+/// [`RAISED`]. Volatile, so the planner never evaluates it ahead of the
+/// rows.
 pub(crate) fn raise_function() -> ScalarUDF {
     ScalarUDF::new_from_impl(RaiseFn {
         signature: Signature::any(2, Volatility::Volatile),
     })
+}
+
+/// The P0001 error for the first marked message in a body SELECT's result.
+fn raised(out: &Output) -> Result<()> {
+    let Output::Rows(_, batches) = out else {
+        return Ok(());
+    };
+    for column in batches.iter().flat_map(RecordBatch::columns) {
+        if !matches!(
+            column.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            continue;
+        }
+        let text = arrow::compute::cast(column, &DataType::Utf8)?;
+        for value in text.as_string::<i32>().iter().flatten() {
+            if let Some((_, message)) = value.split_once(RAISED) {
+                return Err(ErrorKind::RaiseException(message.to_string()).into());
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -628,7 +681,7 @@ struct RaiseFn {
 
 impl ScalarUDFImpl for RaiseFn {
     fn name(&self) -> &str {
-        RAISE
+        RAISE_FN
     }
 
     fn signature(&self) -> &Signature {
@@ -636,23 +689,29 @@ impl ScalarUDFImpl for RaiseFn {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(DataType::Null)
+        Ok(DataType::Utf8)
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        if args.number_rows == 0 {
-            return Ok(ColumnarValue::Scalar(ScalarValue::Null));
-        }
-        let message = match args.args.get(1) {
-            Some(ColumnarValue::Scalar(v)) => v.to_string(),
-            Some(ColumnarValue::Array(a)) if !a.is_empty() => {
-                arrow::util::display::array_value_to_string(a, 0)?
+        let mark = |m: Option<&str>| format!("{RAISED}{}", m.unwrap_or_default());
+        match args.args.get(1) {
+            Some(ColumnarValue::Array(a)) => {
+                let text = arrow::compute::cast(a, &DataType::Utf8)?;
+                let marked: StringArray = text
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|m| Some(mark(m)))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(marked)))
             }
-            _ => String::new(),
-        };
-        Err(crate::error::sql_to_df(
-            ErrorKind::RaiseException(message).into(),
-        ))
+            Some(ColumnarValue::Scalar(v)) => {
+                let text = (!v.is_null()).then(|| v.to_string());
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(mark(
+                    text.as_deref(),
+                )))))
+            }
+            None => Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(mark(None))))),
+        }
     }
 }
 
@@ -734,6 +793,40 @@ pub(crate) async fn fire(
     Ok(())
 }
 
+/// Runs `table`'s BEFORE triggers for `event`, then fails with 27000 if
+/// they wrote (changed or deleted) any of the rows with `keys`, which the
+/// statement is about to change: writing its precomputed rows over the
+/// trigger's work would resurrect a deleted row or lose the trigger's
+/// write. Rows a trigger inserts, and other tables, do not count.
+pub(crate) async fn fire_before(
+    session: &mut Session,
+    table: &EntiTable,
+    event: Event,
+    changed: &Changed<'_>,
+    keys: &[&BinaryArray],
+) -> Result<()> {
+    let id = table.def().id;
+    let writes = |session: &Session| {
+        session.slot.with(|t| {
+            Ok(keys
+                .iter()
+                .flat_map(|k| k.iter().flatten())
+                .map(|k| t.own_write(id, k))
+                .collect::<Vec<_>>())
+        })
+    };
+    let before = writes(session)?;
+    fire(session, table, Timing::Before, event, changed).await?;
+    if writes(session)? != before {
+        return Err(ErrorKind::TriggeredDataChangeViolation(format!(
+            "a BEFORE {event:?} trigger on {} changed or deleted a row this statement changes",
+            table.meta().name
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs one trigger once per changed row.
 async fn run_trigger(
     session: &mut Session,
@@ -774,7 +867,8 @@ async fn run_trigger(
             continue;
         }
         for s in &body {
-            run(session, s.clone(), &params).await?;
+            let out = run(session, s.clone(), &params).await?;
+            raised(&out)?;
         }
     }
     Ok(())

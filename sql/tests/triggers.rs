@@ -45,3 +45,60 @@ async fn a_cancelled_statement_leaves_its_triggers_armed() {
         "the trigger did not fire after the cancelled statement"
     );
 }
+
+/// Rows of `sql`'s result.
+async fn count(s: &mut Session, sql: &str) -> usize {
+    let batches = s.query(sql, &[]).await.unwrap();
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+/// A statement cancelled inside an explicit transaction leaves none of its
+/// writes behind (not the row, not half of its triggers' work), and a
+/// cancelled DELETE leaves the table as it was registered (DELETE plans
+/// over a keyed view of the table while it runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_statement_writes_nothing() {
+    let engine = Engine::open_memory().unwrap();
+    let mut s = Session::new(engine.clone());
+    s.run(
+        "CREATE TABLE big (v INT);
+         INSERT INTO big SELECT value FROM generate_series(1, 3000);
+         CREATE TABLE t (x INT);
+         CREATE TABLE log (x INT, n BIGINT);
+         CREATE TRIGGER slow AFTER INSERT ON t BEGIN
+           INSERT INTO log VALUES (NEW.x, 0);
+           INSERT INTO log SELECT NEW.x, count(*) FROM big a, big b
+             WHERE NEW.x = 1 AND a.v + b.v > 0;
+         END;",
+        &[],
+    )
+    .await
+    .unwrap();
+    s.run("BEGIN", &[]).await.unwrap();
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(200),
+        s.run("INSERT INTO t VALUES (1)", &[]),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the statement finished before it could be cancelled"
+    );
+    s.run("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    s.run("COMMIT", &[]).await.unwrap();
+    assert_eq!(count(&mut s, "SELECT * FROM t").await, 1);
+    assert_eq!(count(&mut s, "SELECT * FROM log").await, 2);
+
+    let slow_delete =
+        "DELETE FROM big WHERE v IN (SELECT a.v FROM big a, big b WHERE a.v + b.v > 0)";
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), s.run(slow_delete, &[])).await;
+    assert!(
+        cancelled.is_err(),
+        "the DELETE finished before it could be cancelled"
+    );
+    let batches = s.query("SELECT * FROM big LIMIT 1", &[]).await.unwrap();
+    let columns = batches.first().map(|b| b.num_columns());
+    assert_eq!(columns, Some(1), "the keyed view of big stayed registered");
+    s.run("INSERT INTO big VALUES (0)", &[]).await.unwrap();
+    assert_eq!(count(&mut s, "SELECT * FROM big").await, 3001);
+}

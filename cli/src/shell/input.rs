@@ -71,7 +71,11 @@ pub struct Splitter {
     /// The last token of the pending statement was a `;` inside a
     /// trigger's body.
     after_semicolon: bool,
-    /// The pending `CREATE … TRIGGER` has reached the word `BEGIN`.
+    /// The pending `CREATE … TRIGGER` has reached the word `ON` (its
+    /// table follows, then its WHEN or BEGIN).
+    after_on: bool,
+    /// The pending `CREATE … TRIGGER` has reached the word `BEGIN` after
+    /// its `ON`.
     begun: bool,
 }
 
@@ -165,6 +169,7 @@ impl Splitter {
                         self.after_end = false;
                         self.after_semicolon = false;
                         self.begun = false;
+                        self.after_on = false;
                     }
                     (b, _) if b.is_ascii_whitespace() => {}
                     (b, _) if b.is_ascii_alphabetic() || b == b'_' => {
@@ -179,9 +184,14 @@ impl Splitter {
                         step = word.len().max(1);
                         self.after_end = word == "END" && self.after_semicolon;
                         self.after_semicolon = false;
+                        let begins = word == "BEGIN" && self.after_on;
+                        if word == "ON" {
+                            self.after_on = true;
+                        }
                         if self.head.len() < HEAD_WORDS {
                             self.head.push(word);
-                        } else if word == "BEGIN" && self.is_trigger() {
+                        }
+                        if begins && self.is_trigger() {
                             self.begun = true;
                         }
                     }
@@ -328,7 +338,8 @@ mod tests {
         let items = split(
             "create temp trigger t after insert on a begin\n  insert into b values (new.x);\n  \
              delete from c;\n  select case when new.x then 1 end; end;\nSELECT 'end;';\n\
-             CREATE TRIGGER f AFTER INSERT ON a EXECUTE FUNCTION f();\nSELECT 2;\nCREATE TABLE trigger_log (x INT); SELECT 1;",
+             CREATE TRIGGER f AFTER INSERT ON a EXECUTE FUNCTION f();\nSELECT 2;\n\
+             CREATE TRIGGER \"q\" INSERT ON \"a\" BEGIN SELECT 1; END;\nCREATE TABLE trigger_log (x INT); SELECT 1;",
         );
         assert_eq!(
             items,
@@ -340,6 +351,7 @@ mod tests {
                 sql("SELECT 'end;';"),
                 sql("CREATE TRIGGER f AFTER INSERT ON a EXECUTE FUNCTION f();"),
                 sql("SELECT 2;"),
+                sql("CREATE TRIGGER \"q\" INSERT ON \"a\" BEGIN SELECT 1; END;"),
                 sql("CREATE TABLE trigger_log (x INT);"),
                 sql("SELECT 1;"),
             ]

@@ -205,13 +205,36 @@ fn leading_decimal(s: &str) -> f64 {
 }
 
 /// SQLite's `%.3f`: halves round away from zero (Rust's formatting rounds
-/// them to even), and a result of zero has no sign.
+/// them to even), a result of zero has no sign, and as SQLite's printf
+/// prints at most 16 significant digits, the digits after the 16th are
+/// zeros (`-9223372036854775808` prints `-9223372036854776000.000`).
 fn sqlite_f3(f: f64) -> String {
     let rounded = (f * 1000.0).round() / 1000.0;
     if rounded == 0.0 {
         return "0.000".into();
     }
-    format!("{rounded:.3}")
+    if !rounded.is_finite() || rounded.abs() < 1e13 {
+        // At most 13 integer digits and 3 decimals: 16 digits or fewer.
+        return format!("{rounded:.3}");
+    }
+    sixteen_digits(rounded)
+}
+
+/// `%.3f` of `f` (|f| ≥ 1e13) rounded to 16 significant digits.
+fn sixteen_digits(f: f64) -> String {
+    let scientific = format!("{:.15e}", f.abs());
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let integer_digits = exponent.parse::<usize>().unwrap_or(0) + 1;
+    let all: String = digits
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(integer_digits + 3)
+        .collect();
+    let integer = all.get(..integer_digits).unwrap_or_default();
+    let fraction = all.get(integer_digits..).unwrap_or_default();
+    let sign = if f < 0.0 { "-" } else { "" };
+    format!("{sign}{integer}.{fraction}")
 }
 
 /// SQLite's `%!.15g`: 15 significant digits, trailing zeros dropped but a
@@ -286,6 +309,26 @@ mod tests {
             (ScalarValue::Float64(Some(0.0625)), R, "0.063"),
             (ScalarValue::Float64(Some(-0.0001)), R, "0.000"),
             (ScalarValue::Int64(None), R, "NULL"),
+            (
+                ScalarValue::Float64(Some(-9223372036854775808.0)),
+                R,
+                "-9223372036854776000.000",
+            ),
+            (
+                ScalarValue::Float64(Some(-18446744073709551616.0)),
+                R,
+                "-18446744073709550000.000",
+            ),
+            (
+                ScalarValue::Float64(Some(12345678901234.567)),
+                R,
+                "12345678901234.570",
+            ),
+            (
+                ScalarValue::Float64(Some(1234567890123.456)),
+                R,
+                "1234567890123.456",
+            ),
         ];
         for (value, letter, want) in cases {
             assert_eq!(
