@@ -9,8 +9,8 @@
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
 //!   SQL uses it freely.
-//! - SQLite's aggregates `total(x)` (`coalesce(sum(CAST(x AS DOUBLE)),
-//!   0.0)`: a float, 0.0 over no rows) and `group_concat(x [, sep])`
+//! - SQLite's aggregates `total(x)` (`coalesce(sum(__total_arg(x)), 0.0)`,
+//!   `__total_arg` a CAST to DOUBLE: a float, 0.0 over no rows) and `group_concat(x [, sep])`
 //!   (`string_agg(CAST(x AS TEXT), sep)`, `sep` defaulting to `','`),
 //!   keeping DISTINCT, FILTER and OVER. PostgreSQL has neither name, so
 //!   nothing valid there changes meaning.
@@ -33,6 +33,8 @@
 //!   takes its value from some row of the group (`bare_columns.rs`);
 //! - `UPDATE … SET x = 1, x = 2` keeps the rightmost assignment of a
 //!   column.
+//! - `sum`, `avg` and `total` read text as numbers (`'12abc'` is 12,
+//!   `'abc'` 0), through `__sqlite_number` (`functions.rs`).
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
 //! downstream — planning, views, EXPLAIN — sees ordinary SQL; a view stores
@@ -147,7 +149,13 @@ impl VisitorMut for Rewriter {
                 widen_numeric(data_type);
             }
             Expr::Function(f) if is_named(f, "total") => {
-                *expr = total(f.clone());
+                *expr = total(f.clone(), self.dialect == Dialect::Sqlite);
+            }
+            Expr::Function(f)
+                if self.dialect == Dialect::Sqlite
+                    && (is_named(f, "sum") || is_named(f, "avg")) =>
+            {
+                read_as_numbers(f);
             }
             Expr::Function(f) if is_named(f, "group_concat") => group_concat(f),
             Expr::Value(_) if self.dialect != Dialect::Sqlite => exact_integer(expr),
@@ -234,12 +242,18 @@ fn cast(expr: Expr, data_type: DataType) -> Expr {
     }
 }
 
-/// `total(x)`: `coalesce(sum(CAST(x AS DOUBLE)), 0.0)`.
-fn total(mut sum: Function) -> Expr {
+/// `total(x)`: `coalesce(sum(__total_arg(x)), 0.0)` (`__total_arg` is
+/// `CAST(x AS DOUBLE)` named apart from `x`, `functions.rs`); with
+/// `text_as_number` (the sqlite dialect) `x` is read as SQLite reads text,
+/// `__total_arg(__sqlite_number(x))`.
+fn total(mut sum: Function, text_as_number: bool) -> Expr {
     sum.name = ObjectName::from(vec![Ident::new("sum")]);
     for arg in unnamed_args(&mut sum) {
-        let inner = std::mem::replace(arg, Expr::value(Value::Null));
-        *arg = cast(inner, DataType::Double(ExactNumberInfo::None));
+        let mut inner = std::mem::replace(arg, Expr::value(Value::Null));
+        if text_as_number {
+            inner = call(crate::functions::SQLITE_NUMBER, vec![inner]);
+        }
+        *arg = call(crate::functions::TOTAL_ARG, vec![inner]);
     }
     call(
         "coalesce",
@@ -248,6 +262,21 @@ fn total(mut sum: Function) -> Expr {
             Expr::value(Value::Number("0.0".into(), false)),
         ],
     )
+}
+
+/// SQLite's `sum(x)`/`avg(x)` read text as numbers: the argument becomes
+/// `__sqlite_number(x)` (`functions.rs`). Applied once: an argument that
+/// already is such a call, or `total`'s `__total_arg`, stays.
+fn read_as_numbers(f: &mut Function) {
+    let number = crate::functions::SQLITE_NUMBER;
+    for arg in unnamed_args(f) {
+        let done = matches!(arg, Expr::Function(g)
+            if is_named(g, number) || is_named(g, crate::functions::TOTAL_ARG));
+        if !done {
+            let inner = std::mem::replace(arg, Expr::value(Value::Null));
+            *arg = call(number, vec![inner]);
+        }
+    }
 }
 
 /// `group_concat(x [, sep])`: `string_agg(CAST(x AS TEXT), sep)`.

@@ -7,7 +7,17 @@
 //!   unchanged (same coercions, same result type).
 //! - JSON over TEXT (`->`, `->>`, `json_get…`, `json_length`…) comes from the
 //!   `datafusion-functions-json` crate, registered by the session.
+//! - `__sqlite_number(x)` ([`SqliteNumber`]): SQLite's reading of a value as
+//!   a number, for the sqlite dialect's `sum`/`avg`/`total` (`dialect.rs`):
+//!   text becomes the DOUBLE its longest numeric prefix spells (`'12abc'`
+//!   12, `'abc'` 0, as SQLite's aggregates read text), any other value
+//!   passes unchanged.
+//! - `__total_arg(x)` ([`TotalArg`]): `CAST(x AS DOUBLE)` under a name of its
+//!   own, the argument `total(x)` sums (`dialect.rs`). DataFusion names a
+//!   CAST by its operand, so `sum(CAST(x AS DOUBLE))` and `sum(x)` in one
+//!   query were two aggregates with one name (an error).
 
+use arrow::array::AsArray;
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -28,6 +38,129 @@ pub(crate) fn widened_functions(
         .filter_map(|name| builtins.get(*name))
         .map(|inner| ScalarUDF::new_from_impl(ByteLength::new(Arc::clone(inner))))
         .collect()
+}
+
+/// The name of [`SqliteNumber`].
+pub(crate) const SQLITE_NUMBER: &str = "__sqlite_number";
+
+/// `__sqlite_number(x)`: see the module doc.
+pub(crate) fn sqlite_number() -> ScalarUDF {
+    ScalarUDF::new_from_impl(SqliteNumber {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SqliteNumber {
+    signature: Signature,
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// The number SQLite reads from text: its longest prefix (after leading
+/// spaces) that parses as a number, else 0.
+fn leading_number(s: &str) -> f64 {
+    let t = s.trim_start();
+    let candidate_len = t
+        .bytes()
+        .take(64)
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+        .count();
+    (1..=candidate_len)
+        .rev()
+        .find_map(|end| t.get(..end).and_then(|p| p.parse::<f64>().ok()))
+        .unwrap_or(0.0)
+}
+
+impl ScalarUDFImpl for SqliteNumber {
+    fn name(&self) -> &str {
+        SQLITE_NUMBER
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        match arg_types.first() {
+            Some(t) if is_text(t) => Ok(DataType::Float64),
+            Some(t) => Ok(t.clone()),
+            None => Ok(DataType::Null),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let Some(value) = args.args.into_iter().next() else {
+            return Err(DataFusionError::Plan(format!(
+                "{SQLITE_NUMBER} takes one argument"
+            )));
+        };
+        if !is_text(&value.data_type()) {
+            return Ok(value);
+        }
+        let read = |array: &arrow::array::ArrayRef| -> DfResult<arrow::array::Float64Array> {
+            let text = arrow::compute::cast(array, &DataType::Utf8)?;
+            Ok(text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(leading_number))
+                .collect())
+        };
+        match value {
+            ColumnarValue::Array(array) => Ok(ColumnarValue::Array(Arc::new(read(&array)?))),
+            ColumnarValue::Scalar(scalar) => {
+                let numbers = read(&scalar.to_array()?)?;
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &numbers, 0,
+                )?))
+            }
+        }
+    }
+}
+
+/// The name of [`TotalArg`].
+pub(crate) const TOTAL_ARG: &str = "__total_arg";
+
+/// `__total_arg(x)`: see the module doc.
+pub(crate) fn total_arg() -> ScalarUDF {
+    ScalarUDF::new_from_impl(TotalArg {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TotalArg {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for TotalArg {
+    fn name(&self) -> &str {
+        TOTAL_ARG
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let Some(value) = args.args.into_iter().next() else {
+            return Err(DataFusionError::Plan(format!(
+                "{TOTAL_ARG} takes one argument"
+            )));
+        };
+        // As CAST: a value that is no number is an error, not NULL.
+        let options = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        value.cast_to(&DataType::Float64, Some(&options))
+    }
 }
 
 /// A text-length function that also counts the bytes of a binary value.

@@ -216,6 +216,8 @@ impl Session {
             ctx.register_udf(udf);
         }
         ctx.register_udf(crate::triggers::raise_function());
+        ctx.register_udf(crate::functions::sqlite_number());
+        ctx.register_udf(crate::functions::total_arg());
         let slot = Arc::new(TxnSlot::default());
         for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
             ctx.register_udf(udf);
