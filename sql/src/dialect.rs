@@ -10,10 +10,11 @@
 //!   refuses it on text; accepting more is harmless and SQLite-written
 //!   SQL uses it freely.
 //! - SQLite's aggregates `total(x)` (`coalesce(sum(__total_arg(x)), 0.0)`,
-//!   `__total_arg` a CAST to DOUBLE: a float, 0.0 over no rows) and `group_concat(x [, sep])`
-//!   (`string_agg(CAST(x AS TEXT), sep)`, `sep` defaulting to `','`),
-//!   keeping DISTINCT, FILTER and OVER. PostgreSQL has neither name, so
-//!   nothing valid there changes meaning.
+//!   `__total_arg` a CAST to DOUBLE: a float, 0.0 over no rows) and
+//!   `group_concat(x [, sep])` (`string_agg(CAST(x AS TEXT), sep)`, `sep`
+//!   defaulting to `','`; DISTINCT keeps the first-seen order through
+//!   `group_concat.rs`), keeping FILTER and OVER. PostgreSQL has neither
+//!   name, so nothing valid there changes meaning.
 //!
 //! With `entidb.dialect = 'sqlite'` (what `entidb-slt --sqlite` sets for
 //! SQLite's own test corpus) SQLite's semantics where they contradict
@@ -47,14 +48,31 @@ use crate::text_rewrite::{Tokens, apply};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, DataType, ExactNumberInfo, Expr, Function, FunctionArg, FunctionArgExpr,
-    FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement, TableFactor,
-    UnaryOperator, Value, VisitMut, VisitorMut,
+    BinaryOperator, DataType, DuplicateTreatment, ExactNumberInfo, Expr, Function, FunctionArg,
+    FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement,
+    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use std::borrow::Cow;
 use std::ops::ControlFlow;
+
+/// SQLite's reading of text as a REAL: the longest leading decimal number
+/// (after leading spaces: sign, digits, point, exponent), 0.0 when there
+/// is none (`'12abc'` 12.0, `'abc'` 0.0). Used by the sqlite dialect's
+/// aggregates and by `entidb-slt`'s SQLite value formatting.
+pub fn text_as_real(s: &str) -> f64 {
+    let t = s.trim_start();
+    let candidate_len = t
+        .bytes()
+        .take(64)
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+        .count();
+    (1..=candidate_len)
+        .rev()
+        .find_map(|end| t.get(..end).and_then(|p| p.parse::<f64>().ok()))
+        .unwrap_or(0.0)
+}
 
 /// Whose semantics a session follows where PostgreSQL and SQLite differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -280,8 +298,22 @@ fn read_as_numbers(f: &mut Function) {
 }
 
 /// `group_concat(x [, sep])`: `string_agg(CAST(x AS TEXT), sep)`.
+/// A DISTINCT one is `__group_concat_distinct(CAST(x AS TEXT), sep)`, which
+/// keeps SQLite's first-seen order (`group_concat.rs`).
 fn group_concat(f: &mut Function) {
-    f.name = ObjectName::from(vec![Ident::new("string_agg")]);
+    let distinct = match &mut f.args {
+        FunctionArguments::List(list) => list
+            .duplicate_treatment
+            .take_if(|d| *d == DuplicateTreatment::Distinct)
+            .is_some(),
+        _ => false,
+    };
+    let name = if distinct {
+        crate::group_concat::NAME
+    } else {
+        "string_agg"
+    };
+    f.name = ObjectName::from(vec![Ident::new(name)]);
     if let Some(first) = unnamed_args(f).into_iter().next() {
         let inner = std::mem::replace(first, Expr::value(Value::Null));
         *first = cast(inner, DataType::Text);

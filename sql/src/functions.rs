@@ -59,21 +59,6 @@ fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
-/// The number SQLite reads from text: its longest prefix (after leading
-/// spaces) that parses as a number, else 0.
-fn leading_number(s: &str) -> f64 {
-    let t = s.trim_start();
-    let candidate_len = t
-        .bytes()
-        .take(64)
-        .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-        .count();
-    (1..=candidate_len)
-        .rev()
-        .find_map(|end| t.get(..end).and_then(|p| p.parse::<f64>().ok()))
-        .unwrap_or(0.0)
-}
-
 impl ScalarUDFImpl for SqliteNumber {
     fn name(&self) -> &str {
         SQLITE_NUMBER
@@ -105,7 +90,7 @@ impl ScalarUDFImpl for SqliteNumber {
             Ok(text
                 .as_string::<i32>()
                 .iter()
-                .map(|v| v.map(leading_number))
+                .map(|v| v.map(crate::dialect::text_as_real))
                 .collect())
         };
         match value {

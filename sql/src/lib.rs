@@ -15,6 +15,7 @@ pub mod error;
 pub mod files;
 pub mod foreign_keys;
 mod functions;
+mod group_concat;
 mod identity;
 pub mod indexes;
 mod info_schema;

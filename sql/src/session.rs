@@ -112,6 +112,8 @@ pub struct Session {
     /// Set when a statement was dropped before it finished ([`Unfinished`]):
     /// the next `sync_catalog` registers every table again.
     stale: Arc<AtomicBool>,
+    /// RAISE's mark and whether a trigger's SELECT runs (`triggers.rs`).
+    pub(crate) raise: Arc<crate::triggers::RaiseState>,
 }
 
 /// Undoes a statement whose future is dropped before it finishes
@@ -215,9 +217,11 @@ impl Session {
         for udf in crate::functions::widened_functions(ctx.state().scalar_functions()) {
             ctx.register_udf(udf);
         }
-        ctx.register_udf(crate::triggers::raise_function());
+        let raise = crate::triggers::RaiseState::new();
+        ctx.register_udf(crate::triggers::raise_function(raise.clone()));
         ctx.register_udf(crate::functions::sqlite_number());
         ctx.register_udf(crate::functions::total_arg());
+        ctx.register_udaf(crate::group_concat::udaf());
         let slot = Arc::new(TxnSlot::default());
         for udf in identity::Sequences::new(engine.clone(), slot.clone()).functions() {
             ctx.register_udf(udf);
@@ -239,6 +243,7 @@ impl Session {
             dialect: Dialect::default(),
             firing_triggers: Vec::new(),
             stale: Arc::new(AtomicBool::new(false)),
+            raise,
             options,
             memory_limit,
         }
@@ -572,6 +577,7 @@ impl Session {
         // A statement dropped while its triggers ran (cancelled, timed
         // out) left their names behind; every statement starts with none.
         self.firing_triggers.clear();
+        self.raise.set_active(false);
         if autocommit {
             self.slot.put(self.engine.begin())?;
         }

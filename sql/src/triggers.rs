@@ -21,8 +21,12 @@
 //! searched for the mark. Raising only for returned rows, not when the
 //! function is evaluated, keeps a plan that computes a projection before
 //! its filter (DataFusion's projection pushdown may) from raising for rows
-//! the WHERE rejects. RAISE elsewhere (WHEN, INSERT, UPDATE, DELETE) is
-//! refused at CREATE. Refused with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`,
+//! the WHERE rejects. So RAISE must be where the result shows it: an item of
+//! a body SELECT's select list, alone or as a CASE result, with no LIMIT;
+//! anywhere else (nested, WHEN, INSERT, UPDATE, DELETE) it is refused at
+//! CREATE. The mark holds a random number per session and the function
+//! refuses to run outside a trigger's SELECT ([`RaiseState`]), so no stored
+//! value can forge a raise. Refused with 0A000: `INSTEAD OF`, `FOR EACH STATEMENT`,
 //! `EXECUTE FUNCTION`, TRUNCATE events, `REFERENCING`, constraint and
 //! temporary triggers, `RAISE(IGNORE | FAIL | ROLLBACK)`.
 //!
@@ -86,15 +90,17 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     ConditionalStatements, CreateTrigger, DropTrigger, Expr as SqlExpr, FunctionArg,
-    FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, SetExpr,
-    Statement as SqlStatement, TriggerEvent, TriggerObject, TriggerObjectKind, TriggerPeriod,
-    Value, VisitMut, VisitorMut, visit_relations,
+    FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, SelectItem,
+    SetExpr, Statement as SqlStatement, TriggerEvent, TriggerObject, TriggerObjectKind,
+    TriggerPeriod, Value, VisitMut, VisitorMut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use entidb_catalog::{Catalog, TriggerMeta};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// When a trigger runs relative to the row change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -575,6 +581,12 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
     impl VisitorMut for Raises {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &mut SqlExpr) -> ControlFlow<()> {
+            if let SqlExpr::Function(f) = e
+                && let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice()
+                && normalize(name) == RAISE_FN
+            {
+                self.0.push((RAISE_FN.to_string(), 0));
+            }
             let arguments = match e {
                 SqlExpr::Function(f) => match &f.args {
                     FunctionArguments::List(list) => list.args.len(),
@@ -595,10 +607,13 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
     if let Some(c) = ct.condition.as_mut() {
         let _ = c.visit(&mut misplaced);
     }
+    let mut hidden = false;
     if let Some(body) = ct.statements.as_mut() {
         for s in statements_mut(body) {
-            if matches!(s, SqlStatement::Query(_)) {
-                let _ = s.visit(&mut raises);
+            if let SqlStatement::Query(q) = s {
+                let before = raises.0.len();
+                let _ = q.visit(&mut raises);
+                hidden |= raises.0.len() - before != visible_raises(q);
             } else {
                 let _ = s.visit(&mut misplaced);
             }
@@ -608,6 +623,16 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
         return Err(ErrorKind::NotSupported(
             "RAISE outside a SELECT of a trigger's body (write SELECT RAISE(ABORT, message) \
              WHERE …)"
+                .into(),
+        )
+        .into());
+    }
+    if hidden {
+        // It raises when the SELECT returns it: nested in another
+        // expression, a subquery or a clause, or past a LIMIT, it might not.
+        return Err(ErrorKind::NotSupported(
+            "RAISE in a trigger's SELECT other than as an item of its select list (or a CASE \
+             result there), or in a SELECT with LIMIT, OFFSET or FETCH"
                 .into(),
         )
         .into());
@@ -633,27 +658,109 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
     Ok(())
 }
 
+/// The RAISE calls of `q` where its result shows them: items of its select
+/// list, alone or as CASE results, when no LIMIT/OFFSET/FETCH cuts rows.
+fn visible_raises(q: &mut Query) -> usize {
+    if q.limit_clause.is_some() || q.fetch.is_some() {
+        return 0;
+    }
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return 0;
+    };
+    select
+        .projection
+        .iter_mut()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                result_raises(e)
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// RAISE calls that are `e`'s value: `e` itself, or CASE results.
+fn result_raises(e: &mut SqlExpr) -> usize {
+    if raise_kind(e).is_some() {
+        return 1;
+    }
+    match e {
+        SqlExpr::Nested(inner) => result_raises(inner),
+        SqlExpr::Case {
+            conditions,
+            else_result,
+            ..
+        } => {
+            conditions
+                .iter_mut()
+                .map(|c| result_raises(&mut c.result))
+                .sum::<usize>()
+                + else_result.as_deref_mut().map_or(0, result_raises)
+        }
+        _ => 0,
+    }
+}
+
 /// SQLite's RAISE, as the body's text names it.
 const RAISE: &str = "raise";
 
 /// The function `RAISE(ABORT, m)` becomes when a trigger fires.
 const RAISE_FN: &str = "__entidb_raise";
 
-/// The mark [`raise_function`] puts before a message: a SELECT's value
-/// holding it raises. (NUL never appears in stored text a user meant.)
-const RAISED: &str = "\u{0}entidb raise\u{0}";
+/// A session's RAISE: the mark its [`raise_function`] puts before a
+/// message (NUL, a random number chosen when the session starts, NUL: no
+/// stored text holds it by chance, and no user SQL can produce it, as the
+/// function refuses to run outside a trigger's SELECT), and whether a
+/// trigger's SELECT is running.
+#[derive(Debug)]
+pub(crate) struct RaiseState {
+    mark: String,
+    active: AtomicBool,
+}
 
-/// `__entidb_raise(kind, message)`: the message as TEXT, marked with
-/// [`RAISED`]. Volatile, so the planner never evaluates it ahead of the
-/// rows.
-pub(crate) fn raise_function() -> ScalarUDF {
+impl RaiseState {
+    pub(crate) fn new() -> Arc<Self> {
+        let nonce = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Arc::new(Self {
+            mark: format!("\u{0}entidb raise {nonce:016x}\u{0}"),
+            active: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks whether a trigger's SELECT runs (cleared by every statement).
+    pub(crate) fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for RaiseState {
+    fn eq(&self, other: &Self) -> bool {
+        self.mark == other.mark
+    }
+}
+
+impl Eq for RaiseState {}
+
+impl Hash for RaiseState {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.mark.hash(state);
+    }
+}
+
+/// `__entidb_raise(kind, message)`: the message as TEXT, marked with the
+/// session's mark ([`RaiseState`]); outside a trigger's SELECT an error.
+/// Volatile, so the planner never evaluates it ahead of the rows.
+pub(crate) fn raise_function(state: Arc<RaiseState>) -> ScalarUDF {
     ScalarUDF::new_from_impl(RaiseFn {
         signature: Signature::any(2, Volatility::Volatile),
+        state,
     })
 }
 
 /// The P0001 error for the first marked message in a body SELECT's result.
-fn raised(out: &Output) -> Result<()> {
+fn raised(out: &Output, mark: &str) -> Result<()> {
     let Output::Rows(_, batches) = out else {
         return Ok(());
     };
@@ -666,7 +773,7 @@ fn raised(out: &Output) -> Result<()> {
         }
         let text = arrow::compute::cast(column, &DataType::Utf8)?;
         for value in text.as_string::<i32>().iter().flatten() {
-            if let Some((_, message)) = value.split_once(RAISED) {
+            if let Some((_, message)) = value.split_once(mark) {
                 return Err(ErrorKind::RaiseException(message.to_string()).into());
             }
         }
@@ -677,6 +784,7 @@ fn raised(out: &Output) -> Result<()> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct RaiseFn {
     signature: Signature,
+    state: Arc<RaiseState>,
 }
 
 impl ScalarUDFImpl for RaiseFn {
@@ -693,7 +801,12 @@ impl ScalarUDFImpl for RaiseFn {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let mark = |m: Option<&str>| format!("{RAISED}{}", m.unwrap_or_default());
+        if !self.state.active.load(Ordering::Relaxed) {
+            return Err(crate::error::sql_to_df(
+                ErrorKind::Plan("RAISE() may only be used within a trigger's SELECT".into()).into(),
+            ));
+        }
+        let mark = |m: Option<&str>| format!("{}{}", self.state.mark, m.unwrap_or_default());
         match args.args.get(1) {
             Some(ColumnarValue::Array(a)) => {
                 let text = arrow::compute::cast(a, &DataType::Utf8)?;
@@ -805,6 +918,14 @@ pub(crate) async fn fire_before(
     changed: &Changed<'_>,
     keys: &[&BinaryArray],
 ) -> Result<()> {
+    if !has(
+        &session.catalog,
+        &table.meta().name,
+        Some(Timing::Before),
+        event,
+    ) {
+        return Ok(());
+    }
     let id = table.def().id;
     let writes = |session: &Session| {
         session.slot.with(|t| {
@@ -867,8 +988,15 @@ async fn run_trigger(
             continue;
         }
         for s in &body {
-            let out = run(session, s.clone(), &params).await?;
-            raised(&out)?;
+            let select = matches!(s, SqlStatement::Query(_));
+            session.raise.set_active(select);
+            let out = run(session, s.clone(), &params).await;
+            session.raise.set_active(false);
+            if select {
+                raised(&out?, &session.raise.mark)?;
+            } else {
+                out?;
+            }
         }
     }
     Ok(())

@@ -7,27 +7,33 @@ use entidb_engine::Engine;
 use entidb_sql::Session;
 use std::time::Duration;
 
-/// A statement cancelled in the middle of a trigger leaves the trigger
-/// armed: the connection's next statement fires it (the trigger's name
-/// used to stay on the stack of running triggers, which skips it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_statement_leaves_its_triggers_armed() {
+/// A session with table `big` (3,000 rows) and a trigger on `t` that runs
+/// `first` and then, for `x = 1`, joins `big` with itself (9M rows: far
+/// longer than the tests' time limits), logging into `log`.
+async fn slow_trigger(first: &str) -> (Engine, Session) {
     let engine = Engine::open_memory().unwrap();
     let mut s = Session::new(engine.clone());
-    s.run(
+    let script = format!(
         "CREATE TABLE big (v INT);
          INSERT INTO big SELECT value FROM generate_series(1, 3000);
          CREATE TABLE t (x INT);
          CREATE TABLE log (x INT, n BIGINT);
          CREATE TRIGGER slow AFTER INSERT ON t BEGIN
+           {first}
            INSERT INTO log SELECT NEW.x, count(*) FROM big a, big b
              WHERE NEW.x = 1 AND a.v + b.v > 0;
-         END;",
-        &[],
-    )
-    .await
-    .unwrap();
-    // x = 1 makes the trigger join 9M rows: far longer than the limit.
+         END;"
+    );
+    s.run(&script, &[]).await.unwrap();
+    (engine, s)
+}
+
+/// A statement cancelled in the middle of a trigger leaves the trigger
+/// armed: the connection's next statement fires it (the trigger's name
+/// used to stay on the stack of running triggers, which skips it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_statement_leaves_its_triggers_armed() {
+    let (_engine, mut s) = slow_trigger("").await;
     let cancelled = tokio::time::timeout(
         Duration::from_millis(200),
         s.run("INSERT INTO t VALUES (1)", &[]),
@@ -58,22 +64,7 @@ async fn count(s: &mut Session, sql: &str) -> usize {
 /// over a keyed view of the table while it runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_statement_writes_nothing() {
-    let engine = Engine::open_memory().unwrap();
-    let mut s = Session::new(engine.clone());
-    s.run(
-        "CREATE TABLE big (v INT);
-         INSERT INTO big SELECT value FROM generate_series(1, 3000);
-         CREATE TABLE t (x INT);
-         CREATE TABLE log (x INT, n BIGINT);
-         CREATE TRIGGER slow AFTER INSERT ON t BEGIN
-           INSERT INTO log VALUES (NEW.x, 0);
-           INSERT INTO log SELECT NEW.x, count(*) FROM big a, big b
-             WHERE NEW.x = 1 AND a.v + b.v > 0;
-         END;",
-        &[],
-    )
-    .await
-    .unwrap();
+    let (_engine, mut s) = slow_trigger("INSERT INTO log VALUES (NEW.x, 0);").await;
     s.run("BEGIN", &[]).await.unwrap();
     let cancelled = tokio::time::timeout(
         Duration::from_millis(200),

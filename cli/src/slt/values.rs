@@ -107,7 +107,7 @@ fn as_declared(value: &ScalarValue, letter: &DefaultColumnType) -> Option<String
         DefaultColumnType::FloatingPoint => match number {
             Number::Int(i) => sqlite_f3(i as f64),
             Number::Float(f) => sqlite_f3(f),
-            Number::Text(s) => sqlite_f3(leading_decimal(&s)),
+            Number::Text(s) => sqlite_f3(entidb_sql::dialect::text_as_real(&s)),
             Number::Other => return None,
         },
         DefaultColumnType::Text | DefaultColumnType::Any => match number {
@@ -187,21 +187,6 @@ fn leading_integer(s: &str) -> i64 {
     } else {
         value
     }
-}
-
-/// SQLite's text-to-real reading: the longest leading decimal number
-/// (sign, digits, point, exponent); 0.0 when there is none.
-fn leading_decimal(s: &str) -> f64 {
-    let t = s.trim_start();
-    let candidate_len = t
-        .bytes()
-        .take(64)
-        .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
-        .count();
-    (1..=candidate_len)
-        .rev()
-        .find_map(|end| t.get(..end).and_then(|p| p.parse::<f64>().ok()))
-        .unwrap_or(0.0)
 }
 
 /// SQLite's `%.3f`: halves round away from zero (Rust's formatting rounds
