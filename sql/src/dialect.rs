@@ -298,11 +298,14 @@ fn read_as_numbers(f: &mut Function) {
 }
 
 /// `group_concat(x [, sep])`: `string_agg(CAST(x AS TEXT), sep)`.
-/// A DISTINCT one is `__group_concat_distinct(CAST(x AS TEXT), sep)`, which
-/// keeps SQLite's first-seen order (`group_concat.rs`).
+/// A DISTINCT one without ORDER BY (or another clause) is
+/// `__group_concat_distinct(CAST(x AS TEXT), sep)`, which keeps SQLite's
+/// first-seen order (`group_concat.rs`); with ORDER BY, string_agg's
+/// DISTINCT sorts, across partitions too.
 fn group_concat(f: &mut Function) {
+    let ordered = !f.within_group.is_empty();
     let distinct = match &mut f.args {
-        FunctionArguments::List(list) => list
+        FunctionArguments::List(list) if list.clauses.is_empty() && !ordered => list
             .duplicate_treatment
             .take_if(|d| *d == DuplicateTreatment::Distinct)
             .is_some(),

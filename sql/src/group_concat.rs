@@ -10,6 +10,8 @@
 //! values of a later partition follow those of an earlier one, as with
 //! `string_agg`; a session that plans one partition (the SQLite corpus
 //! runner) sees SQLite's order. NULLs are skipped; no value gives NULL.
+//! With ORDER BY (the values sorted, not first-seen) `dialect.rs` keeps
+//! `string_agg`. A sliding window frame is refused (no retract).
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
@@ -63,6 +65,8 @@ impl AggregateUDFImpl for GroupConcatDistinct {
                 Some(
                     ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s),
                 ) => s.clone().unwrap_or_default(),
+                // A NULL separator joins with nothing, as string_agg's.
+                Some(ScalarValue::Null) => String::new(),
                 _ => {
                     return Err(DataFusionError::Plan(
                         "the separator of group_concat(DISTINCT …) must be a constant".into(),

@@ -661,7 +661,7 @@ fn check_raises(ct: &CreateTrigger) -> Result<()> {
 /// The RAISE calls of `q` where its result shows them: items of its select
 /// list, alone or as CASE results, when no LIMIT/OFFSET/FETCH cuts rows.
 fn visible_raises(q: &mut Query) -> usize {
-    if q.limit_clause.is_some() || q.fetch.is_some() {
+    if q.limit_clause.is_some() || q.fetch.is_some() || !q.pipe_operators.is_empty() {
         return 0;
     }
     let SetExpr::Select(select) = q.body.as_mut() else {
