@@ -28,21 +28,19 @@ async fn slow_trigger(first: &str) -> (Engine, Session) {
     (engine, s)
 }
 
+/// Runs `sql` and drops it after 200 ms, failing the test if it finished.
+async fn cancel(s: &mut Session, sql: &str) {
+    let run = tokio::time::timeout(Duration::from_millis(200), s.run(sql, &[])).await;
+    assert!(run.is_err(), "{sql} finished before it could be cancelled");
+}
+
 /// A statement cancelled in the middle of a trigger leaves the trigger
 /// armed: the connection's next statement fires it (the trigger's name
 /// used to stay on the stack of running triggers, which skips it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_statement_leaves_its_triggers_armed() {
     let (_engine, mut s) = slow_trigger("").await;
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(200),
-        s.run("INSERT INTO t VALUES (1)", &[]),
-    )
-    .await;
-    assert!(
-        cancelled.is_err(),
-        "the statement finished before it could be cancelled"
-    );
+    cancel(&mut s, "INSERT INTO t VALUES (1)").await;
     s.run("INSERT INTO t VALUES (2)", &[]).await.unwrap();
     let logged = s.query("SELECT x FROM log", &[]).await.unwrap();
     let rows: usize = logged.iter().map(|b| b.num_rows()).sum();
@@ -66,15 +64,7 @@ async fn count(s: &mut Session, sql: &str) -> usize {
 async fn a_cancelled_statement_writes_nothing() {
     let (_engine, mut s) = slow_trigger("INSERT INTO log VALUES (NEW.x, 0);").await;
     s.run("BEGIN", &[]).await.unwrap();
-    let cancelled = tokio::time::timeout(
-        Duration::from_millis(200),
-        s.run("INSERT INTO t VALUES (1)", &[]),
-    )
-    .await;
-    assert!(
-        cancelled.is_err(),
-        "the statement finished before it could be cancelled"
-    );
+    cancel(&mut s, "INSERT INTO t VALUES (1)").await;
     s.run("INSERT INTO t VALUES (2)", &[]).await.unwrap();
     s.run("COMMIT", &[]).await.unwrap();
     assert_eq!(count(&mut s, "SELECT * FROM t").await, 1);
@@ -82,11 +72,7 @@ async fn a_cancelled_statement_writes_nothing() {
 
     let slow_delete =
         "DELETE FROM big WHERE v IN (SELECT a.v FROM big a, big b WHERE a.v + b.v > 0)";
-    let cancelled = tokio::time::timeout(Duration::from_millis(200), s.run(slow_delete, &[])).await;
-    assert!(
-        cancelled.is_err(),
-        "the DELETE finished before it could be cancelled"
-    );
+    cancel(&mut s, slow_delete).await;
     let batches = s.query("SELECT * FROM big LIMIT 1", &[]).await.unwrap();
     let columns = batches.first().map(|b| b.num_columns());
     assert_eq!(columns, Some(1), "the keyed view of big stayed registered");
