@@ -20,15 +20,29 @@
 //! foreign keys (after the checks: `fks u32 | (name str | columns u32 str* |
 //! parent str | parent_columns u32 str* | on_delete u8 | on_update u8)*`,
 //! actions numbered as [`FkAction`]), version 5 triggers (after the
-//! sequences: `triggers u32 | (name str | table str | sql str)*`); older
-//! blobs still decode (without them) and are written back as version 5.
+//! sequences: `triggers u32 | (name str | table str | sql str)*`), version
+//! 6 schemas (after the triggers: `schemas u32 | name str*`); older blobs
+//! still decode (without them) and are written back as version 6.
+//!
+//! NAMES AND SCHEMAS: every relation (table, view, index, sequence) is kept
+//! under one string, its *key*. A relation of the default schema [`MAIN`]
+//! is keyed by its name (`t`, or a quoted `"a.b"`); one of a created schema
+//! `s` by `s.t`. [`Catalog::split`] tells the two apart, which is
+//! unambiguous because of two invariants the SQL layer keeps when it
+//! creates things (`sql/src/schemas.rs`): a schema's name holds no period,
+//! and no `MAIN` relation's name starts with `s.` for an existing schema
+//! `s`. Everything that refers to a relation (an index's table, a foreign
+//! key's parent, a trigger's table, a sequence's owner) holds its key, so
+//! schemas need no other field.
 #![deny(clippy::indexing_slicing)]
 
 use entidb_engine::codec::{Decoder, Encoder};
 use entidb_engine::{Error, Result, Transaction};
 
 const MAGIC: &[u8; 4] = b"ECAT";
-const VERSION: u16 = 5;
+const VERSION: u16 = 6;
+/// The default schema: relations created without a schema live here.
+pub const MAIN: &str = "main";
 /// The oldest blob version this build decodes.
 const OLDEST: u16 = 1;
 
@@ -200,6 +214,9 @@ pub struct Catalog {
     pub sequences: Vec<SequenceMeta>,
     /// Triggers, in creation order.
     pub triggers: Vec<TriggerMeta>,
+    /// Created schemas (never [`MAIN`], which always exists), in creation
+    /// order.
+    pub schemas: Vec<String>,
 }
 
 impl Catalog {
@@ -248,6 +265,29 @@ impl Catalog {
     /// The triggers defined on `table`, in creation order.
     pub fn triggers_on<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a TriggerMeta> {
         self.triggers.iter().filter(move |t| t.table == table)
+    }
+
+    /// True when the schema `name` exists ([`MAIN`] always does).
+    pub fn has_schema(&self, name: &str) -> bool {
+        name == MAIN || self.schemas.iter().any(|s| s == name)
+    }
+
+    /// A relation key split into its schema and its name within it: `s.t`
+    /// is `(s, t)` when the schema `s` exists, anything else is in [`MAIN`].
+    pub fn split<'a>(&self, key: &'a str) -> (&'a str, &'a str) {
+        match key.split_once('.') {
+            Some((schema, name)) if self.schemas.iter().any(|s| s == schema) => (schema, name),
+            _ => (MAIN, key),
+        }
+    }
+
+    /// The key of the relation `name` in `schema` (see the module doc).
+    pub fn key(schema: &str, name: &str) -> String {
+        if schema == MAIN {
+            name.to_string()
+        } else {
+            format!("{schema}.{name}")
+        }
     }
 
     /// True when a table or view is called `name`.
@@ -317,6 +357,7 @@ impl Catalog {
         for t in &self.triggers {
             e.str(&t.name)?.str(&t.table)?.str(&t.sql)?;
         }
+        encode_names(&mut e, &self.schemas)?;
         Ok(e.finish())
     }
 
@@ -424,6 +465,9 @@ impl Catalog {
                 let sql = d.str()?.to_string();
                 c.triggers.push(TriggerMeta { name, table, sql });
             }
+        }
+        if version >= 6 {
+            c.schemas = decode_names(&mut d)?;
         }
         d.finish()?;
         Ok(c)
@@ -560,6 +604,7 @@ mod tests {
                 table: "t".into(),
                 sql: "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 1; END".into(),
             }],
+            schemas: vec!["s".into()],
         };
         assert_eq!(Catalog::decode(&c.encode().unwrap()).unwrap(), c);
         assert_eq!(Catalog::decode(&[]).unwrap(), Catalog::default());
@@ -569,6 +614,23 @@ mod tests {
             Catalog::decode(&blob),
             Err(Error::Corruption { .. })
         ));
+    }
+
+    /// `s.t` is in schema `s` only while `s` exists; a quoted `"x.y"` of
+    /// the default schema stays whole.
+    #[test]
+    fn splits_keys_by_schema() {
+        let c = Catalog {
+            schemas: vec!["s".into()],
+            ..Catalog::default()
+        };
+        assert_eq!(c.split("s.t"), ("s", "t"));
+        assert_eq!(c.split("s.t.u"), ("s", "t.u"));
+        assert_eq!(c.split("x.y"), (MAIN, "x.y"));
+        assert_eq!(c.split("t"), (MAIN, "t"));
+        assert_eq!(Catalog::key("s", "t"), "s.t");
+        assert_eq!(Catalog::key(MAIN, "t"), "t");
+        assert!(c.has_schema("s") && c.has_schema(MAIN) && !c.has_schema("x"));
     }
 
     /// A version-1 blob (written before identities and sequences) decodes.

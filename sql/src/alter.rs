@@ -51,9 +51,9 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     AlterColumnOperation, AlterTable, AlterTableOperation, CheckConstraint, ColumnDef,
-    ColumnOption, DropBehavior, Expr as SqlExpr, Ident, ObjectNamePart, Query, RenameTableNameKind,
-    SelectItem, SetExpr, Statement as SqlStatement, TableConstraint, Visit, VisitMut, Visitor,
-    VisitorMut, visit_relations, visit_relations_mut,
+    ColumnOption, DropBehavior, Expr as SqlExpr, Ident, Query, RenameTableNameKind, SelectItem,
+    SetExpr, Statement as SqlStatement, TableConstraint, Visit, VisitMut, Visitor, VisitorMut,
+    visit_relations, visit_relations_mut,
 };
 use entidb_catalog::{Catalog, CheckMeta, ColumnMeta, ForeignKeyMeta, Identity, TableMeta};
 use entidb_engine::{ScanRequest, TableDef};
@@ -155,7 +155,13 @@ pub async fn alter_table(session: &mut Session, a: &AlterTable) -> Result<()> {
     if a.location.is_some() || a.on_cluster.is_some() || a.table_type.is_some() {
         return Err(ErrorKind::NotSupported(format!("this form of ALTER TABLE: {a}")).into());
     }
-    let name = last_ident(&a.name).unwrap_or_default();
+    let Some(name) = crate::schemas::or_absent(
+        crate::schemas::resolve_for_ddl(&session.catalog, &a.name),
+        a.if_exists,
+    )?
+    else {
+        return Ok(());
+    };
     let Some(meta) = session.catalog.table(&name).cloned() else {
         if a.if_exists {
             return Ok(());
@@ -247,7 +253,15 @@ async fn apply(
         ),
         AlterTableOperation::RenameTable { table_name } => {
             let (RenameTableNameKind::To(new) | RenameTableNameKind::As(new)) = table_name;
+            // The table stays in its schema (as in PostgreSQL).
+            if new.0.len() != 1 {
+                return Err(ErrorKind::NotSupported(format!(
+                    "RENAME TO a qualified name ({new}); a table cannot move to another schema"
+                ))
+                .into());
+            }
             let new = last_ident(new).unwrap_or_default();
+            let new = crate::schemas::sibling(catalog, &shape.name, &new)?;
             rename_table(shape, catalog, &new)
         }
         AlterTableOperation::AlterColumn { column_name, op } => {
@@ -421,7 +435,7 @@ async fn add_column(
                 &shape.name,
                 &schema,
                 &primary_key,
-                &session.tables,
+                session,
                 &shape.foreign_keys,
                 &taken,
             )?;
@@ -672,7 +686,8 @@ impl VisitorMut for ColumnRenamer<'_> {
 
 fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<()> {
     crate::triggers::refuse_if_used(catalog, &shape.name, false, "RENAME")?;
-    if catalog.has_relation(new) || catalog.index(new).is_some() {
+    if catalog.has_relation(new) || catalog.index(new).is_some() || catalog.sequence(new).is_some()
+    {
         return Err(ErrorKind::DuplicateTable {
             name: new.to_string(),
         }
@@ -691,14 +706,13 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
             sequence.owner = Some(new.to_string());
         }
     }
+    let lookup = catalog.clone();
     for view in catalog.views.iter_mut() {
         if reads_relation(&view.sql, &old) {
             view.sql = rewrite_view(&view.sql, |stmt| {
                 let _ = visit_relations_mut(stmt, |name| {
-                    if let Some(ObjectNamePart::Identifier(ident)) = name.0.last_mut()
-                        && normalize(ident) == old
-                    {
-                        *ident = quoted(new);
+                    if crate::schemas::resolve(&lookup, name).is_ok_and(|k| k == old) {
+                        *name = crate::schemas::object_name(&lookup, new);
                     }
                     ControlFlow::<()>::Continue(())
                 });
@@ -966,7 +980,9 @@ fn parse_view(sql: &str) -> Option<SqlStatement> {
     }
 }
 
-/// True when the view's SQL names relation `table`.
+/// True when the view's SQL may name relation `table` (a key): a name
+/// whose last part is the key, or its name within its schema, counts (this
+/// errs on the side of finding one).
 fn reads_relation(sql: &str, table: &str) -> bool {
     let Some(stmt) = parse_view(sql) else {
         return false;
@@ -977,7 +993,7 @@ fn reads_relation(sql: &str, table: &str) -> bool {
             .0
             .last()
             .and_then(|p| p.as_ident())
-            .is_some_and(|i| normalize(i) == table)
+            .is_some_and(|i| crate::schemas::may_name(&normalize(i), table))
         {
             found = true;
         }

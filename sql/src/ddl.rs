@@ -12,6 +12,7 @@ use crate::identity::{
 };
 use crate::indexes::{table_indexes, unique_sets};
 use crate::provider::{conform_columns, insert_rows};
+use crate::schemas;
 use crate::session::{Output, Parsed, Session};
 use arrow::datatypes::DataType;
 use arrow::datatypes::{Field, Schema};
@@ -163,8 +164,8 @@ pub async fn create_table(
     c: CreateMemoryTable,
     ast: Option<SqlStatement>,
 ) -> Result<()> {
-    let name = c.name.table().to_string();
-    if session.catalog.has_relation(&name) {
+    let name = schemas::new_key_ref(&session.catalog, &c.name)?;
+    if session.catalog.has_relation(&name) || session.catalog.sequence(&name).is_some() {
         if c.if_not_exists {
             return Ok(());
         }
@@ -203,7 +204,9 @@ pub async fn create_table(
         _ => Vec::new(),
     };
     let checks = match ast.as_ref() {
-        Some(SqlStatement::CreateTable(create)) => crate::checks::declared(create, &name)?,
+        Some(SqlStatement::CreateTable(create)) => {
+            crate::checks::declared(create, session.catalog.split(&name).1)?
+        }
         _ => Vec::new(),
     };
     // Plans every constraint now, so a bad one fails the CREATE.
@@ -212,14 +215,7 @@ pub async fn create_table(
     let foreign_keys = match ast.as_ref() {
         Some(SqlStatement::CreateTable(create)) => {
             let taken: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-            crate::foreign_keys::declared(
-                create,
-                &name,
-                &schema,
-                &primary_key,
-                &session.tables,
-                &taken,
-            )?
+            crate::foreign_keys::declared(create, &name, &schema, &primary_key, session, &taken)?
         }
         _ => Vec::new(),
     };
@@ -307,11 +303,27 @@ pub async fn create_table(
 /// CASCADE, which drops those constraints (2BP01 otherwise).
 pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement>) -> Result<()> {
     let cascade = matches!(ast, Some(SqlStatement::Drop { cascade: true, .. }));
-    let name = d.name.table().to_string();
-    let Some(meta) = session.catalog.table(&name).cloned() else {
+    let Some(name) = schemas::or_absent(
+        schemas::resolve_ref_for_ddl(&session.catalog, &d.name),
+        d.if_exists,
+    )?
+    else {
+        return Ok(());
+    };
+    if session.catalog.table(&name).is_none() {
         if d.if_exists {
             return Ok(());
         }
+        return Err(ErrorKind::UndefinedTable { name }.into());
+    }
+    drop_table_key(session, &name, cascade)
+}
+
+/// Drops the table with this key (which exists); `cascade` as in
+/// [`drop_table`].
+pub(crate) fn drop_table_key(session: &mut Session, name: &str, cascade: bool) -> Result<()> {
+    let name = name.to_string();
+    let Some(meta) = session.catalog.table(&name).cloned() else {
         return Err(ErrorKind::UndefinedTable { name }.into());
     };
     let mut catalog = session.catalog.as_ref().clone();
@@ -350,7 +362,7 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
 
 /// CREATE [OR REPLACE] VIEW.
 pub fn create_view(session: &mut Session, v: CreateView, ast: Option<SqlStatement>) -> Result<()> {
-    let name = v.name.table().to_string();
+    let name = schemas::new_key_ref(&session.catalog, &v.name)?;
     let sql = match ast {
         // The stored query is the one planned, with the dialect's rewrites
         // (`total()`, SQLite's division): views are replanned from it.
@@ -366,7 +378,10 @@ pub fn create_view(session: &mut Session, v: CreateView, ast: Option<SqlStatemen
         ),
     };
     let mut catalog = session.catalog.as_ref().clone();
-    if catalog.table(&name).is_some() || (catalog.view(&name).is_some() && !v.or_replace) {
+    if catalog.table(&name).is_some()
+        || catalog.sequence(&name).is_some()
+        || (catalog.view(&name).is_some() && !v.or_replace)
+    {
         return Err(ErrorKind::DuplicateTable { name }.into());
     }
     catalog.views.retain(|x| x.name != name);
@@ -390,13 +405,24 @@ fn view_query(definition: &str) -> String {
 
 /// DROP VIEW [IF EXISTS].
 pub fn drop_view(session: &mut Session, d: DropView) -> Result<()> {
-    let name = d.name.table().to_string();
+    let Some(name) = schemas::or_absent(
+        schemas::resolve_ref_for_ddl(&session.catalog, &d.name),
+        d.if_exists,
+    )?
+    else {
+        return Ok(());
+    };
     if session.catalog.view(&name).is_none() {
         if d.if_exists {
             return Ok(());
         }
         return Err(ErrorKind::UndefinedTable { name }.into());
     }
+    drop_view_key(session, &name)
+}
+
+/// Drops the view with this key.
+pub(crate) fn drop_view_key(session: &mut Session, name: &str) -> Result<()> {
     let mut catalog = session.catalog.as_ref().clone();
     catalog.views.retain(|v| v.name != name);
     session.slot.with(|t| catalog.save(t))?;
@@ -420,15 +446,19 @@ pub fn create_index(session: &mut Session, c: &CreateIndex) -> Result<()> {
     if !c.include.is_empty() {
         return unsupported("INCLUDE");
     }
-    let Some(name) = c.name.as_ref().and_then(last_ident) else {
-        return unsupported("no name");
-    };
-    let table = last_ident(&c.table_name)
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", c.table_name)))?;
+    let table = schemas::resolve_for_ddl(&session.catalog, &c.table_name)?;
     let Some(meta) = session.catalog.table(&table).cloned() else {
         return Err(ErrorKind::UndefinedTable { name: table }.into());
     };
-    if session.catalog.index(&name).is_some() || session.catalog.has_relation(&name) {
+    // An index lives in its table's schema (as in PostgreSQL).
+    let Some(name) = c.name.as_ref().and_then(last_ident) else {
+        return unsupported("no name");
+    };
+    let name = schemas::sibling(&session.catalog, &table, &name)?;
+    if session.catalog.index(&name).is_some()
+        || session.catalog.has_relation(&name)
+        || session.catalog.sequence(&name).is_some()
+    {
         if c.if_not_exists {
             return Ok(());
         }
@@ -551,7 +581,10 @@ pub fn drop_index(session: &mut Session, names: &[ObjectName], if_exists: bool) 
     let mut catalog = session.catalog.as_ref().clone();
     let mut dropped = Vec::new();
     for object in names {
-        let name = last_ident(object).unwrap_or_default();
+        let Some(name) = schemas::or_absent(schemas::resolve_for_ddl(&catalog, object), if_exists)?
+        else {
+            continue;
+        };
         let Some(index) = catalog.index(&name).cloned() else {
             if if_exists {
                 continue;

@@ -37,7 +37,6 @@ use crate::triggers::{self, Changed, Event, Timing};
 use arrow::array::{Array, AsArray, BinaryArray, BooleanArray, RecordBatch};
 use arrow::datatypes::Schema;
 use datafusion::common::ParamValues;
-use datafusion::common::TableReference;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     Assignment, AssignmentTarget, Delete, Expr as SqlExpr, FromTable, ObjectName, OrderByExpr,
@@ -67,12 +66,7 @@ pub(crate) fn written_table(
     name: &ObjectName,
     verb: &str,
 ) -> Result<(String, Arc<EntiTable>)> {
-    let ident = name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {name}")))?;
-    let table_name = normalize(ident);
+    let table_name = crate::schemas::resolve(&session.catalog, name)?;
     let table = session.tables.get(&table_name).cloned().ok_or_else(|| {
         if session.catalog.view(&table_name).is_some() {
             ErrorKind::NotSupported(format!("cannot {verb} view {table_name}"))
@@ -98,7 +92,7 @@ pub(crate) fn target(session: &Session, twj: &TableWithJoins) -> Result<Target> 
     let (table_name, table) = written_table(session, name, "modify")?;
     let qualifier = match alias {
         Some(a) => quote(&normalize(&a.name)),
-        None => quote(&table_name),
+        None => quote(session.catalog.split(&table_name).1),
     };
     Ok(Target {
         table,
@@ -115,14 +109,11 @@ pub(crate) async fn with_keyed(
     select: &str,
     params: &[ScalarValue],
 ) -> Result<Output> {
-    let name = target.table.meta().name.clone();
+    let name = crate::schemas::table_ref(&session.catalog, &target.table.meta().name);
+    session.ctx.deregister_table(name.clone())?;
     session
         .ctx
-        .deregister_table(TableReference::bare(name.as_str()))?;
-    session.ctx.register_table(
-        TableReference::bare(name.as_str()),
-        Arc::new(target.table.keyed()),
-    )?;
+        .register_table(name.clone(), Arc::new(target.table.keyed()))?;
     let result = async {
         let mut plan = session.ctx.state().create_logical_plan(select).await?;
         if !params.is_empty() {
@@ -131,12 +122,8 @@ pub(crate) async fn with_keyed(
         session.run_plan(plan).await
     }
     .await;
-    session
-        .ctx
-        .deregister_table(TableReference::bare(name.as_str()))?;
-    session
-        .ctx
-        .register_table(TableReference::bare(name.as_str()), target.table.clone())?;
+    session.ctx.deregister_table(name.clone())?;
+    session.ctx.register_table(name, target.table.clone())?;
     result
 }
 

@@ -93,6 +93,22 @@ pub enum ErrorKind {
         /// Name.
         name: String,
     },
+    /// The schema does not exist.
+    #[error("schema \"{name}\" does not exist")]
+    UndefinedSchema {
+        /// Name.
+        name: String,
+    },
+    /// The schema already exists.
+    #[error("schema \"{name}\" already exists")]
+    DuplicateSchema {
+        /// Name.
+        name: String,
+    },
+    /// A name that cannot be used (a schema's holding a period, or one
+    /// that would read as another schema's relation).
+    #[error("{0}")]
+    InvalidName(String),
     /// The table or view already exists.
     #[error("relation {name} already exists")]
     DuplicateTable {
@@ -207,6 +223,9 @@ impl ErrorKind {
             ErrorKind::CheckViolation { .. } => "23514",
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
+            ErrorKind::UndefinedSchema { .. } => "3F000",
+            ErrorKind::DuplicateSchema { .. } => "42P06",
+            ErrorKind::InvalidName(_) => "42602",
             ErrorKind::UndefinedObject { .. } => "42704",
             ErrorKind::UndefinedColumn { .. } => "42703",
             ErrorKind::InvalidColumnReference(_) => "42P10",
@@ -373,10 +392,28 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
         DataFusionError::SQL(e, _) => ErrorKind::Syntax(parser_message(e)),
         DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory(msg),
         DataFusionError::Plan(m) if m.contains("table '") && m.contains("not found") => {
-            ErrorKind::UndefinedTable {
-                name: between_quotes(m)
-                    .map(|q| q.rsplit('.').next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| m.clone()),
+            // DataFusion names the table it did not find in full
+            // (`entidb.main.t`); another first part is another database.
+            match between_quotes(m) {
+                Some(q) if !q.starts_with("entidb.") && q.matches('.').count() >= 2 => {
+                    ErrorKind::NotSupported(format!(
+                        "cross-database references are not implemented: {q}"
+                    ))
+                }
+                Some(q) => {
+                    let q = q.strip_prefix("entidb.").unwrap_or(&q);
+                    ErrorKind::UndefinedTable {
+                        name: q.strip_prefix("main.").unwrap_or(q).to_string(),
+                    }
+                }
+                None => ErrorKind::UndefinedTable { name: m.clone() },
+            }
+        }
+        DataFusionError::Plan(m) if m.starts_with("failed to resolve schema: ") => {
+            ErrorKind::UndefinedSchema {
+                name: m
+                    .trim_start_matches("failed to resolve schema: ")
+                    .to_string(),
             }
         }
         DataFusionError::SchemaError(e, _) => match e.as_ref() {

@@ -322,7 +322,7 @@ pub fn declared(
     table: &str,
     schema: &arrow::datatypes::Schema,
     primary_key: &[usize],
-    tables: &HashMap<String, Arc<EntiTable>>,
+    session: &Session,
     taken: &[String],
 ) -> Result<Vec<ForeignKeyMeta>> {
     let mut out: Vec<ForeignKeyMeta> = Vec::new();
@@ -337,7 +337,7 @@ pub fn declared(
             if let ColumnOption::ForeignKey(fk) = &option.option {
                 let name = option.name.as_ref().or(fk.name.as_ref());
                 let columns = vec![crate::ddl::normalize(&column.name)];
-                let meta = declare(fk, name, columns, &own, tables, &out, taken)?;
+                let meta = declare(fk, name, columns, &own, session, &out, taken)?;
                 out.push(meta);
             }
         }
@@ -345,7 +345,7 @@ pub fn declared(
     for constraint in &create.constraints {
         if let TableConstraint::ForeignKey(fk) = constraint {
             let columns = fk.columns.iter().map(crate::ddl::normalize).collect();
-            let meta = declare(fk, fk.name.as_ref(), columns, &own, tables, &out, taken)?;
+            let meta = declare(fk, fk.name.as_ref(), columns, &own, session, &out, taken)?;
             out.push(meta);
         }
     }
@@ -381,7 +381,7 @@ pub fn add_to_table(
         fk.name.as_ref(),
         columns,
         &own,
-        &session.tables,
+        session,
         existing,
         taken,
     )?;
@@ -428,7 +428,7 @@ pub fn declared_on_column(
     table: &str,
     schema: &arrow::datatypes::Schema,
     primary_key: &[usize],
-    tables: &HashMap<String, Arc<EntiTable>>,
+    session: &Session,
     existing: &[ForeignKeyMeta],
     taken: &[String],
 ) -> Result<ForeignKeyMeta> {
@@ -444,7 +444,7 @@ pub fn declared_on_column(
         name,
         vec![column.to_string()],
         &own,
-        tables,
+        session,
         existing,
         taken,
     )
@@ -463,7 +463,7 @@ fn declare(
     name: Option<&Ident>,
     columns: Vec<String>,
     own: &Parent<'_>,
-    tables: &HashMap<String, Arc<EntiTable>>,
+    session: &Session,
     earlier: &[ForeignKeyMeta],
     taken: &[String],
 ) -> Result<ForeignKeyMeta> {
@@ -483,18 +483,13 @@ fn declare(
         )
         .into());
     }
-    let parent_name = fk
-        .foreign_table
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(crate::ddl::normalize)
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", fk.foreign_table)))?;
+    let parent_name = crate::schemas::resolve_for_ddl(&session.catalog, &fk.foreign_table)?;
     let stored;
     let parent = if parent_name == own.name {
         own
     } else {
-        let table = tables
+        let table = session
+            .tables
             .get(&parent_name)
             .ok_or_else(|| ErrorKind::UndefinedTable {
                 name: parent_name.clone(),

@@ -405,7 +405,10 @@ pub fn check_insert(
     let TableObject::TableName(name) = &insert.table else {
         return Ok(());
     };
-    let Some(table) = crate::ddl::last_ident(name).and_then(|n| catalog.table(&n)) else {
+    let Some(table) = crate::schemas::resolve(catalog, name)
+        .ok()
+        .and_then(|n| catalog.table(&n))
+    else {
         return Ok(());
     };
     let named: Vec<String> = insert
@@ -529,7 +532,10 @@ pub fn fill_defaults(catalog: &Catalog, insert: &mut Insert) {
     let TableObject::TableName(name) = &insert.table else {
         return;
     };
-    let Some(table) = crate::ddl::last_ident(name).and_then(|n| catalog.table(&n)) else {
+    let Some(table) = crate::schemas::resolve(catalog, name)
+        .ok()
+        .and_then(|n| catalog.table(&n))
+    else {
         return;
     };
     let named: Vec<String> = insert
@@ -706,9 +712,12 @@ pub fn create_sequence(
     if_not_exists: bool,
     options: &[SequenceOptions],
 ) -> Result<()> {
-    let name = crate::ddl::last_ident(name).unwrap_or_default();
+    let name = crate::schemas::new_key(&session.catalog, name)?;
     let mut catalog = session.catalog.as_ref().clone();
-    if catalog.sequence(&name).is_some() || catalog.has_relation(&name) {
+    if catalog.sequence(&name).is_some()
+        || catalog.has_relation(&name)
+        || catalog.index(&name).is_some()
+    {
         if if_not_exists {
             return Ok(());
         }
@@ -728,10 +737,25 @@ pub fn create_sequence(
 
 /// DROP SEQUENCE [IF EXISTS] name, ….
 pub fn drop_sequence(session: &mut Session, names: &[ObjectName], if_exists: bool) -> Result<()> {
+    let mut keys = Vec::new();
+    for object in names {
+        let resolved = crate::schemas::resolve_for_ddl(&session.catalog, object);
+        keys.extend(crate::schemas::or_absent(resolved, if_exists)?);
+    }
+    drop_sequence_keys(session, &keys, if_exists)
+}
+
+/// Drops the sequences with these keys (`DROP SEQUENCE`, `DROP SCHEMA …
+/// CASCADE`).
+pub(crate) fn drop_sequence_keys(
+    session: &mut Session,
+    keys: &[String],
+    if_exists: bool,
+) -> Result<()> {
     let mut catalog = session.catalog.as_ref().clone();
     let mut dropped = Vec::new();
-    for object in names {
-        let name = crate::ddl::last_ident(object).unwrap_or_default();
+    for name in keys {
+        let name = name.clone();
         match catalog.sequence(&name) {
             None if if_exists => continue,
             None => return Err(ErrorKind::UndefinedTable { name }.into()),

@@ -34,11 +34,10 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Ident, ObjectName, TableAlias, TableFactor, TableFunctionArgs as SqlTableFunctionArgs,
 };
-use entidb_catalog::{Catalog, TableMeta};
+use entidb_catalog::Catalog;
 use std::sync::{Arc, Mutex, PoisonError};
 
 const CATALOG: &str = "entidb";
-const USER_SCHEMA: &str = "main";
 
 /// The catalog the functions read, shared with the session.
 pub(crate) type Current = Arc<Mutex<Arc<Catalog>>>;
@@ -187,6 +186,8 @@ impl TableProvider for LiveTable {
 /// One constraint of one table.
 struct Constraint {
     name: String,
+    /// The table's schema and its name within it.
+    schema: String,
     table: String,
     kind: &'static str,
     columns: Vec<String>,
@@ -197,6 +198,8 @@ struct Constraint {
 fn constraints(catalog: &Catalog) -> Vec<Constraint> {
     let mut out = Vec::new();
     for table in &catalog.tables {
+        let (schema, bare) = catalog.split(&table.name);
+        let (schema, bare) = (schema.to_string(), bare.to_string());
         let names = |cols: &[usize]| -> Vec<String> {
             cols.iter()
                 .filter_map(|i| table.columns.get(*i))
@@ -205,8 +208,9 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
         };
         if !table.primary_key.is_empty() {
             out.push(Constraint {
-                name: format!("{}_pkey", table.name),
-                table: table.name.clone(),
+                name: format!("{bare}_pkey"),
+                schema: schema.clone(),
+                table: bare.clone(),
                 kind: "PRIMARY KEY",
                 columns: names(&table.primary_key),
                 referenced: None,
@@ -215,8 +219,9 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
         for unique in &table.unique {
             let columns = names(unique);
             out.push(Constraint {
-                name: unique_name(table, &columns),
-                table: table.name.clone(),
+                name: unique_name(&bare, &columns),
+                schema: schema.clone(),
+                table: bare.clone(),
                 kind: "UNIQUE",
                 columns,
                 referenced: None,
@@ -225,7 +230,8 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
         for check in &table.checks {
             out.push(Constraint {
                 name: check.name.clone(),
-                table: table.name.clone(),
+                schema: schema.clone(),
+                table: bare.clone(),
                 kind: "CHECK",
                 columns: Vec::new(),
                 referenced: None,
@@ -248,7 +254,8 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
                 .collect();
             out.push(Constraint {
                 name: fk.name.clone(),
-                table: table.name.clone(),
+                schema: schema.clone(),
+                table: bare.clone(),
                 kind: "FOREIGN KEY",
                 columns: fk.columns.clone(),
                 referenced: Some(referenced),
@@ -259,8 +266,8 @@ fn constraints(catalog: &Catalog) -> Vec<Constraint> {
 }
 
 /// PostgreSQL's name for a UNIQUE constraint: `<table>_<col>_<col>_key`.
-fn unique_name(table: &TableMeta, columns: &[String]) -> String {
-    format!("{}_{}_key", table.name, columns.join("_"))
+fn unique_name(table: &str, columns: &[String]) -> String {
+    format!("{table}_{}_key", columns.join("_"))
 }
 
 fn strings<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
@@ -306,10 +313,10 @@ fn table_constraints(constraints: &[Constraint]) -> DfResult<RecordBatch> {
     let constant = |v: &'static str| strings(std::iter::repeat_n(v, n));
     let columns = vec![
         constant(CATALOG),
-        constant(USER_SCHEMA),
+        strings(constraints.iter().map(|c| c.schema.as_str())),
         strings(constraints.iter().map(|c| c.name.as_str())),
         constant(CATALOG),
-        constant(USER_SCHEMA),
+        strings(constraints.iter().map(|c| c.schema.as_str())),
         strings(constraints.iter().map(|c| c.table.as_str())),
         strings(constraints.iter().map(|c| c.kind)),
         constant("NO"),
@@ -337,10 +344,10 @@ fn key_column_usage(constraints: &[Constraint]) -> DfResult<RecordBatch> {
     let constant = |v: &'static str| strings(std::iter::repeat_n(v, n));
     let columns: Vec<ArrayRef> = vec![
         constant(CATALOG),
-        constant(USER_SCHEMA),
+        strings(rows.iter().map(|(c, _, _, _)| c.schema.as_str())),
         strings(rows.iter().map(|(c, _, _, _)| c.name.as_str())),
         constant(CATALOG),
-        constant(USER_SCHEMA),
+        strings(rows.iter().map(|(c, _, _, _)| c.schema.as_str())),
         strings(rows.iter().map(|(c, _, _, _)| c.table.as_str())),
         strings(rows.iter().map(|(_, column, _, _)| *column)),
         Arc::new(UInt32Array::from_iter_values(

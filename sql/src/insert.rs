@@ -42,7 +42,8 @@ pub fn fires(session: &Session, insert: &Insert) -> bool {
     let TableObject::TableName(name) = &insert.table else {
         return false;
     };
-    crate::ddl::last_ident(name).is_some_and(|t| triggers::any(&session.catalog, &t, Event::Insert))
+    crate::schemas::resolve(&session.catalog, name)
+        .is_ok_and(|t| triggers::any(&session.catalog, &t, Event::Insert))
 }
 
 /// The target table of `insert` and the name it goes by (alias or name).
@@ -53,7 +54,7 @@ fn target(session: &Session, insert: &Insert) -> Result<(Arc<EntiTable>, String)
     let (table_name, table) = crate::dml::written_table(session, name, "insert into")?;
     let qualifier = match &insert.table_alias {
         Some(a) => normalize(&a.alias),
-        None => table_name,
+        None => session.catalog.split(&table_name).1.to_string(),
     };
     Ok((table, qualifier))
 }

@@ -20,7 +20,6 @@
 //!
 //! Views are left to DataFusion (their SHOW CREATE is the text as written).
 
-use crate::ddl::normalize;
 use crate::error::Result;
 use crate::provider::EntiTable;
 use crate::session::{Output, Session};
@@ -50,11 +49,8 @@ pub(crate) fn run(session: &Session, stmt: &Statement) -> Option<Result<Output>>
 }
 
 fn table(session: &Session, name: &ObjectName) -> Option<Arc<EntiTable>> {
-    if name.0.len() > 1 {
-        return None;
-    }
-    let ident = name.0.first()?.as_ident()?;
-    session.tables.get(&normalize(ident)).cloned()
+    let key = crate::schemas::resolve(&session.catalog, name).ok()?;
+    session.tables.get(&key).cloned()
 }
 
 fn strings(values: Vec<String>) -> ArrayRef {
@@ -106,11 +102,11 @@ fn show_create(session: &Session, table: &EntiTable) -> Result<Output> {
         Field::new("table_name", DataType::Utf8, false),
         Field::new("definition", DataType::Utf8, true),
     ]));
-    let name = table.meta().name.clone();
+    let (table_schema, name) = catalog.split(&table.meta().name);
     let columns = vec![
         strings(vec!["entidb".into()]),
-        strings(vec!["main".into()]),
-        strings(vec![name]),
+        strings(vec![table_schema.into()]),
+        strings(vec![name.into()]),
         strings(vec![create_script(catalog, table, &starts)]),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
@@ -178,11 +174,11 @@ pub(crate) fn create_script(
         ));
     }
     for fk in &meta.foreign_keys {
-        lines.push(foreign_key_clause(fk));
+        lines.push(foreign_key_clause(catalog, fk));
     }
     let mut script = format!(
         "CREATE TABLE {} (\n  {}\n);",
-        quote_identifier(&meta.name),
+        quote_key(catalog, &meta.name),
         lines.join(",\n  ")
     );
     for index in catalog.indexes.iter().filter(|i| i.table == meta.name) {
@@ -190,8 +186,8 @@ pub(crate) fn create_script(
         script.push_str(&format!(
             "\nCREATE {}INDEX {} ON {} ({});",
             if index.unique { "UNIQUE " } else { "" },
-            quote_identifier(&index.name),
-            quote_identifier(&meta.name),
+            quote_identifier(catalog.split(&index.name).1),
+            quote_key(catalog, &meta.name),
             columns.join(", ")
         ));
     }
@@ -362,7 +358,15 @@ pub(crate) fn sql_type_name(t: &DataType) -> Option<String> {
 }
 
 /// `CONSTRAINT name FOREIGN KEY (cols) REFERENCES parent (cols) [ON …]`.
-fn foreign_key_clause(fk: &entidb_catalog::ForeignKeyMeta) -> String {
+/// A relation key as SQL reads it back: `t`, or `s.t` for schema `s`.
+fn quote_key(catalog: &Catalog, key: &str) -> String {
+    match catalog.split(key) {
+        (entidb_catalog::MAIN, name) => quote_identifier(name),
+        (schema, name) => format!("{}.{}", quote_identifier(schema), quote_identifier(name)),
+    }
+}
+
+fn foreign_key_clause(catalog: &Catalog, fk: &entidb_catalog::ForeignKeyMeta) -> String {
     let list = |names: &[String]| -> String {
         names
             .iter()
@@ -381,7 +385,7 @@ fn foreign_key_clause(fk: &entidb_catalog::ForeignKeyMeta) -> String {
         "CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
         quote_identifier(&fk.name),
         list(&fk.columns),
-        quote_identifier(&fk.parent),
+        quote_key(catalog, &fk.parent),
         list(&fk.parent_columns)
     );
     if let Some(a) = action(fk.on_delete) {

@@ -30,6 +30,7 @@ mod prepared;
 pub mod provider;
 mod pruning;
 mod returning;
+mod schemas;
 pub mod session;
 mod slot;
 pub mod stack;

@@ -327,7 +327,7 @@ fn recognise(plan: &LogicalPlan, session: &Session) -> Option<PointQuery> {
     if scan.fetch.is_some() || !scan.filters.is_empty() || scan.projection.is_some() {
         return None;
     }
-    let table = scan.table_name.table().to_string();
+    let table = crate::schemas::resolve_ref(&session.catalog, &scan.table_name).ok()?;
     let provider = session.tables.get(&table)?;
     let schema = &provider.def().schema;
     let columns = projection
@@ -394,7 +394,7 @@ fn insert_shape(statement: &DFStatement, session: &Session) -> Option<InsertRow>
     let TableObject::TableName(name) = &insert.table else {
         return None;
     };
-    let table = name.0.last()?.as_ident().map(normalize)?;
+    let table = crate::schemas::resolve(&session.catalog, name).ok()?;
     let provider = session.tables.get(&table)?;
     let SetExpr::Values(values) = insert.source.as_ref()?.body.as_ref() else {
         return None;

@@ -96,7 +96,7 @@ pub struct Session {
     /// `key_column_usage` read (`info_schema.rs`), updated with `catalog`.
     constraint_catalog: crate::info_schema::Current,
     pub(crate) tables: HashMap<String, Arc<EntiTable>>,
-    registered: Vec<String>,
+    registered: Vec<TableReference>,
     pub(crate) views: HashMap<String, CachedView>,
     /// Plans of SQL text (`statement_cache.rs`).
     pub(crate) statements: StatementCache,
@@ -726,7 +726,9 @@ impl Session {
             && let DFStatement::Statement(s) = &mut stmt
             && let SqlStatement::Insert(insert) = s.as_mut()
             && let TableObject::TableName(name) = &insert.table
-            && let Some(meta) = crate::ddl::last_ident(name).and_then(|n| self.catalog.table(&n))
+            && let Some(meta) = crate::schemas::resolve(&self.catalog, name)
+                .ok()
+                .and_then(|n| self.catalog.table(&n))
         {
             crate::upsert::sqlite_conflict_clause(insert, meta);
         }
@@ -799,6 +801,29 @@ impl Session {
                     ..
                 } => {
                     return identity::drop_sequence(self, names, *if_exists)
+                        .map(|()| Output::Count(0));
+                }
+                SqlStatement::CreateSchema {
+                    schema_name,
+                    if_not_exists,
+                    with: None,
+                    options: None,
+                    default_collate_spec: None,
+                    clone: None,
+                } => {
+                    return crate::schemas::create(self, schema_name, *if_not_exists)
+                        .map(|()| Output::Count(0));
+                }
+                SqlStatement::Drop {
+                    object_type: ObjectType::Schema,
+                    names,
+                    if_exists,
+                    cascade,
+                    ..
+                } => {
+                    let (names, if_exists, cascade) = (names.clone(), *if_exists, *cascade);
+                    return crate::schemas::drop(self, &names, if_exists, cascade)
+                        .await
                         .map(|()| Output::Count(0));
                 }
                 SqlStatement::Pragma { name, .. } => {
@@ -898,9 +923,9 @@ impl Session {
         let catalog = Catalog::decode(&blob)?;
         self.statements.clear();
         for name in self.registered.drain(..) {
-            self.ctx
-                .deregister_table(TableReference::bare(name.as_str()))?;
+            self.ctx.deregister_table(name)?;
         }
+        crate::schemas::sync(&self.ctx, &catalog)?;
         // Tables whose definition, metadata and indexes are unchanged keep
         // their provider, so views planned over them stay valid.
         let old_tables = std::mem::take(&mut self.tables);
@@ -964,10 +989,10 @@ impl Session {
                 &meta.name,
                 crate::triggers::Event::Insert,
             ));
-            self.ctx
-                .register_table(TableReference::bare(meta.name.as_str()), table.clone())?;
+            let name = crate::schemas::table_ref(&catalog, &meta.name);
+            self.ctx.register_table(name.clone(), table.clone())?;
             self.tables.insert(meta.name.clone(), table);
-            self.registered.push(meta.name.clone());
+            self.registered.push(name);
         }
         self.sync_views(&catalog, &changed).await?;
         self.catalog = Arc::new(catalog);
@@ -1010,11 +1035,10 @@ impl Session {
         for view in &catalog.views {
             match old.get(&view.name) {
                 Some(cached) if valid.contains(view.name.as_str()) => {
-                    self.ctx.register_table(
-                        TableReference::bare(view.name.as_str()),
-                        cached.provider.clone(),
-                    )?;
-                    self.registered.push(view.name.clone());
+                    let name = crate::schemas::table_ref(catalog, &view.name);
+                    self.ctx
+                        .register_table(name.clone(), cached.provider.clone())?;
+                    self.registered.push(name);
                     self.views.insert(view.name.clone(), cached.clone());
                 }
                 _ => pending.push(view),
@@ -1035,11 +1059,10 @@ impl Session {
                     for statement in &statements {
                         if let DFStatement::Statement(st) = statement {
                             let _ = visit_relations(st.as_ref(), |name| {
-                                if let Some(ident) = name.0.last().and_then(|p| p.as_ident()) {
-                                    let name = ddl::normalize(ident);
-                                    if catalog.has_relation(&name) {
-                                        deps.push(name);
-                                    }
+                                if let Ok(name) = crate::schemas::resolve(catalog, name)
+                                    && catalog.has_relation(&name)
+                                {
+                                    deps.push(name);
                                 }
                                 ControlFlow::<()>::Continue(())
                             });
@@ -1048,15 +1071,17 @@ impl Session {
                 }
                 plan.apply_with_subqueries(|p| {
                     if let LogicalPlan::TableScan(scan) = p {
-                        deps.push(scan.table_name.table().to_string());
+                        if let Ok(name) = crate::schemas::resolve_ref(catalog, &scan.table_name) {
+                            deps.push(name);
+                        }
                     }
                     Ok(TreeNodeRecursion::Continue)
                 })?;
                 let provider: Arc<dyn TableProvider> =
                     Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
-                self.ctx
-                    .register_table(TableReference::bare(view.name.as_str()), provider.clone())?;
-                self.registered.push(view.name.clone());
+                let name = crate::schemas::table_ref(catalog, &view.name);
+                self.ctx.register_table(name.clone(), provider.clone())?;
+                self.registered.push(name);
                 self.views.insert(
                     view.name.clone(),
                     CachedView {

@@ -266,10 +266,12 @@ fn one_table_select(stmt: &DFStatement, session: &Session) -> Option<SchemaRef> 
     let TableFactor::Table { name, .. } = &from.relation else {
         return None;
     };
-    let [part] = name.0.as_slice() else {
+    if name.0.len() != 1 {
         return None;
-    };
-    let table = session.tables.get(&normalize(part.as_ident()?))?;
+    }
+    let table = session
+        .tables
+        .get(&crate::schemas::resolve(&session.catalog, name).ok()?)?;
     Some(table.def().schema.clone())
 }
 

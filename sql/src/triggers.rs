@@ -76,7 +76,7 @@
 //! leave a trigger disarmed (the session undoes the cancelled statement's
 //! writes, its triggers' included).
 
-use crate::ddl::{last_ident, normalize};
+use crate::ddl::normalize;
 use crate::error::{ErrorKind, Result};
 use crate::provider::EntiTable;
 use crate::session::{Output, Session};
@@ -249,7 +249,7 @@ fn used_by<'a>(catalog: &'a Catalog, table: &str, on: bool) -> Option<&'a Trigge
                         .0
                         .last()
                         .and_then(ObjectNamePart::as_ident)
-                        .is_some_and(|i| normalize(i) == table)
+                        .is_some_and(|i| crate::schemas::may_name(&normalize(i), table))
                     {
                         found = true;
                     }
@@ -320,8 +320,7 @@ pub(crate) fn create(session: &mut Session, ct: &CreateTrigger) -> Result<()> {
         return unsupported("TRUNCATE triggers");
     }
     let name = one_name(&ct.name)?;
-    let table = last_ident(&ct.table_name)
-        .ok_or_else(|| ErrorKind::Plan(format!("bad table name {}", ct.table_name)))?;
+    let table = crate::schemas::resolve_for_ddl(&session.catalog, &ct.table_name)?;
     let Some(meta) = session.catalog.table(&table) else {
         if session.catalog.view(&table).is_some() {
             return unsupported("BEFORE and AFTER triggers on a view");
@@ -831,7 +830,17 @@ impl ScalarUDFImpl for RaiseFn {
 /// DROP TRIGGER [IF EXISTS] name [ON table].
 pub(crate) fn drop(session: &mut Session, d: &DropTrigger) -> Result<()> {
     let name = one_name(&d.trigger_name)?;
-    let table = d.table_name.as_ref().and_then(last_ident);
+    let table = match &d.table_name {
+        Some(written) => match crate::schemas::or_absent(
+            crate::schemas::resolve_for_ddl(&session.catalog, written),
+            d.if_exists,
+        )? {
+            Some(table) => Some(table),
+            // IF EXISTS … ON a table of a schema that does not exist.
+            None => return Ok(()),
+        },
+        None => None,
+    };
     let found = session
         .catalog
         .trigger(&name)
@@ -862,14 +871,13 @@ pub(crate) fn drop(session: &mut Session, d: &DropTrigger) -> Result<()> {
 
 /// Renames the table `old` to `new` in the triggers defined on it.
 pub(crate) fn rename_table(catalog: &mut Catalog, old: &str, new: &str) {
+    let table_name = crate::schemas::object_name(catalog, new);
     for t in catalog.triggers.iter_mut().filter(|t| t.table == old) {
         t.table = new.to_string();
         if let Ok(mut statements) = parse_sql(&t.sql)
             && let Some(SqlStatement::CreateTrigger(ct)) = statements.first_mut()
         {
-            ct.table_name = ObjectName(vec![ObjectNamePart::Identifier(Ident::with_quote(
-                '"', new,
-            ))]);
+            ct.table_name = table_name.clone();
             t.sql = ct.to_string();
         }
     }

@@ -19,7 +19,6 @@
 //! together with that table (in the same statement), as in PostgreSQL;
 //! alone it is 0A000.
 
-use crate::ddl::last_ident;
 use crate::error::{ErrorKind, Result};
 use crate::session::Session;
 use datafusion::sql::sqlparser::ast::{Truncate, TruncateIdentityOption};
@@ -40,11 +39,10 @@ pub fn run(session: &mut Session, t: &Truncate) -> Result<()> {
         return Err(ErrorKind::NotSupported("TRUNCATE … CASCADE".into()).into());
     }
     let mut catalog = session.catalog.as_ref().clone();
-    let named: HashSet<String> = t
-        .table_names
-        .iter()
-        .filter_map(|target| last_ident(&target.name))
-        .collect();
+    let mut named = HashSet::new();
+    for target in &t.table_names {
+        named.insert(crate::schemas::resolve_for_ddl(&catalog, &target.name)?);
+    }
     for child in &catalog.tables {
         if named.contains(&child.name) {
             continue;
@@ -64,7 +62,7 @@ pub fn run(session: &mut Session, t: &Truncate) -> Result<()> {
     }
     let mut done = HashSet::new();
     for target in &t.table_names {
-        let name = last_ident(&target.name).unwrap_or_default();
+        let name = crate::schemas::resolve_for_ddl(&catalog, &target.name)?;
         if !done.insert(name.clone()) {
             continue;
         }

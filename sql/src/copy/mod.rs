@@ -42,7 +42,8 @@ use crate::files::{CsvDialect, FileKind};
 use crate::session::{Output, Parsed, Session};
 use datafusion::sql::parser::{CopyToSource, CopyToStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement, Value,
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, ObjectName,
+    Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -56,7 +57,8 @@ const SOURCE_TABLE: &str = "__entidb_copy_source";
 pub struct CopyFrom {
     /// Statement text (for errors).
     pub text: String,
-    table: String,
+    /// The table as written (resolved against the catalog when it runs).
+    table_name: ObjectName,
     columns: Vec<String>,
     path: String,
     kind: FileKind,
@@ -125,12 +127,6 @@ fn translate(
         )
         .into());
     };
-    let table = table_name
-        .0
-        .last()
-        .and_then(|p| p.as_ident())
-        .map(crate::ddl::normalize)
-        .unwrap_or_default();
     let kind = match &options.format {
         Some(name) => FileKind::from_name(name).ok_or_else(|| unknown_format(name))?,
         None => FileKind::from_path(&path).ok_or_else(|| {
@@ -141,7 +137,7 @@ fn translate(
     };
     Ok(Parsed::CopyFrom(Box::new(CopyFrom {
         text: text.trim().to_string(),
-        table,
+        table_name,
         columns: columns.iter().map(crate::ddl::normalize).collect(),
         path,
         kind,
@@ -269,8 +265,9 @@ pub(crate) async fn copy_from(session: &mut Session, copy: CopyFrom) -> Result<u
 
 async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
     crate::limits::check_read(&copy.path, session.external_access())?;
-    let Some(table) = session.tables.get(&copy.table).cloned() else {
-        return Err(ErrorKind::UndefinedTable { name: copy.table }.into());
+    let key = crate::schemas::resolve_for_ddl(&session.catalog, &copy.table_name)?;
+    let Some(table) = session.tables.get(&key).cloned() else {
+        return Err(ErrorKind::UndefinedTable { name: key }.into());
     };
     let schema = datafusion::datasource::TableProvider::schema(table.as_ref());
     let columns: Vec<String> = if copy.columns.is_empty() {
@@ -283,7 +280,7 @@ async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
         let Ok(index) = schema.index_of(name) else {
             return Err(ErrorKind::UndefinedColumn {
                 column: name.clone(),
-                relation: Some(copy.table.clone()),
+                relation: Some(key.clone()),
             }
             .into());
         };
@@ -306,7 +303,7 @@ async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
         kind: copy.kind,
         dialect: copy.dialect.clone(),
         null: copy.null.clone(),
-        table: copy.table.clone(),
+        table: key.clone(),
         targets,
     })?;
     let provider = datafusion::catalog::streaming::StreamingTable::try_new(
@@ -318,18 +315,14 @@ async fn load(session: &mut Session, copy: CopyFrom) -> Result<u64> {
         .register_table(SOURCE_TABLE, Arc::new(provider))?;
     let insert = format!(
         "INSERT INTO {} ({}) SELECT * FROM {SOURCE_TABLE}",
-        quote(&copy.table),
+        crate::schemas::sql_name(&session.catalog, &key),
         columns
             .iter()
             .map(|c| quote(c))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let fires = crate::triggers::any(
-        &session.catalog,
-        &copy.table,
-        crate::triggers::Event::Insert,
-    );
+    let fires = crate::triggers::any(&session.catalog, &key, crate::triggers::Event::Insert);
     let result = async {
         if fires {
             // Through the session's INSERT, which fires the triggers.
