@@ -468,6 +468,18 @@ impl Catalog {
         }
         if version >= 6 {
             c.schemas = decode_names(&mut d)?;
+            // `split` relies on these (see the module doc).
+            for (i, schema) in c.schemas.iter().enumerate() {
+                if schema.is_empty()
+                    || schema.contains('.')
+                    || schema == MAIN
+                    || c.schemas
+                        .get(..i)
+                        .is_some_and(|earlier| earlier.contains(schema))
+                {
+                    return Err(d.error("bad schema name"));
+                }
+            }
         }
         d.finish()?;
         Ok(c)
@@ -631,6 +643,24 @@ mod tests {
         assert_eq!(Catalog::key("s", "t"), "s.t");
         assert_eq!(Catalog::key(MAIN, "t"), "t");
         assert!(c.has_schema("s") && c.has_schema(MAIN) && !c.has_schema("x"));
+    }
+
+    /// A blob whose schema list breaks `split`'s invariants is corrupt.
+    #[test]
+    fn refuses_bad_schema_names() {
+        for bad in [vec!["a.b"], vec![MAIN], vec![""], vec!["s", "s"]] {
+            let c = Catalog {
+                schemas: bad.iter().map(|s| s.to_string()).collect(),
+                ..Catalog::default()
+            };
+            assert!(
+                matches!(
+                    Catalog::decode(&c.encode().unwrap()),
+                    Err(Error::Corruption { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     /// A version-1 blob (written before identities and sequences) decodes.

@@ -72,6 +72,7 @@ fn sample() -> Catalog {
             columns: vec!["n".into(), "v".into()],
             unique: false,
         }],
+        schemas: vec!["s".into()],
     }
 }
 

@@ -165,7 +165,10 @@ pub async fn create_table(
     ast: Option<SqlStatement>,
 ) -> Result<()> {
     let name = schemas::new_key_ref(&session.catalog, &c.name)?;
-    if session.catalog.has_relation(&name) || session.catalog.sequence(&name).is_some() {
+    if session.catalog.has_relation(&name)
+        || session.catalog.sequence(&name).is_some()
+        || is_external(session, &name)?
+    {
         if c.if_not_exists {
             return Ok(());
         }
@@ -310,6 +313,12 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
     else {
         return Ok(());
     };
+    if is_external(session, &name)? {
+        // This connection's file table (CREATE EXTERNAL TABLE).
+        let reference = schemas::table_ref(&session.catalog, &name);
+        session.ctx.deregister_table(reference)?;
+        return Ok(());
+    }
     if session.catalog.table(&name).is_none() {
         if d.if_exists {
             return Ok(());
@@ -317,6 +326,17 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
         return Err(ErrorKind::UndefinedTable { name }.into());
     }
     drop_table_key(session, &name, cascade)
+}
+
+/// True when the relation `key` is this connection's external (file)
+/// table: DataFusion has it, the catalog does not.
+fn is_external(session: &Session, key: &str) -> Result<bool> {
+    if session.catalog.has_relation(key) {
+        return Ok(false);
+    }
+    Ok(session
+        .ctx
+        .table_exist(schemas::table_ref(&session.catalog, key))?)
 }
 
 /// Drops the table with this key (which exists); `cascade` as in
@@ -381,6 +401,7 @@ pub fn create_view(session: &mut Session, v: CreateView, ast: Option<SqlStatemen
     if catalog.table(&name).is_some()
         || catalog.sequence(&name).is_some()
         || (catalog.view(&name).is_some() && !v.or_replace)
+        || is_external(session, &name)?
     {
         return Err(ErrorKind::DuplicateTable { name }.into());
     }

@@ -990,6 +990,10 @@ impl Session {
                 crate::triggers::Event::Insert,
             ));
             let name = crate::schemas::table_ref(&catalog, &meta.name);
+            // A stored table takes its name from this connection's external
+            // table of that name (another connection may have created it):
+            // registering over it would fail every statement from now on.
+            self.ctx.deregister_table(name.clone())?;
             self.ctx.register_table(name.clone(), table.clone())?;
             self.tables.insert(meta.name.clone(), table);
             self.registered.push(name);
@@ -1036,6 +1040,7 @@ impl Session {
             match old.get(&view.name) {
                 Some(cached) if valid.contains(view.name.as_str()) => {
                     let name = crate::schemas::table_ref(catalog, &view.name);
+                    self.ctx.deregister_table(name.clone())?;
                     self.ctx
                         .register_table(name.clone(), cached.provider.clone())?;
                     self.registered.push(name);
@@ -1080,6 +1085,7 @@ impl Session {
                 let provider: Arc<dyn TableProvider> =
                     Arc::new(ViewTable::new(plan, Some(view.sql.clone())));
                 let name = crate::schemas::table_ref(catalog, &view.name);
+                self.ctx.deregister_table(name.clone())?;
                 self.ctx.register_table(name.clone(), provider.clone())?;
                 self.registered.push(name);
                 self.views.insert(
