@@ -306,10 +306,11 @@ async fn add_check(
     check: &CheckConstraint,
 ) -> Result<()> {
     as_before(shape, "ADD CONSTRAINT … CHECK")?;
-    let check = crate::checks::named(&shape.checks, &shape.name, check.name.as_ref(), &check.expr)?;
+    let table = session.catalog.split(&shape.name).1.to_string();
+    let check = crate::checks::named(&shape.checks, &table, check.name.as_ref(), &check.expr)?;
     let violating = format!(
         "SELECT count(*) FROM {} WHERE NOT ({})",
-        quoted(&shape.name),
+        crate::schemas::sql_name(&session.catalog, &shape.name),
         check.sql
     );
     let batches: Vec<RecordBatch> = session.ctx.sql(&violating).await?.collect().await?;

@@ -93,6 +93,9 @@ pub enum ErrorKind {
         /// Name.
         name: String,
     },
+    /// Two relations of one FROM list go by the same name.
+    #[error("{0}")]
+    DuplicateAlias(String),
     /// The schema does not exist.
     #[error("schema \"{name}\" does not exist")]
     UndefinedSchema {
@@ -224,6 +227,7 @@ impl ErrorKind {
             ErrorKind::UndefinedTable { .. } => "42P01",
             ErrorKind::DuplicateTable { .. } => "42P07",
             ErrorKind::UndefinedSchema { .. } => "3F000",
+            ErrorKind::DuplicateAlias(_) => "42712",
             ErrorKind::DuplicateSchema { .. } => "42P06",
             ErrorKind::InvalidName(_) => "42602",
             ErrorKind::UndefinedObject { .. } => "42704",

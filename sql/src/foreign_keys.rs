@@ -582,7 +582,8 @@ fn declare(
             n
         }
         None => {
-            crate::checks::free_name(&format!("{}_{}_fkey", own.name, columns.join("_")), |n| {
+            let table = session.catalog.split(own.name).1;
+            crate::checks::free_name(&format!("{table}_{}_fkey", columns.join("_")), |n| {
                 taken.iter().any(|t| t == n) || earlier.iter().any(|f| f.name == n)
             })
         }

@@ -781,11 +781,17 @@ pub(crate) fn drop_sequence_keys(
 }
 
 /// A sequence name for `column` of `table` that `catalog` does not use.
+/// It is in the table's schema, and a period in its name becomes `_`, so a
+/// `main` sequence never reads as another schema's (`schemas.rs`).
 pub fn free_sequence_name(catalog: &Catalog, table: &str, column: &str) -> String {
-    let base = sequence_name(table, column);
+    let (schema, bare) = catalog.split(table);
+    let base = Catalog::key(schema, &sequence_name(bare, column).replace('.', "_"));
     let mut name = base.clone();
     let mut n = 0;
-    while catalog.sequence(&name).is_some() || catalog.has_relation(&name) {
+    while catalog.sequence(&name).is_some()
+        || catalog.has_relation(&name)
+        || catalog.index(&name).is_some()
+    {
         n += 1;
         name = format!("{base}{n}");
     }

@@ -208,7 +208,11 @@ impl SourceScope {
             .collect();
         let target_name = match &merge.table {
             TableFactor::Table { alias: Some(a), .. } => normalize(&a.name),
-            _ => target.table.meta().name.clone(),
+            _ => session
+                .catalog
+                .split(&target.table.meta().name)
+                .1
+                .to_string(),
         };
         Ok(Self {
             name,

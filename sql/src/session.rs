@@ -706,6 +706,15 @@ impl Session {
         params: &[ScalarValue],
     ) -> Result<Output> {
         statement_cache::forget_on_settings(self, &stmt);
+        match &stmt {
+            DFStatement::Statement(s) => crate::schemas::check_exposed_names(s)?,
+            DFStatement::Explain(e) => {
+                if let DFStatement::Statement(s) = e.statement.as_ref() {
+                    crate::schemas::check_exposed_names(s)?;
+                }
+            }
+            _ => {}
+        }
         // The statements the session runs itself get the dialect's
         // rewrites here; the others in `plan`.
         let fires_insert_triggers = matches!(&stmt, DFStatement::Statement(s)
@@ -1075,10 +1084,10 @@ impl Session {
                     }
                 }
                 plan.apply_with_subqueries(|p| {
-                    if let LogicalPlan::TableScan(scan) = p {
-                        if let Ok(name) = crate::schemas::resolve_ref(catalog, &scan.table_name) {
-                            deps.push(name);
-                        }
+                    if let LogicalPlan::TableScan(scan) = p
+                        && let Ok(name) = crate::schemas::resolve_ref(catalog, &scan.table_name)
+                    {
+                        deps.push(name);
                     }
                     Ok(TreeNodeRecursion::Continue)
                 })?;
