@@ -262,6 +262,9 @@ async fn apply(
             }
             let new = last_ident(new).unwrap_or_default();
             let new = crate::schemas::sibling(catalog, &shape.name, &new)?;
+            if crate::ddl::is_external(session, &new)? {
+                return Err(ErrorKind::DuplicateTable { name: new }.into());
+            }
             rename_table(shape, catalog, &new)
         }
         AlterTableOperation::AlterColumn { column_name, op } => {
@@ -1062,7 +1065,28 @@ impl Visitor for ColumnFinder<'_> {
 }
 
 /// Removes `views` and, transitively, the views that read them.
-fn drop_views(catalog: &mut Catalog, views: Vec<String>) {
+/// The views whose SQL names relation `key` (a name that resolves to it;
+/// a CTE of the same name counts too, erring on the side of finding one).
+pub(crate) fn views_reading_table(catalog: &Catalog, key: &str) -> Vec<String> {
+    catalog
+        .views
+        .iter()
+        .filter(|v| {
+            parse_view(&v.sql).is_some_and(|stmt| {
+                let mut found = false;
+                let _ = visit_relations(&stmt, |name| {
+                    found |= crate::schemas::resolve(catalog, name).is_ok_and(|k| k == key);
+                    ControlFlow::<()>::Continue(())
+                });
+                found
+            })
+        })
+        .map(|v| v.name.clone())
+        .collect()
+}
+
+/// Drops `views` and the views over them, transitively.
+pub(crate) fn drop_views(catalog: &mut Catalog, views: Vec<String>) {
     let mut gone: HashSet<String> = views.into_iter().collect();
     loop {
         let more: Vec<String> = catalog

@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
     ObjectName, Statement as SqlStatement, TableConstraint, TimezoneInfo,
 };
 use datafusion::sql::sqlparser::tokenizer::Token;
-use entidb_catalog::{ColumnMeta, Identity, IndexMeta, SequenceMeta, TableMeta, ViewMeta};
+use entidb_catalog::{Catalog, ColumnMeta, Identity, IndexMeta, SequenceMeta, TableMeta, ViewMeta};
 use std::sync::Arc;
 
 /// Normalises an identifier as DataFusion does (unquoted → lower case).
@@ -314,7 +314,12 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
         return Ok(());
     };
     if is_external(session, &name)? {
-        // This connection's file table (CREATE EXTERNAL TABLE).
+        // This connection's file table (CREATE EXTERNAL TABLE): not in the
+        // catalog, so its drop is not transactional; the views over it are.
+        let mut catalog = session.catalog.as_ref().clone();
+        if drop_dependent_views(&mut catalog, &name, cascade)? {
+            session.slot.with(|t| catalog.save(t))?;
+        }
         let reference = schemas::table_ref(&session.catalog, &name);
         session.ctx.deregister_table(reference)?;
         return Ok(());
@@ -328,9 +333,28 @@ pub fn drop_table(session: &mut Session, d: DropTable, ast: Option<&SqlStatement
     drop_table_key(session, &name, cascade)
 }
 
+/// The views reading table `name` refuse its drop (2BP01), as in
+/// PostgreSQL, unless `cascade`, which drops them (and the views over
+/// them) from `catalog`; true when it dropped any.
+fn drop_dependent_views(catalog: &mut Catalog, name: &str, cascade: bool) -> Result<bool> {
+    let views = crate::alter::views_reading_table(catalog, name);
+    let Some(first) = views.first() else {
+        return Ok(false);
+    };
+    if !cascade {
+        return Err(ErrorKind::DependentObjects(format!(
+            "cannot drop table {name} because other objects depend on it: view {first} depends \
+             on table {name} (use DROP … CASCADE to drop the dependent objects too)"
+        ))
+        .into());
+    }
+    crate::alter::drop_views(catalog, views);
+    Ok(true)
+}
+
 /// True when the relation `key` is this connection's external (file)
 /// table: DataFusion has it, the catalog does not.
-fn is_external(session: &Session, key: &str) -> Result<bool> {
+pub(crate) fn is_external(session: &Session, key: &str) -> Result<bool> {
     if session.catalog.has_relation(key) {
         return Ok(false);
     }
@@ -347,6 +371,7 @@ pub(crate) fn drop_table_key(session: &mut Session, name: &str, cascade: bool) -
         return Err(ErrorKind::UndefinedTable { name }.into());
     };
     let mut catalog = session.catalog.as_ref().clone();
+    drop_dependent_views(&mut catalog, &name, cascade)?;
     if let Some((child, constraint)) = crate::foreign_keys::referred_by_others(&catalog, &name) {
         if !cascade {
             return Err(ErrorKind::DependentObjects(format!(

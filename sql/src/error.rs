@@ -96,6 +96,10 @@ pub enum ErrorKind {
     /// Two relations of one FROM list go by the same name.
     #[error("{0}")]
     DuplicateAlias(String),
+    /// A qualifier names a relation of the FROM list that it cannot mean
+    /// (`SELECT s.t.id FROM t`).
+    #[error("{0}")]
+    InvalidTableReference(String),
     /// The schema does not exist.
     #[error("schema \"{name}\" does not exist")]
     UndefinedSchema {
@@ -228,6 +232,7 @@ impl ErrorKind {
             ErrorKind::DuplicateTable { .. } => "42P07",
             ErrorKind::UndefinedSchema { .. } => "3F000",
             ErrorKind::DuplicateAlias(_) => "42712",
+            ErrorKind::InvalidTableReference(_) => "42P01",
             ErrorKind::DuplicateSchema { .. } => "42P06",
             ErrorKind::InvalidName(_) => "42602",
             ErrorKind::UndefinedObject { .. } => "42704",
@@ -431,6 +436,12 @@ fn kind_of_df(e: &DataFusionError) -> ErrorKind {
             SchemaError::AmbiguousReference { field } => ErrorKind::AmbiguousColumn {
                 column: field.name.clone(),
             },
+            SchemaError::DuplicateQualifiedField { qualifier, .. } => {
+                ErrorKind::DuplicateAlias(format!(
+                    "table name \"{}\" specified more than once",
+                    qualifier.table()
+                ))
+            }
             _ => ErrorKind::Plan(msg),
         },
         DataFusionError::ArrowError(e, _) => kind_of_arrow(e),

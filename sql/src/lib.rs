@@ -12,6 +12,7 @@ mod ddl;
 pub mod dialect;
 mod dml;
 pub mod error;
+mod exposed_names;
 pub mod files;
 pub mod foreign_keys;
 mod functions;

@@ -32,12 +32,8 @@ use crate::session::Session;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::common::TableReference;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{
-    FromTable, Ident, ObjectName, ObjectNamePart, Query, SchemaName, SetExpr,
-    Statement as SqlStatement, TableFactor, TableWithJoins, UpdateTableFromKind, Visit, Visitor,
-};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, SchemaName};
 use entidb_catalog::{Catalog, MAIN};
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// The name of the database in three-part names (`entidb.main.t`).
@@ -398,102 +394,4 @@ pub(crate) async fn drop(
         session.sync_catalog().await?;
     }
     Ok(())
-}
-
-/// 42712 when one FROM list (a SELECT's, an UPDATE's target with its
-/// FROM, a DELETE's with its USING, a MERGE's target with its source)
-/// names two different relations under one exposed name: `FROM t JOIN s.t`
-/// or `FROM a AS x, b AS x`, as PostgreSQL refuses them. DataFusion
-/// would take the qualifier `t` (and even `main.t`) to mean whichever of
-/// the two comes first, and answer wrongly. The same relation twice
-/// (`FROM t1, t1`) is left to the planner, as before.
-pub(crate) fn check_exposed_names(statement: &SqlStatement) -> Result<()> {
-    let mut lists: Vec<Vec<&TableFactor>> = Vec::new();
-    match statement {
-        SqlStatement::Update(update) => {
-            let mut list = factors(std::slice::from_ref(&update.table));
-            if let Some(
-                UpdateTableFromKind::BeforeSet(from) | UpdateTableFromKind::AfterSet(from),
-            ) = &update.from
-            {
-                list.extend(factors(from));
-            }
-            lists.push(list);
-        }
-        SqlStatement::Delete(delete) => {
-            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &delete.from;
-            let mut list = factors(from);
-            if let Some(using) = &delete.using {
-                list.extend(factors(using));
-            }
-            lists.push(list);
-        }
-        SqlStatement::Merge(merge) => lists.push(vec![&merge.table, &merge.source]),
-        _ => {}
-    }
-    for list in &lists {
-        check_list(list)?;
-    }
-    let mut found = Ok(());
-    let _ = statement.visit(&mut SelectLists(&mut found));
-    found
-}
-
-/// Every table factor of a FROM list: each item and its joins.
-fn factors(from: &[TableWithJoins]) -> Vec<&TableFactor> {
-    from.iter()
-        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
-        .collect()
-}
-
-fn check_list(list: &[&TableFactor]) -> Result<()> {
-    let mut seen: Vec<(String, String)> = Vec::new();
-    for factor in list {
-        let TableFactor::Table { name, alias, .. } = factor else {
-            continue;
-        };
-        let Ok(parts) = parts(name) else {
-            continue;
-        };
-        let written = parts.join(".");
-        let exposed = match alias {
-            Some(a) => normalize(&a.name),
-            None => parts.last().cloned().unwrap_or_default(),
-        };
-        if seen.iter().any(|(e, w)| *e == exposed && *w != written) {
-            return Err(ErrorKind::DuplicateAlias(format!(
-                "table name \"{exposed}\" specified more than once (give one of them an alias)"
-            ))
-            .into());
-        }
-        seen.push((exposed, written));
-    }
-    Ok(())
-}
-
-/// Checks the FROM list of every SELECT of a statement.
-struct SelectLists<'a>(&'a mut Result<()>);
-
-impl Visitor for SelectLists<'_> {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        let mut bodies = vec![query.body.as_ref()];
-        while let Some(body) = bodies.pop() {
-            match body {
-                SetExpr::Select(select) => {
-                    if let Err(e) = check_list(&factors(&select.from)) {
-                        *self.0 = Err(e);
-                        return ControlFlow::Break(());
-                    }
-                }
-                SetExpr::SetOperation { left, right, .. } => {
-                    bodies.push(left);
-                    bodies.push(right);
-                }
-                _ => {}
-            }
-        }
-        ControlFlow::Continue(())
-    }
 }

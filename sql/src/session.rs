@@ -521,6 +521,7 @@ impl Session {
         stmt: DFStatement,
         params: &[ScalarValue],
     ) -> Result<SendableRecordBatchStream> {
+        crate::exposed_names::check(&stmt)?;
         let (plan, names) = output_names::plan(self, stmt, params).await?;
         if matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) {
             return Err(ErrorKind::InvalidArgument("query_stream runs queries only".into()).into());
@@ -706,15 +707,7 @@ impl Session {
         params: &[ScalarValue],
     ) -> Result<Output> {
         statement_cache::forget_on_settings(self, &stmt);
-        match &stmt {
-            DFStatement::Statement(s) => crate::schemas::check_exposed_names(s)?,
-            DFStatement::Explain(e) => {
-                if let DFStatement::Statement(s) = e.statement.as_ref() {
-                    crate::schemas::check_exposed_names(s)?;
-                }
-            }
-            _ => {}
-        }
+        crate::exposed_names::check(&stmt)?;
         // The statements the session runs itself get the dialect's
         // rewrites here; the others in `plan`.
         let fires_insert_triggers = matches!(&stmt, DFStatement::Statement(s)

@@ -330,3 +330,40 @@ fn a_bound_stream_survives_a_checkpoint_that_rewrites_its_segments() {
         assert_eq!(left, 10);
     });
 }
+
+/// The FROM-list checks (`sql/src/exposed_names.rs`) guard the streaming
+/// path too, which the shell uses for every SELECT, and COPY's query: both
+/// used to skip them and read main's `t` for `s.t.id`.
+#[test]
+fn streams_and_copy_check_qualifiers_like_queries() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = Database::open_in_memory().unwrap();
+        let mut conn = db.connect();
+        conn.execute(
+            "CREATE SCHEMA s; CREATE TABLE t (id INT, v INT); CREATE TABLE s.t (id INT, v INT); \
+             INSERT INTO t VALUES (1, 10); INSERT INTO s.t VALUES (1, 100)",
+        )
+        .await
+        .unwrap();
+        for sql in [
+            "SELECT s.t.v FROM t",
+            "SELECT u.v FROM t AS u, (SELECT 1 AS v) AS u",
+        ] {
+            let err = conn.query_stream(sql).await.err().unwrap();
+            assert!(["42P01", "42712"].contains(&err.sqlstate()), "{sql}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.csv");
+        let copy = format!(
+            "COPY (SELECT s.t.v FROM t) TO '{}' STORED AS CSV",
+            file.display()
+        );
+        let err = conn.execute(&copy).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "42P01", "{err}");
+        assert!(!file.exists(), "nothing was written");
+    });
+}

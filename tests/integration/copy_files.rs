@@ -317,3 +317,32 @@ fn external_tables_and_stored_tables_share_one_namespace() {
     assert_eq!(count(&mut c, "ext"), 2);
     assert_eq!(count(&mut c, "ext"), 2);
 }
+
+/// A view over an external table keeps DROP TABLE from dropping the table
+/// (2BP01; the view used to keep reading the file after the drop), CASCADE
+/// drops the view too; a stored table cannot be renamed onto an external
+/// table's name (42P07; the rename used to succeed and hide the file).
+#[test]
+fn external_tables_drop_with_their_views_and_keep_their_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write(dir.path(), "ext.csv", "k,v\n1,a\n");
+    let db = Database::open(dir.path().join("db")).unwrap();
+    let mut c = BlockingConnection::new(&db).unwrap();
+    c.execute(&format!(
+        "CREATE EXTERNAL TABLE ext STORED AS CSV LOCATION '{csv}' OPTIONS ('format.has_header' 'true')"
+    ))
+    .unwrap();
+    c.execute("CREATE TABLE t (a INT)").unwrap();
+    let e = c.execute("ALTER TABLE t RENAME TO ext").unwrap_err();
+    assert_eq!(e.sqlstate(), "42P07", "{e}");
+    assert_eq!(count(&mut c, "t"), 0);
+    c.execute("CREATE VIEW ev AS SELECT * FROM ext").unwrap();
+    let e = c.execute("DROP TABLE ext").unwrap_err();
+    assert_eq!(e.sqlstate(), "2BP01", "{e}");
+    assert_eq!(count(&mut c, "ev"), 1);
+    c.execute("DROP TABLE ext CASCADE").unwrap();
+    for relation in ["ext", "ev"] {
+        let e = c.query(&format!("SELECT * FROM {relation}")).unwrap_err();
+        assert_eq!(e.sqlstate(), "42P01", "{relation}: {e}");
+    }
+}
