@@ -1065,22 +1065,51 @@ impl Visitor for ColumnFinder<'_> {
 }
 
 /// Removes `views` and, transitively, the views that read them.
-/// The views whose SQL names relation `key` (a name that resolves to it;
-/// a CTE of the same name counts too, erring on the side of finding one).
+/// The keys of the relations a view's SQL names: each name as it
+/// resolves, leaving out the names of its CTEs.
+fn relations_named(catalog: &Catalog, sql: &str) -> HashSet<String> {
+    let Some(stmt) = parse_view(sql) else {
+        return HashSet::new();
+    };
+    let mut ctes = CteNames(HashSet::new());
+    let _ = stmt.visit(&mut ctes);
+    let mut keys = HashSet::new();
+    let _ = visit_relations(&stmt, |name| {
+        let cte = match name.0.as_slice() {
+            [part] => part
+                .as_ident()
+                .is_some_and(|i| ctes.0.contains(&normalize(i))),
+            _ => false,
+        };
+        if !cte && let Ok(key) = crate::schemas::resolve(catalog, name) {
+            keys.insert(key);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    keys
+}
+
+/// The names of every CTE of a statement.
+struct CteNames(HashSet<String>);
+
+impl Visitor for CteNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            self.0
+                .extend(with.cte_tables.iter().map(|c| normalize(&c.alias.name)));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The views whose SQL names relation `key` ([`relations_named`]).
 pub(crate) fn views_reading_table(catalog: &Catalog, key: &str) -> Vec<String> {
     catalog
         .views
         .iter()
-        .filter(|v| {
-            parse_view(&v.sql).is_some_and(|stmt| {
-                let mut found = false;
-                let _ = visit_relations(&stmt, |name| {
-                    found |= crate::schemas::resolve(catalog, name).is_ok_and(|k| k == key);
-                    ControlFlow::<()>::Continue(())
-                });
-                found
-            })
-        })
+        .filter(|v| relations_named(catalog, &v.sql).contains(key))
         .map(|v| v.name.clone())
         .collect()
 }
@@ -1093,7 +1122,7 @@ pub(crate) fn drop_views(catalog: &mut Catalog, views: Vec<String>) {
             .views
             .iter()
             .filter(|v| !gone.contains(&v.name))
-            .filter(|v| gone.iter().any(|g| reads_relation(&v.sql, g)))
+            .filter(|v| !relations_named(catalog, &v.sql).is_disjoint(&gone))
             .map(|v| v.name.clone())
             .collect();
         if more.is_empty() {

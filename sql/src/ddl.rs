@@ -371,7 +371,10 @@ pub(crate) fn drop_table_key(session: &mut Session, name: &str, cascade: bool) -
         return Err(ErrorKind::UndefinedTable { name }.into());
     };
     let mut catalog = session.catalog.as_ref().clone();
-    drop_dependent_views(&mut catalog, &name, cascade)?;
+    // SQLite's DROP TABLE leaves the views over the table (dialect.rs).
+    if session.dialect != crate::dialect::Dialect::Sqlite {
+        drop_dependent_views(&mut catalog, &name, cascade)?;
+    }
     if let Some((child, constraint)) = crate::foreign_keys::referred_by_others(&catalog, &name) {
         if !cascade {
             return Err(ErrorKind::DependentObjects(format!(

@@ -9,6 +9,12 @@
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
 //!   SQL uses it freely.
+//! - a subquery in FROM without an alias gets one, `unnamed_subquery_N`
+//!   (N counting them in the statement), as PostgreSQL 16 and SQLite
+//!   accept it (PostgreSQL 15 refuses, 42601): the names inside it are not
+//!   seen outside. DataFusion would keep the inner qualifiers, so that
+//!   `SELECT t.v FROM (SELECT * FROM s.t), t` read `s.t`'s `v` for `t.v`
+//!   (`exposed_names.rs` relies on this rewrite);
 //! - SQLite's aggregates `total(x)` (`coalesce(sum(__total_arg(x)), 0.0)`,
 //!   `__total_arg` a CAST to DOUBLE: a float, 0.0 over no rows) and
 //!   `group_concat(x [, sep])` (`string_agg(CAST(x AS TEXT), sep)`, `sep`
@@ -36,6 +42,9 @@
 //!   column.
 //! - `sum`, `avg` and `total` read text as numbers (`'12abc'` is 12,
 //!   `'abc'` 0), through `__sqlite_number` (`functions.rs`).
+//! - `DROP TABLE` of a stored table leaves the views over it (broken until
+//!   a table of that name exists again), as SQLite does; PostgreSQL's
+//!   default refuses (2BP01) unless CASCADE (`ddl.rs`).
 //!
 //! The rewrites are AST-to-AST (sqlparser's `VisitorMut`), so everything
 //! downstream — planning, views, EXPLAIN — sees ordinary SQL; a view stores
@@ -45,12 +54,12 @@
 
 use crate::error::{ErrorKind, Result};
 use crate::text_rewrite::{Tokens, apply};
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::CastKind;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, DataType, DuplicateTreatment, ExactNumberInfo, Expr, Function, FunctionArg,
     FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName, Query, Statement,
-    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    TableAlias, TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
@@ -113,13 +122,20 @@ pub(crate) fn rewrite(stmt: &mut DFStatement, dialect: Dialect) {
     {
         rightmost_assignments(&mut update.assignments);
     }
-    let mut rewriter = Rewriter { dialect };
+    let mut rewriter = Rewriter {
+        dialect,
+        unnamed: 0,
+    };
     let _ = match stmt {
         DFStatement::Statement(s) => s.as_mut().visit(&mut rewriter),
         DFStatement::Explain(e) => {
             rewrite(&mut e.statement, dialect);
             ControlFlow::Continue(())
         }
+        DFStatement::CopyTo(c) => match &mut c.source {
+            CopyToSource::Query(q) => q.visit(&mut rewriter),
+            CopyToSource::Relation(_) => ControlFlow::Continue(()),
+        },
         _ => ControlFlow::Continue(()),
     };
 }
@@ -141,7 +157,12 @@ fn rightmost_assignments(assignments: &mut Vec<datafusion::sql::sqlparser::ast::
 
 struct Rewriter {
     dialect: Dialect,
+    /// Unaliased subqueries in FROM named so far.
+    unnamed: usize,
 }
+
+/// The prefix of the alias an unaliased subquery in FROM is given.
+pub(crate) const UNNAMED_SUBQUERY: &str = "unnamed_subquery_";
 
 impl VisitorMut for Rewriter {
     type Break = ();
@@ -184,6 +205,19 @@ impl VisitorMut for Rewriter {
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
         crate::info_schema::redirect(factor);
+        if let TableFactor::Derived {
+            alias: alias @ None,
+            ..
+        } = factor
+        {
+            self.unnamed += 1;
+            *alias = Some(TableAlias {
+                explicit: true,
+                name: Ident::new(format!("{UNNAMED_SUBQUERY}{}", self.unnamed)),
+                columns: vec![],
+                at: None,
+            });
+        }
         ControlFlow::Continue(())
     }
 

@@ -12,7 +12,9 @@
 //!   UPDATE's target with its FROM; a DELETE's with its USING; a MERGE's
 //!   target with its source) expose distinct names, 42712. A relation
 //!   exposes its alias, or else its unqualified name; derived tables,
-//!   table functions and UNNEST expose their alias; an unaliased
+//!   table functions and UNNEST expose their alias (a derived table
+//!   without one is given a hidden one, `dialect.rs`, so the names inside
+//!   it are not seen outside, as in PostgreSQL 16 and SQLite); an unaliased
 //!   parenthesised join exposes the names inside it (flattened), an aliased
 //!   one only its alias. PostgreSQL also allows two unaliased tables of one
 //!   name from different schemas (`FROM main.t, s.t`) and then refuses the
@@ -29,6 +31,11 @@
 //!   would bind the inner one), EntiDB refuses with 0A000 and asks for an
 //!   alias: a refused statement is better than a wrong answer.
 //!
+//! An INSERT's RETURNING and ON CONFLICT see its target (and `excluded`);
+//! pipe syntax (`|>`) is refused (0A000), as is a qualifier naming another
+//! database. Stored views are planned from SQL checked when they were
+//! created.
+//!
 //! The walk is over the parsed statement: queries, their set operations and
 //! SELECTs build the scopes, and a visitor finds the qualifiers (and the
 //! subqueries, which it hands back to the walk) in each SELECT's clauses.
@@ -39,7 +46,7 @@ use crate::schemas::DATABASE;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     Expr, FromTable, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, Statement as SqlStatement, TableAlias, TableFactor, TableWithJoins,
+    SetExpr, Statement as SqlStatement, TableAlias, TableFactor, TableObject, TableWithJoins,
     UpdateTableFromKind, Visit, Visitor,
 };
 use entidb_catalog::MAIN;
@@ -78,6 +85,8 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
             let view = scopes.view();
             check_exprs(&update.assignments, &view)?;
             check_exprs(&update.selection, &view)?;
+            check_exprs(&update.order_by, &view)?;
+            check_exprs(&update.limit, &view)?;
             check_exprs(&update.returning, &view)
         }
         SqlStatement::Delete(delete) => {
@@ -89,7 +98,36 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
             let scopes = none.with(from_list(&tables, &none)?);
             let view = scopes.view();
             check_exprs(&delete.selection, &view)?;
+            check_exprs(&delete.order_by, &view)?;
+            check_exprs(&delete.limit, &view)?;
             check_exprs(&delete.returning, &view)
+        }
+        SqlStatement::Insert(insert) => {
+            if let Some(source) = &insert.source {
+                check_query(source, &none)?;
+            }
+            // RETURNING and ON CONFLICT see the target by its alias or its
+            // bare name (`insert.rs`, `upsert.rs`), and `excluded`.
+            let mut scope = Scope::default();
+            if let TableObject::TableName(name) = &insert.table {
+                let entry = match &insert.table_alias {
+                    Some(a) => Some(aliased_as(&a.alias)),
+                    None => table_entry(name, None, false, &none),
+                };
+                if let Some(mut entry) = entry {
+                    entry.written_schema = None;
+                    scope.entries.push(entry);
+                }
+            }
+            scope.entries.push(Entry {
+                exposed: "excluded".into(),
+                written_schema: None,
+                table_schema: None,
+            });
+            let scopes = none.with(scope);
+            let view = scopes.view();
+            check_exprs(&insert.on, &view)?;
+            check_exprs(&insert.returning, &view)
         }
         SqlStatement::Merge(merge) => {
             let mut scope = Scope::default();
@@ -168,6 +206,11 @@ impl ScopesOwned<'_> {
 }
 
 fn check_query(query: &Query, outer: &Scopes) -> Result<()> {
+    // `|> JOIN` would join under DataFusion's loose qualifiers with no
+    // FROM list to check.
+    if !query.pipe_operators.is_empty() {
+        return Err(ErrorKind::NotSupported("pipe syntax (|>)".into()).into());
+    }
     let mut scopes = outer.clone();
     if let Some(with) = &query.with {
         for cte in &with.cte_tables {
@@ -220,6 +263,7 @@ fn check_select<'a>(select: &Select, outer: &Scopes<'a>) -> Result<ScopesOwned<'
             check_qualifier(&parts, &name.to_string(), &view, true)?;
         }
     }
+    check_exprs(&select.distinct, &view)?;
     check_exprs(&select.projection, &view)?;
     check_exprs(&select.prewhere, &view)?;
     check_exprs(&select.selection, &view)?;
@@ -259,7 +303,10 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
     let entry = match factor {
         TableFactor::Table {
             name, alias, args, ..
-        } => table_entry(name, alias.as_ref(), args.is_some(), outer),
+        } => {
+            check_exprs(args, outer)?;
+            table_entry(name, alias.as_ref(), args.is_some(), outer)
+        }
         TableFactor::Derived {
             lateral,
             subquery,
@@ -295,11 +342,19 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
                 }
             }
         }
-        TableFactor::Function { name, alias, .. } => Some(match alias {
-            Some(alias) => aliased(alias),
-            None => unaliased_function(name),
-        }),
-        other => factor_alias(other).map(aliased),
+        TableFactor::Function {
+            name, alias, args, ..
+        } => {
+            check_exprs(args, outer)?;
+            Some(match alias {
+                Some(alias) => aliased(alias),
+                None => unaliased_function(name),
+            })
+        }
+        other => {
+            check_exprs(other, outer)?;
+            factor_alias(other).map(aliased)
+        }
     };
     match entry {
         Some(entry) => add_entry(scope, entry),
@@ -336,8 +391,12 @@ fn factor_alias(factor: &TableFactor) -> Option<&TableAlias> {
 }
 
 fn aliased(alias: &TableAlias) -> Entry {
+    aliased_as(&alias.name)
+}
+
+fn aliased_as(alias: &Ident) -> Entry {
     Entry {
-        exposed: normalize(&alias.name),
+        exposed: normalize(alias),
         written_schema: None,
         table_schema: None,
     }
@@ -460,6 +519,12 @@ fn check_qualifier(
     let (schema, table) = match names.as_slice() {
         [schema, table] => (schema, table),
         [database, schema, table] if database == DATABASE => (schema, table),
+        [_, _, _] => {
+            return Err(ErrorKind::NotSupported(format!(
+                "cross-database references are not implemented: {written}"
+            ))
+            .into());
+        }
         _ => return Ok(()),
     };
     let searched = if wildcard {

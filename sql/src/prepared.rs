@@ -133,6 +133,8 @@ impl Session {
         let mut statements = crate::stack::on_big_stack(|| self.parse(sql))?;
         match (statements.pop(), statements.is_empty()) {
             (Some(Parsed::Sql(statement)), true) => {
+                // The fast paths plan without `dispatch`: check here.
+                crate::stack::on_big_stack(|| crate::exposed_names::check(&statement))?;
                 Ok(Prepared::new(sql.trim().to_string(), *statement))
             }
             _ => {

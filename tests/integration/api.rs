@@ -367,3 +367,29 @@ fn streams_and_copy_check_qualifiers_like_queries() {
         assert!(!file.exists(), "nothing was written");
     });
 }
+
+/// A prepared point query is answered by the index fast path, which plans
+/// without `dispatch`: the qualifier check runs at prepare. It used to
+/// answer `SELECT s.t.v FROM t WHERE id = $1` from main's `t`.
+#[test]
+fn prepare_checks_qualifiers() {
+    let db = Database::open_in_memory().unwrap();
+    let mut c = BlockingConnection::new(&db).unwrap();
+    c.execute(
+        "CREATE SCHEMA s; CREATE TABLE t (id INT PRIMARY KEY, v TEXT); \
+         CREATE TABLE s.t (id INT PRIMARY KEY, v TEXT); \
+         INSERT INTO t VALUES (1, 'main'); INSERT INTO s.t VALUES (1, 's')",
+    )
+    .unwrap();
+    let err = c
+        .prepare("SELECT s.t.v FROM t WHERE id = $1")
+        .err()
+        .unwrap();
+    assert_eq!(err.sqlstate(), "42P01", "{err}");
+    let p = c.prepare("SELECT s.t.v FROM s.t WHERE id = $1").unwrap();
+    let batches = c.query_prepared(&p, params![1]).unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("| s "), "{text}");
+}
