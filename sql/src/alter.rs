@@ -622,8 +622,14 @@ fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str)
             check.sql = expr.to_string();
         }
     }
+    let lookup = catalog.clone();
     for view in catalog.views.iter_mut() {
         if reads_relation(&view.sql, &table) {
+            // The renamer is blind to qualifiers: it renames `old` of every
+            // relation of the view. Refused where another one may have it.
+            if let Some(other) = other_source_of(&lookup, &view.sql, &table, old) {
+                return unsupported_rename(&view.name, &format!("{other} may have a column {old}"));
+            }
             view.sql = rewrite_view(&view.sql, |stmt| {
                 let _ = stmt.visit(&mut ColumnRenamer { old, new });
             });
@@ -711,8 +717,14 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
         }
     }
     let lookup = catalog.clone();
+    let bare_old = lookup.split(&old).1.to_string();
     for view in catalog.views.iter_mut() {
-        if reads_relation(&view.sql, &old) {
+        if relations_named(&lookup, &view.sql).contains(&old) {
+            // The rename rewrites names, blind to scopes: a CTE named like
+            // the table would be renamed too and read the table.
+            if has_cte_named(&view.sql, &bare_old) {
+                return unsupported_rename(&view.name, "it has a CTE of the table's name");
+            }
             view.sql = rewrite_view(&view.sql, |stmt| {
                 let _ = visit_relations_mut(stmt, |name| {
                     if crate::schemas::resolve(&lookup, name).is_ok_and(|k| k == old) {
@@ -721,10 +733,24 @@ fn rename_table(shape: &mut Shape, catalog: &mut Catalog, new: &str) -> Result<(
                     ControlFlow::<()>::Continue(())
                 });
             });
+            // A FROM list of the view may now expose one name twice.
+            if let Some(stmt) = parse_view(&view.sql)
+                && let Err(e) = crate::exposed_names::check(&DFStatement::Statement(Box::new(stmt)))
+            {
+                return unsupported_rename(&view.name, &e.to_string());
+            }
         }
     }
     shape.rewrite = true;
     Ok(())
+}
+
+/// 0A000: a RENAME that would change what view `view` reads.
+fn unsupported_rename(view: &str, why: &str) -> Result<()> {
+    Err(ErrorKind::NotSupported(format!(
+        "RENAME would change what view {view} reads ({why}); drop and re-create the view"
+    ))
+    .into())
 }
 
 async fn alter_column(
@@ -1064,29 +1090,45 @@ impl Visitor for ColumnFinder<'_> {
     }
 }
 
-/// Removes `views` and, transitively, the views that read them.
 /// The keys of the relations a view's SQL names: each name as it
-/// resolves, leaving out the names of its CTEs.
+/// resolves, leaving out CTEs where they are in scope
+/// ([`crate::exposed_names::relations_read`]).
 fn relations_named(catalog: &Catalog, sql: &str) -> HashSet<String> {
     let Some(stmt) = parse_view(sql) else {
         return HashSet::new();
     };
+    crate::exposed_names::relations_read(&stmt)
+        .iter()
+        .filter_map(|name| crate::schemas::resolve(catalog, name).ok())
+        .collect()
+}
+
+/// Another relation of the view's SQL than `table` that has (or, a view
+/// or a CTE, may have) a column `column`.
+fn other_source_of(catalog: &Catalog, sql: &str, table: &str, column: &str) -> Option<String> {
+    let stmt = parse_view(sql)?;
     let mut ctes = CteNames(HashSet::new());
     let _ = stmt.visit(&mut ctes);
-    let mut keys = HashSet::new();
-    let _ = visit_relations(&stmt, |name| {
-        let cte = match name.0.as_slice() {
-            [part] => part
-                .as_ident()
-                .is_some_and(|i| ctes.0.contains(&normalize(i))),
-            _ => false,
-        };
-        if !cte && let Ok(key) = crate::schemas::resolve(catalog, name) {
-            keys.insert(key);
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    keys
+    if let Some(cte) = ctes.0.iter().next() {
+        return Some(format!("CTE {cte}"));
+    }
+    relations_named(catalog, sql)
+        .into_iter()
+        .filter(|key| key != table)
+        .find(|key| match catalog.table(key) {
+            Some(meta) => meta.columns.iter().any(|c| c.name == column),
+            None => true,
+        })
+}
+
+/// True when a CTE of the view's SQL is named `name`.
+fn has_cte_named(sql: &str, name: &str) -> bool {
+    let Some(stmt) = parse_view(sql) else {
+        return false;
+    };
+    let mut ctes = CteNames(HashSet::new());
+    let _ = stmt.visit(&mut ctes);
+    ctes.0.contains(name)
 }
 
 /// The names of every CTE of a statement.

@@ -371,8 +371,9 @@ pub(crate) fn drop_table_key(session: &mut Session, name: &str, cascade: bool) -
         return Err(ErrorKind::UndefinedTable { name }.into());
     };
     let mut catalog = session.catalog.as_ref().clone();
-    // SQLite's DROP TABLE leaves the views over the table (dialect.rs).
-    if session.dialect != crate::dialect::Dialect::Sqlite {
+    // SQLite's DROP TABLE leaves the views over the table (dialect.rs);
+    // CASCADE (not SQLite's) still drops them.
+    if cascade || session.dialect != crate::dialect::Dialect::Sqlite {
         drop_dependent_views(&mut catalog, &name, cascade)?;
     }
     if let Some((child, constraint)) = crate::foreign_keys::referred_by_others(&catalog, &name) {

@@ -9,7 +9,7 @@
 //!   accepts it only on numbers, intervals and timestamps. PostgreSQL
 //!   refuses it on text; accepting more is harmless and SQLite-written
 //!   SQL uses it freely.
-//! - a subquery in FROM without an alias gets one, `unnamed_subquery_N`
+//! - a subquery in FROM without an alias gets one, `"unnamed subquery N"`
 //!   (N counting them in the statement), as PostgreSQL 16 and SQLite
 //!   accept it (PostgreSQL 15 refuses, 42601): the names inside it are not
 //!   seen outside. DataFusion would keep the inner qualifiers, so that
@@ -162,7 +162,8 @@ struct Rewriter {
 }
 
 /// The prefix of the alias an unaliased subquery in FROM is given.
-pub(crate) const UNNAMED_SUBQUERY: &str = "unnamed_subquery_";
+/// (A quoted name with a space: no table or alias is likely to have it.)
+pub(crate) const UNNAMED_SUBQUERY: &str = "unnamed subquery ";
 
 impl VisitorMut for Rewriter {
     type Break = ();
@@ -213,7 +214,7 @@ impl VisitorMut for Rewriter {
             self.unnamed += 1;
             *alias = Some(TableAlias {
                 explicit: true,
-                name: Ident::new(format!("{UNNAMED_SUBQUERY}{}", self.unnamed)),
+                name: Ident::with_quote('"', format!("{UNNAMED_SUBQUERY}{}", self.unnamed)),
                 columns: vec![],
                 at: None,
             });

@@ -45,11 +45,12 @@ use crate::error::{ErrorKind, Result};
 use crate::schemas::DATABASE;
 use datafusion::sql::parser::{CopyToSource, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, FromTable, Ident, ObjectName, Query, Select, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, Statement as SqlStatement, TableAlias, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind, Visit, Visitor,
+    AccessExpr, Expr, FromTable, Ident, ObjectName, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement as SqlStatement, TableAlias, TableFactor,
+    TableObject, TableWithJoins, UpdateTableFromKind, Visit, Visitor,
 };
 use entidb_catalog::MAIN;
+use std::cell::RefCell;
 use std::ops::ControlFlow;
 
 /// Checks a statement as the module doc says.
@@ -58,7 +59,7 @@ use std::ops::ControlFlow;
 /// 42712, 42P01 or 0A000 (see the module doc).
 pub(crate) fn check(statement: &DFStatement) -> Result<()> {
     match statement {
-        DFStatement::Statement(s) => check_sql(s),
+        DFStatement::Statement(s) => check_sql(s, &Scopes::default()),
         DFStatement::Explain(e) => check(&e.statement),
         DFStatement::CopyTo(c) => match &c.source {
             CopyToSource::Query(q) => check_query(q, &Scopes::default()),
@@ -68,11 +69,10 @@ pub(crate) fn check(statement: &DFStatement) -> Result<()> {
     }
 }
 
-fn check_sql(statement: &SqlStatement) -> Result<()> {
-    let none = Scopes::default();
+fn check_sql(statement: &SqlStatement, base: &Scopes) -> Result<()> {
     match statement {
-        SqlStatement::Query(q) => check_query(q, &none),
-        SqlStatement::Explain { statement, .. } => check_sql(statement),
+        SqlStatement::Query(q) => check_query(q, base),
+        SqlStatement::Explain { statement, .. } => check_sql(statement, base),
         SqlStatement::Update(update) => {
             let mut tables = vec![&update.table];
             if let Some(
@@ -81,7 +81,7 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
             {
                 tables.extend(from);
             }
-            let scopes = none.with(from_list(&tables, &none)?);
+            let scopes = base.with(from_list(&tables, base)?);
             let view = scopes.view();
             check_exprs(&update.assignments, &view)?;
             check_exprs(&update.selection, &view)?;
@@ -95,7 +95,7 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
             if let Some(using) = &delete.using {
                 tables.extend(using);
             }
-            let scopes = none.with(from_list(&tables, &none)?);
+            let scopes = base.with(from_list(&tables, base)?);
             let view = scopes.view();
             check_exprs(&delete.selection, &view)?;
             check_exprs(&delete.order_by, &view)?;
@@ -104,7 +104,7 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
         }
         SqlStatement::Insert(insert) => {
             if let Some(source) = &insert.source {
-                check_query(source, &none)?;
+                check_query(source, base)?;
             }
             // RETURNING and ON CONFLICT see the target by its alias or its
             // bare name (`insert.rs`, `upsert.rs`), and `excluded`.
@@ -112,7 +112,7 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
             if let TableObject::TableName(name) = &insert.table {
                 let entry = match &insert.table_alias {
                     Some(a) => Some(aliased_as(&a.alias)),
-                    None => table_entry(name, None, false, &none),
+                    None => table_entry(name, None, false, base),
                 };
                 if let Some(mut entry) = entry {
                     entry.written_schema = None;
@@ -124,30 +124,23 @@ fn check_sql(statement: &SqlStatement) -> Result<()> {
                 written_schema: None,
                 table_schema: None,
             });
-            let scopes = none.with(scope);
+            let scopes = base.with(scope);
             let view = scopes.view();
             check_exprs(&insert.on, &view)?;
             check_exprs(&insert.returning, &view)
         }
         SqlStatement::Merge(merge) => {
             let mut scope = Scope::default();
-            add_factor(&mut scope, &merge.table, &none)?;
-            add_factor(&mut scope, &merge.source, &none)?;
-            let scopes = none.with(scope);
+            add_factor(&mut scope, &merge.table, base)?;
+            add_factor(&mut scope, &merge.source, base)?;
+            let scopes = base.with(scope);
             let view = scopes.view();
             check_exprs(&merge.on, &view)?;
             check_exprs(&merge.clauses, &view)
         }
         // Every other statement: the queries it holds (INSERT … SELECT,
         // CREATE VIEW … AS, CREATE TABLE … AS), each from no scope.
-        other => {
-            let mut top = TopQueries {
-                depth: 0,
-                found: Ok(()),
-            };
-            let _ = other.visit(&mut top);
-            top.found
-        }
+        other => check_exprs(other, base),
     }
 }
 
@@ -177,6 +170,8 @@ struct Entry {
 struct Scopes<'a> {
     stack: Vec<&'a Scope>,
     ctes: Vec<String>,
+    /// Where [`relations_read`] collects the relations named.
+    relations: Option<&'a RefCell<Vec<ObjectName>>>,
 }
 
 impl<'a> Scopes<'a> {
@@ -184,6 +179,20 @@ impl<'a> Scopes<'a> {
         ScopesOwned {
             outer: self.clone(),
             inner: scope,
+        }
+    }
+
+    /// These scopes and, inside them, `scope` (what LATERAL sees).
+    fn and<'b>(&self, scope: &'b Scope) -> Scopes<'b>
+    where
+        'a: 'b,
+    {
+        let mut stack = self.stack.clone();
+        stack.push(scope);
+        Scopes {
+            stack,
+            ctes: self.ctes.clone(),
+            relations: self.relations,
         }
     }
 }
@@ -196,12 +205,7 @@ struct ScopesOwned<'a> {
 
 impl ScopesOwned<'_> {
     fn view(&self) -> Scopes<'_> {
-        let mut stack = self.outer.stack.clone();
-        stack.push(&self.inner);
-        Scopes {
-            stack,
-            ctes: self.outer.ctes.clone(),
-        }
+        self.outer.and(&self.inner)
     }
 }
 
@@ -304,7 +308,13 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
         TableFactor::Table {
             name, alias, args, ..
         } => {
-            check_exprs(args, outer)?;
+            check_exprs(args, &outer.and(scope))?;
+            if let Some(relations) = outer.relations
+                && args.is_none()
+                && !is_cte(name, outer)
+            {
+                relations.borrow_mut().push(name.clone());
+            }
             table_entry(name, alias.as_ref(), args.is_some(), outer)
         }
         TableFactor::Derived {
@@ -314,13 +324,7 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
             ..
         } => {
             if *lateral {
-                let mut stack = outer.stack.clone();
-                stack.push(scope);
-                let seen = Scopes {
-                    stack,
-                    ctes: outer.ctes.clone(),
-                };
-                check_query(subquery, &seen)?;
+                check_query(subquery, &outer.and(scope))?;
             } else {
                 check_query(subquery, outer)?;
             }
@@ -332,6 +336,11 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
         } => {
             let mut inner = Scope::default();
             add_joined(&mut inner, table_with_joins, outer)?;
+            // The ON clauses inside see the names inside (and outside).
+            let seen = outer.and(&inner);
+            for join in &table_with_joins.joins {
+                check_exprs(&join.join_operator, &seen)?;
+            }
             match alias {
                 Some(alias) => Some(aliased(alias)),
                 None => {
@@ -345,14 +354,16 @@ fn add_factor(scope: &mut Scope, factor: &TableFactor, outer: &Scopes) -> Result
         TableFactor::Function {
             name, alias, args, ..
         } => {
-            check_exprs(args, outer)?;
+            check_exprs(args, &outer.and(scope))?;
             Some(match alias {
                 Some(alias) => aliased(alias),
                 None => unaliased_function(name),
             })
         }
+        // UNNEST and the like see the FROM items before them, as
+        // DataFusion plans them (laterally).
         other => {
-            check_exprs(other, outer)?;
+            check_exprs(other, &outer.and(scope))?;
             factor_alias(other).map(aliased)
         }
     };
@@ -434,7 +445,7 @@ fn table_entry(
         .map(normalize)
         .collect();
     let (written_schema, schema, table) = match parts.as_slice() {
-        [table] if outer.ctes.contains(table) => (None, None, table),
+        [table] if is_cte(name, outer) => (None, None, table),
         [table] => (None, Some(MAIN.to_string()), table),
         [schema, table] | [_, schema, table] => (Some(schema.clone()), Some(schema.clone()), table),
         // Longer names fail to resolve later, with their own error.
@@ -445,6 +456,29 @@ fn table_entry(
         written_schema,
         table_schema: schema,
     })
+}
+
+/// True when `name` is a CTE of the scopes (a one-part name).
+fn is_cte(name: &ObjectName, scopes: &Scopes) -> bool {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .is_some_and(|i| scopes.ctes.contains(&normalize(i))),
+        _ => false,
+    }
+}
+
+/// The relations a statement's FROM lists name, as written, leaving out
+/// the CTEs in scope where each is named; the walk stops at what
+/// [`check`] would refuse.
+pub(crate) fn relations_read(statement: &SqlStatement) -> Vec<ObjectName> {
+    let relations = RefCell::new(Vec::new());
+    let base = Scopes {
+        relations: Some(&relations),
+        ..Scopes::default()
+    };
+    let _ = check_sql(statement, &base);
+    relations.into_inner()
 }
 
 /// Checks the qualifiers and subqueries of clauses seen from `scopes`.
@@ -488,10 +522,10 @@ impl Visitor for Qualifiers<'_, '_> {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if self.depth == 0
-            && let Expr::CompoundIdentifier(idents) = expr
+            && let Some(idents) = column_path(expr)
             && let Some((_, qualifier)) = idents.split_last()
         {
-            let parts: Vec<&Ident> = qualifier.iter().collect();
+            let parts: Vec<&Ident> = qualifier.to_vec();
             let written = idents
                 .iter()
                 .map(|i| i.to_string())
@@ -503,6 +537,25 @@ impl Visitor for Qualifiers<'_, '_> {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The dotted names of a column reference: `s.t.id`, and `s.t.arr` of
+/// `s.t.arr[1]` (DataFusion rebuilds the dotted root of a subscript).
+fn column_path(expr: &Expr) -> Option<Vec<&Ident>> {
+    match expr {
+        Expr::CompoundIdentifier(idents) => Some(idents.iter().collect()),
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            let Expr::Identifier(first) = root.as_ref() else {
+                return None;
+            };
+            let dotted = access_chain.iter().map_while(|a| match a {
+                AccessExpr::Dot(Expr::Identifier(i)) => Some(i),
+                _ => None,
+            });
+            Some(std::iter::once(first).chain(dotted).collect())
+        }
+        _ => None,
     }
 }
 
@@ -519,7 +572,7 @@ fn check_qualifier(
     let (schema, table) = match names.as_slice() {
         [schema, table] => (schema, table),
         [database, schema, table] if database == DATABASE => (schema, table),
-        [_, _, _] => {
+        [_, _, _] if !scopes.stack.is_empty() => {
             return Err(ErrorKind::NotSupported(format!(
                 "cross-database references are not implemented: {written}"
             ))
@@ -561,30 +614,4 @@ fn check_qualifier(
         .into());
     }
     Ok(())
-}
-
-/// The top-level queries of a statement that has no scope of its own.
-struct TopQueries {
-    depth: usize,
-    found: Result<()>,
-}
-
-impl Visitor for TopQueries {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if self.depth == 0
-            && let Err(e) = check_query(query, &Scopes::default())
-        {
-            self.found = Err(e);
-            return ControlFlow::Break(());
-        }
-        self.depth += 1;
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
-        self.depth = self.depth.saturating_sub(1);
-        ControlFlow::Continue(())
-    }
 }
