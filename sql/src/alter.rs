@@ -624,7 +624,14 @@ fn rename_column(shape: &mut Shape, catalog: &mut Catalog, old: &str, new: &str)
     }
     let lookup = catalog.clone();
     for view in catalog.views.iter_mut() {
-        if reads_relation(&view.sql, &table) {
+        if !relations_named(&lookup, &view.sql).contains(&table) {
+            continue;
+        }
+        // A `new` the view names already could bind to the renamed column.
+        if names_column(&view.sql, new, false) {
+            return unsupported_rename(&view.name, &format!("it names a column {new} already"));
+        }
+        if names_column(&view.sql, old, true) {
             // The renamer is blind to qualifiers: it renames `old` of every
             // relation of the view. Refused where another one may have it.
             if let Some(other) = other_source_of(&lookup, &view.sql, &table, old) {
@@ -1040,16 +1047,7 @@ fn views_reading_column(catalog: &Catalog, table: &str, column: &str) -> Vec<Str
         .views
         .iter()
         .filter(|v| reads_relation(&v.sql, table))
-        .filter(|v| {
-            parse_view(&v.sql).is_some_and(|stmt| {
-                let mut finder = ColumnFinder {
-                    column,
-                    found: false,
-                };
-                let _ = stmt.visit(&mut finder);
-                finder.found
-            })
-        })
+        .filter(|v| names_column(&v.sql, column, true))
         .map(|v| v.name.clone())
         .collect()
 }
@@ -1057,14 +1055,31 @@ fn views_reading_column(catalog: &Catalog, table: &str, column: &str) -> Vec<Str
 /// Finds an identifier or a wildcard that may read a column.
 struct ColumnFinder<'a> {
     column: &'a str,
+    /// Whether `*` counts (it reads every column).
+    wildcards: bool,
     found: bool,
+}
+
+/// True when the view's SQL names `column` (or, with `wildcards`, selects
+/// `*`), as [`ColumnFinder`] finds it.
+fn names_column(sql: &str, column: &str, wildcards: bool) -> bool {
+    parse_view(sql).is_some_and(|stmt| {
+        let mut finder = ColumnFinder {
+            column,
+            wildcards,
+            found: false,
+        };
+        let _ = stmt.visit(&mut finder);
+        finder.found
+    })
 }
 
 impl Visitor for ColumnFinder<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        if let SetExpr::Select(select) = query.body.as_ref()
+        if self.wildcards
+            && let SetExpr::Select(select) = query.body.as_ref()
             && select.projection.iter().any(|p| {
                 matches!(
                     p,
@@ -1097,7 +1112,16 @@ fn relations_named(catalog: &Catalog, sql: &str) -> HashSet<String> {
     let Some(stmt) = parse_view(sql) else {
         return HashSet::new();
     };
-    crate::exposed_names::relations_read(&stmt)
+    let names = crate::exposed_names::relations_read(&stmt).unwrap_or_else(|| {
+        // SQL stored before today's checks: every name it holds.
+        let mut all = Vec::new();
+        let _ = visit_relations(&stmt, |name| {
+            all.push(name.clone());
+            ControlFlow::<()>::Continue(())
+        });
+        all
+    });
+    names
         .iter()
         .filter_map(|name| crate::schemas::resolve(catalog, name).ok())
         .collect()

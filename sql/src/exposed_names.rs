@@ -83,6 +83,7 @@ fn check_sql(statement: &SqlStatement, base: &Scopes) -> Result<()> {
             }
             let scopes = base.with(from_list(&tables, base)?);
             let view = scopes.view();
+            check_joins(&tables, &view)?;
             check_exprs(&update.assignments, &view)?;
             check_exprs(&update.selection, &view)?;
             check_exprs(&update.order_by, &view)?;
@@ -97,6 +98,7 @@ fn check_sql(statement: &SqlStatement, base: &Scopes) -> Result<()> {
             }
             let scopes = base.with(from_list(&tables, base)?);
             let view = scopes.view();
+            check_joins(&tables, &view)?;
             check_exprs(&delete.selection, &view)?;
             check_exprs(&delete.order_by, &view)?;
             check_exprs(&delete.limit, &view)?;
@@ -276,11 +278,7 @@ fn check_select<'a>(select: &Select, outer: &Scopes<'a>) -> Result<ScopesOwned<'
     check_exprs(&select.named_window, &view)?;
     check_exprs(&select.qualify, &view)?;
     check_exprs(&select.sort_by, &view)?;
-    for table in &select.from {
-        for join in &table.joins {
-            check_exprs(&join.join_operator, &view)?;
-        }
-    }
+    check_joins(&tables, &view)?;
     Ok(scopes)
 }
 
@@ -469,16 +467,27 @@ fn is_cte(name: &ObjectName, scopes: &Scopes) -> bool {
 }
 
 /// The relations a statement's FROM lists name, as written, leaving out
-/// the CTEs in scope where each is named; the walk stops at what
-/// [`check`] would refuse.
-pub(crate) fn relations_read(statement: &SqlStatement) -> Vec<ObjectName> {
+/// the CTEs in scope where each is named; `None` when [`check`] refuses
+/// the statement (the walk stopped there; callers fall back to every
+/// name the statement holds).
+pub(crate) fn relations_read(statement: &SqlStatement) -> Option<Vec<ObjectName>> {
     let relations = RefCell::new(Vec::new());
     let base = Scopes {
         relations: Some(&relations),
         ..Scopes::default()
     };
-    let _ = check_sql(statement, &base);
-    relations.into_inner()
+    check_sql(statement, &base).ok()?;
+    Some(relations.into_inner())
+}
+
+/// Checks the ON clauses of the joins of a FROM list.
+fn check_joins(tables: &[&TableWithJoins], scopes: &Scopes) -> Result<()> {
+    for table in tables {
+        for join in &table.joins {
+            check_exprs(&join.join_operator, scopes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks the qualifiers and subqueries of clauses seen from `scopes`.
